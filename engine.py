@@ -1,0 +1,171 @@
+"""The generation engine: one validated sample for (topic, difficulty, sample type), through
+whichever provider and model can give it now.
+
+Composes the provider clients, the fallback router (health board, rate limiter, policy, metrics),
+the prompts and the output parser. The HTTP server and the batch worker use only this class.
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from catalog import Topic
+from errors import InvalidOutput, warm_up
+from fallback.health import HealthBoard
+from fallback.limiter import RateLimiter
+from fallback.metrics import Metrics, SwitchEvent, utc_now_iso
+from fallback.policy import Policy
+from fallback.router import AttemptRecord, Router
+from prompts import SampleSpec, build_messages
+from provider_config import AppConfig, ModelConfig
+from providers.client import Completion, ProviderClient, build_providers
+from sample_parser import SampleContent, parse_sample
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    topic: Topic
+    difficulty: str
+    sample_type: str
+    provider: str | None = None
+    model: str | None = None
+    instruction: str | None = None
+
+    @property
+    def spec(self) -> SampleSpec:
+        return SampleSpec(self.topic, self.difficulty, self.sample_type, self.instruction)
+
+
+@dataclass
+class GenerationResult:
+    content: SampleContent
+    request: GenerationRequest
+    provider: str
+    model: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency: float                       # the successful call
+    elapsed: float                       # the whole run, failed attempts and waits included
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    switches: list[SwitchEvent] = field(default_factory=list)
+
+    @property
+    def total_tokens(self) -> int:
+        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+
+class GenerationEngine:
+    def __init__(self, config: AppConfig, env: Mapping[str, str], *, clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None, rejected_kept: int = 50):
+        self.config = config
+        self.clock = clock
+        self.providers: dict[str, ProviderClient] = build_providers(config.providers, env)
+        self.health = HealthBoard(clock)
+        limits = {(p, m.id): m.limits for p, pc in config.providers.items() for m in pc.models}
+        self.limiter = RateLimiter(limits, clock)
+        self.metrics = Metrics()
+        self.policy = Policy(config.engine, rng)
+        self.router = Router(config.engine, self.providers, self.health, self.limiter, self.metrics,
+                             self.policy, clock)
+        self._rejected: deque[dict[str, Any]] = deque(maxlen=rejected_kept)
+        self._lock = threading.Lock()
+        warm_up()
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def reload_environment(self, env: Mapping[str, str]) -> list[str]:
+        """Pick up changed keys or base URLs; a provider disabled for its key comes back when the
+        key changes. Returns the providers whose settings changed."""
+        changed = []
+        fresh = build_providers(self.config.providers, env)
+        for name, client in fresh.items():
+            if client.key_fingerprint != self.providers[name].key_fingerprint:
+                self.providers[name] = client
+                changed.append(name)
+        return changed
+
+    def configured_providers(self) -> list[str]:
+        return [name for name, client in self.providers.items() if client.configured]
+
+    def model_config(self, provider: str, model: str) -> ModelConfig | None:
+        provider_config = self.config.provider(provider)
+        return provider_config.model(model) if provider_config else None
+
+    # -- generation ------------------------------------------------------------------------
+
+    def estimate_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        chars = sum(len(m["content"]) for m in messages)
+        return int(chars / self.config.engine.estimate_chars_per_token) + 8 * len(messages)
+
+    def generate(self, request: GenerationRequest, *, max_wait: float = 0.0,
+                 cancel: threading.Event | None = None) -> GenerationResult:
+        """One validated sample, or a `fallback.router.RoutingError` saying why not and until when."""
+        spec = request.spec
+        messages = build_messages(spec)
+        started = time.perf_counter()
+
+        def call(client: ProviderClient, model: ModelConfig) -> tuple[SampleContent, Completion]:
+            completion = client.complete(model, messages)
+            try:
+                return parse_sample(completion.text, spec), completion
+            except InvalidOutput as exc:
+                exc.completion = completion  # type: ignore[attr-defined]  # usage still counts
+                self._keep_rejected(completion, str(exc), exc.raw_output)
+                raise
+
+        routed = self.router.run(call, prompt_tokens=self.estimate_prompt_tokens(messages),
+                                 provider=request.provider, model=request.model,
+                                 max_wait=max_wait, cancel=cancel)
+        completion = routed.completion
+        return GenerationResult(
+            content=routed.value, request=request, provider=completion.provider, model=completion.model,
+            prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+            latency=completion.latency, elapsed=time.perf_counter() - started,
+            attempts=routed.attempts, switches=routed.switches)
+
+    def _keep_rejected(self, completion: Completion, reason: str, raw: str) -> None:
+        with self._lock:
+            self._rejected.append({"provider": completion.provider, "model": completion.model,
+                                   "reason": reason, "raw_output": raw[:20000], "at": utc_now_iso()})
+
+    def rejected_outputs(self) -> list[dict[str, Any]]:
+        """The most recent rejected model outputs, raw, for diagnosis."""
+        with self._lock:
+            return list(self._rejected)
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def on_switch(self, listener: Callable[[SwitchEvent], None]) -> None:
+        self.metrics.on_switch(listener)
+
+    def provider_state(self, provider: str) -> dict[str, Any]:
+        client = self.providers[provider]
+        if not client.configured:
+            return {"state": "not_configured", "missing": client.missing_setting}
+        return self.health.state(provider, None, client.key_fingerprint, self.router.to_wall)
+
+    def model_state(self, provider: str, model: str) -> dict[str, Any]:
+        client = self.providers[provider]
+        state = self.health.state(provider, model, client.key_fingerprint, self.router.to_wall)
+        if state["state"] == "ok":
+            provider_state = self.provider_state(provider)
+            if provider_state["state"] != "ok":
+                state = {**provider_state, "failures_in_a_row": state.get("failures_in_a_row", 0)}
+        state["budget"] = self.limiter.snapshot(provider, model)
+        return state
+
+    def report(self) -> dict[str, Any]:
+        """Every provider and model: state, counts by outcome and category, latency, tokens."""
+        out: dict[str, Any] = {}
+        for name, client in self.providers.items():
+            models = {}
+            for model in client.config.models:
+                models[model.id] = {**self.model_state(name, model.id),
+                                    "stats": self.metrics.model_report(name, model.id)}
+            out[name] = {"name": client.display_name, "configured": client.configured,
+                         **self.provider_state(name), "models": models}
+        return out

@@ -1,0 +1,1 @@
+"""Fallback routing: decision table, health board, rate limiter, metrics, router."""

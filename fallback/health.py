@@ -1,0 +1,152 @@
+"""Which providers and models may be tried now: cooldowns, disabled keys, failures in a row.
+
+Shared by all threads. Nothing is excluded forever: a cooldown ends at its time (a new cooldown
+never shortens an existing one), and a provider disabled for a rejected key comes back as soon as
+its key or base URL changes.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from errors import Failure, Scope
+
+
+@dataclass
+class _Cooldown:
+    until: float = 0.0          # monotonic seconds
+    category: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    switched: bool = False      # a real switch-off, not a short retry backoff
+
+
+@dataclass
+class _Disabled:
+    fingerprint: str
+    category: str
+    message: str
+    since: float
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Why a target cannot be tried now."""
+
+    until: float | None         # monotonic; None when disabled until the configuration changes
+    category: str | None
+    reason: str | None
+    message: str | None
+    scope: str
+
+    @property
+    def permanent(self) -> bool:
+        """Waiting will not bring it back within a run: a rejected key or a model that is gone."""
+        return self.until is None or self.reason == "model_gone"
+
+
+class HealthBoard:
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._provider_cooling: dict[str, _Cooldown] = {}
+        self._model_cooling: dict[tuple[str, str], _Cooldown] = {}
+        self._disabled: dict[str, _Disabled] = {}
+        self._in_a_row: dict[tuple[str, str], int] = {}
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def blocked(self, provider: str, model: str, fingerprint: str) -> Blocked | None:
+        """None when the pair may be tried now."""
+        now = self._clock()
+        with self._lock:
+            disabled = self._disabled.get(provider)
+            if disabled and disabled.fingerprint == fingerprint:
+                return Blocked(None, disabled.category, "disabled", disabled.message, Scope.PROVIDER.value)
+            worst: tuple[_Cooldown, str] | None = None
+            for cooldown, scope in ((self._provider_cooling.get(provider), Scope.PROVIDER.value),
+                                    (self._model_cooling.get((provider, model)), Scope.MODEL.value)):
+                if cooldown and cooldown.until > now and (worst is None or cooldown.until > worst[0].until):
+                    worst = (cooldown, scope)
+            if worst is None:
+                return None
+            cooldown, scope = worst
+            return Blocked(cooldown.until, cooldown.category, cooldown.reason, cooldown.message, scope)
+
+    def in_a_row(self, provider: str, model: str) -> int:
+        with self._lock:
+            return self._in_a_row.get((provider, model), 0)
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def record_success(self, provider: str, model: str) -> None:
+        with self._lock:
+            self._in_a_row.pop((provider, model), None)
+
+    def count_failure(self, provider: str, model: str) -> int:
+        """One more failure in a row for this model; returns the new count."""
+        with self._lock:
+            count = self._in_a_row.get((provider, model), 0) + 1
+            self._in_a_row[(provider, model)] = count
+            return count
+
+    def cool(self, provider: str, model: str | None, seconds: float, failure: Failure,
+             switched: bool) -> float:
+        """Cool a model (or, with model None, a provider) down; never shortens a cooldown.
+        Returns the monotonic time it ends."""
+        now = self._clock()
+        with self._lock:
+            table: dict[Any, _Cooldown] = self._provider_cooling if model is None else self._model_cooling
+            key = provider if model is None else (provider, model)
+            current = table.get(key)
+            until = now + max(0.0, seconds)
+            if current is None or current.until <= now or until > current.until:
+                table[key] = _Cooldown(until, failure.category.value, failure.reason or
+                                       ("backoff" if not switched else None), failure.message, switched)
+            if switched and model is not None:
+                self._in_a_row.pop(key, None)
+            return table[key].until
+
+    def disable(self, provider: str, fingerprint: str, failure: Failure) -> None:
+        with self._lock:
+            self._disabled[provider] = _Disabled(fingerprint, failure.category.value, failure.message, self._clock())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._provider_cooling.clear()
+            self._model_cooling.clear()
+            self._disabled.clear()
+            self._in_a_row.clear()
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def state(self, provider: str, model: str | None, fingerprint: str,
+              to_wall: Callable[[float], float]) -> dict[str, Any]:
+        """{state: ok | cooling | disabled, until, category, reason, message, scope, failures_in_a_row}."""
+        now = self._clock()
+        with self._lock:
+            in_a_row = self._in_a_row.get((provider, model), 0) if model else 0
+        blocked = self.blocked(provider, model or "", fingerprint) if model else self._provider_block(provider, fingerprint, now)
+        if blocked is None:
+            return {"state": "ok", "failures_in_a_row": in_a_row}
+        report = {"state": "disabled" if blocked.until is None else "cooling",
+                  "category": blocked.category, "reason": blocked.reason, "message": blocked.message,
+                  "scope": blocked.scope, "failures_in_a_row": in_a_row}
+        if blocked.until is not None:
+            report["until"] = datetime.fromtimestamp(to_wall(blocked.until), timezone.utc).isoformat()
+            report["seconds_left"] = round(blocked.until - now, 3)
+        return report
+
+    def _provider_block(self, provider: str, fingerprint: str, now: float) -> Blocked | None:
+        with self._lock:
+            disabled = self._disabled.get(provider)
+            if disabled and disabled.fingerprint == fingerprint:
+                return Blocked(None, disabled.category, "disabled", disabled.message, Scope.PROVIDER.value)
+            cooldown = self._provider_cooling.get(provider)
+            if cooldown and cooldown.until > now:
+                return Blocked(cooldown.until, cooldown.category, cooldown.reason, cooldown.message,
+                               Scope.PROVIDER.value)
+        return None

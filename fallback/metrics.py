@@ -1,0 +1,107 @@
+"""Per provider and model: attempts by outcome and category, latency percentiles, tokens; and the
+log of switches from one (provider, model) to another."""
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass(frozen=True)
+class SwitchEvent:
+    from_provider: str | None
+    to_provider: str
+    from_model: str | None
+    to_model: str
+    reason: str
+    category: str
+    timestamp: str = field(default_factory=utc_now_iso)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _ModelStats:
+    attempts: int = 0
+    successes: int = 0
+    failures: Counter = field(default_factory=Counter)
+    latencies: deque = field(default_factory=lambda: deque(maxlen=1000))
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    last_failure: dict[str, Any] | None = None
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of the values, None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+class Metrics:
+    def __init__(self, max_switches: int = 500):
+        self._lock = threading.Lock()
+        self._models: dict[tuple[str, str], _ModelStats] = {}
+        self._switches: deque[SwitchEvent] = deque(maxlen=max_switches)
+        self.switch_count = 0
+        self._listeners: list[Callable[[SwitchEvent], None]] = []
+
+    def on_switch(self, listener: Callable[[SwitchEvent], None]) -> None:
+        self._listeners.append(listener)
+
+    def record_attempt(self, provider: str, model: str, *, category: str | None, latency: float | None,
+                       prompt_tokens: int | None = None, completion_tokens: int | None = None,
+                       message: str | None = None) -> None:
+        """One call to a model; `category` None means it produced a sample."""
+        with self._lock:
+            stats = self._models.setdefault((provider, model), _ModelStats())
+            stats.attempts += 1
+            if category is None:
+                stats.successes += 1
+            else:
+                stats.failures[category] += 1
+                stats.last_failure = {"category": category, "message": message, "at": utc_now_iso()}
+            if latency is not None:
+                stats.latencies.append(latency)
+            stats.prompt_tokens += prompt_tokens or 0
+            stats.completion_tokens += completion_tokens or 0
+
+    def record_switch(self, event: SwitchEvent) -> None:
+        with self._lock:
+            self._switches.append(event)
+            self.switch_count += 1
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(event)
+
+    def switches(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e.to_dict() for e in self._switches]
+
+    def model_report(self, provider: str, model: str) -> dict[str, Any]:
+        with self._lock:
+            stats = self._models.get((provider, model)) or _ModelStats()
+            latencies = list(stats.latencies)
+            failures = dict(stats.failures)
+            report = {
+                "attempts": stats.attempts, "successes": stats.successes,
+                "failures": sum(failures.values()), "failures_by_category": failures,
+                "success_rate": round(stats.successes / stats.attempts, 4) if stats.attempts else None,
+                "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
+                "last_failure": stats.last_failure,
+            }
+        report["latency_seconds"] = {f"p{q}": percentile(latencies, q) for q in (50, 95, 99)}
+        return report
+
+    def known_pairs(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._models)

@@ -1,0 +1,350 @@
+"""The fallback router: runs one unit of work (one sample) across providers and models.
+
+Order: the requested model, the rest of its provider's list, then the other providers' lists in
+`engine.provider_order` (then any other declared provider), skipping what is cooling, disabled,
+not configured or out of budget. One run never tries the same (provider, model) twice, and is
+bounded by `engine.max_attempts` and `engine.sample_deadline_seconds`. When nothing can be tried
+now, the run waits for the earliest recovery if the caller allows that wait, or raises
+`AllCooling` with the time to come back.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Mapping, TypeVar
+
+from errors import Category, Failure, classify
+from fallback.health import Blocked, HealthBoard
+from fallback.limiter import RateLimiter, Reservation
+from fallback.metrics import Metrics, SwitchEvent, utc_now_iso
+from fallback.policy import Action, Decision, Policy
+from provider_config import EngineConfig, ModelConfig
+from providers.client import Completion, ProviderClient
+from providers.headers import read_rate_limits
+
+T = TypeVar("T")
+Pair = tuple[str, str]
+
+
+@dataclass
+class AttemptRecord:
+    provider: str
+    model: str
+    started_at: str
+    latency: float
+    outcome: str                      # "success" or "failure"
+    category: str | None = None
+    message: str | None = None
+    action: str | None = None
+    cooldown_seconds: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Routed(Generic[T]):
+    value: T
+    completion: Completion
+    attempts: list[AttemptRecord]
+    switches: list[SwitchEvent]
+
+
+class RoutingError(Exception):
+    """The run produced nothing. `retry_after`: seconds until something may work (None: unknown)."""
+
+    permanent = False
+
+    def __init__(self, message: str, *, attempts: list[AttemptRecord] | None = None,
+                 switches: list[SwitchEvent] | None = None, retry_after: float | None = None,
+                 last_failure: Failure | None = None):
+        super().__init__(message)
+        self.message = message
+        self.attempts = attempts or []
+        self.switches = switches or []
+        self.retry_after = retry_after
+        self.last_failure = last_failure
+
+    @property
+    def kind(self) -> str:
+        return _KIND[type(self)]
+
+
+class AllCooling(RoutingError):
+    """Every remaining candidate is cooling down or out of budget; `retry_after` says how long."""
+
+
+class NoRecovery(RoutingError):
+    """Nothing can work by waiting: no provider configured, keys rejected, every model gone."""
+
+    permanent = True
+
+
+class AttemptsExhausted(RoutingError):
+    """Every candidate (or `max_attempts` of them) was tried and failed."""
+
+
+class DeadlineExceeded(RoutingError):
+    """The run's time budget ran out."""
+
+
+class GaveUp(RoutingError):
+    """The policy gave up on this unit of work (the request itself is at fault)."""
+
+
+class Stopped(RoutingError):
+    """The policy stopped: retrying elsewhere cannot help."""
+
+
+class Cancelled(RoutingError):
+    """The caller cancelled the run."""
+
+
+_KIND = {AllCooling: "all_cooling", NoRecovery: "no_recovery", AttemptsExhausted: "exhausted",
+         DeadlineExceeded: "deadline", GaveUp: "gave_up", Stopped: "stopped", Cancelled: "cancelled"}
+
+Call = Callable[[ProviderClient, ModelConfig], "tuple[T, Completion]"]
+
+
+@dataclass
+class _Run:
+    plan: list[Pair]
+    deadline: float
+    cancel: threading.Event | None
+    max_wait: float = 0.0
+    tried: set[Pair] = field(default_factory=set)
+    skip_providers: set[str] = field(default_factory=set)
+    per_category: dict[str, int] = field(default_factory=dict)
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    switches: list[SwitchEvent] = field(default_factory=list)
+    previous: Pair | None = None
+    pending: Failure | None = None
+    last_failure: Failure | None = None
+
+
+class Router:
+    def __init__(self, engine: EngineConfig, providers: Mapping[str, ProviderClient], health: HealthBoard,
+                 limiter: RateLimiter, metrics: Metrics, policy: Policy,
+                 clock: Callable[[], float] = time.monotonic):
+        self.engine = engine
+        self.providers = providers
+        self.health = health
+        self.limiter = limiter
+        self.metrics = metrics
+        self.policy = policy
+        self.clock = clock
+
+    def to_wall(self, mono: float) -> float:
+        return time.time() + (mono - self.clock())
+
+    # -- planning --------------------------------------------------------------------------
+
+    def provider_sequence(self, first: str | None) -> list[str]:
+        start = first or self.engine.default_provider
+        ordered = [start] + [p for p in self.engine.provider_order if p != start]
+        return ordered + [p for p in self.providers if p not in ordered]
+
+    def plan(self, provider: str | None = None, model: str | None = None) -> list[Pair]:
+        pairs: list[Pair] = []
+        for name in self.provider_sequence(provider):
+            models = [m.id for m in self.providers[name].config.models]
+            if name == (provider or self.engine.default_provider) and model:
+                models = [model] + [m for m in models if m != model]
+            pairs.extend((name, m) for m in models)
+        return pairs
+
+    def blocked(self, pair: Pair) -> Blocked | None:
+        client = self.providers[pair[0]]
+        return self.health.blocked(pair[0], pair[1], client.key_fingerprint)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self, call: Call, *, prompt_tokens: int, provider: str | None = None, model: str | None = None,
+            max_wait: float = 0.0, cancel: threading.Event | None = None) -> Routed:
+        run = _Run(self.plan(provider, model), self.clock() + self.engine.sample_deadline_seconds, cancel, max_wait)
+        while True:
+            self._check_bounds(run)
+            choice = self._choose(run, prompt_tokens)
+            if isinstance(choice, RoutingError):
+                raise choice
+            if choice is None:
+                continue  # waited for a recovery; look again
+            pair, reservation = choice
+            result = self._attempt(run, pair, reservation, call)
+            if result is not None:
+                return result
+
+    def _check_bounds(self, run: _Run) -> None:
+        if run.cancel is not None and run.cancel.is_set():
+            raise self._error(Cancelled, "cancelled", run)
+        if len(run.attempts) >= self.engine.max_attempts:
+            raise self._error(AttemptsExhausted, f"gave up after {len(run.attempts)} attempts", run,
+                              retry_after=self._earliest_recovery(run.plan))
+        if self.clock() >= run.deadline:
+            raise self._error(DeadlineExceeded, f"no sample within {self.engine.sample_deadline_seconds:g}s",
+                              run, retry_after=self._earliest_recovery(run.plan))
+
+    def _choose(self, run: _Run, prompt_tokens: int) -> tuple[Pair, Reservation] | RoutingError | None:
+        """The next pair with its budget reserved; None after waiting; or the error to raise."""
+        waiting: list[tuple[float, Pair, Blocked | None]] = []
+        for pair in run.plan:
+            name, model_id = pair
+            client = self.providers[name]
+            if pair in run.tried or name in run.skip_providers or not client.configured:
+                continue
+            blocked = self.blocked(pair)
+            if blocked is not None:
+                if blocked.until is not None:
+                    waiting.append((blocked.until, pair, blocked))
+                continue
+            model = client.config.model(model_id)
+            if model is None:
+                continue
+            tokens = prompt_tokens + client.config.completion_budget(model)
+            reservation = self.limiter.reserve(name, model_id, tokens)
+            if isinstance(reservation, Reservation):
+                self._note_skips(run, pair, waiting)
+                return pair, reservation
+            if reservation != float("inf"):
+                waiting.append((self.clock() + reservation, pair, None))
+        return self._nothing_now(run, waiting)
+
+    def _nothing_now(self, run: _Run, waiting: list[tuple[float, Pair, Blocked | None]]) -> RoutingError | None:
+        """Nothing can be tried now: wait for the earliest recovery, or say why not."""
+        recoverable = [w for w in waiting if w[2] is None or not w[2].permanent]
+        if not recoverable:
+            configured = [pair for pair in run.plan if self.providers[pair[0]].configured]
+            if not configured:
+                missing = sorted({c.missing_setting for c in self.providers.values() if c.missing_setting})
+                return self._error(NoRecovery, "no provider is configured (set " + " or ".join(missing) + ")", run)
+            if all((b := self.blocked(pair)) is not None and b.permanent for pair in configured):
+                return self._error(NoRecovery, "no provider or model can recover: " + self._why(run, waiting), run)
+            return self._error(AttemptsExhausted, "every candidate failed: " + self._why(run, waiting), run,
+                               retry_after=self._earliest_recovery(run.plan))
+        earliest = min(w[0] for w in recoverable)
+        now = self.clock()
+        delay = max(0.0, earliest - now)
+        if delay <= min(run.deadline - now, run.max_wait):
+            self._sleep(run, delay)
+            return None
+        return self._error(AllCooling, "every candidate is cooling down or out of budget: " + self._why(run, waiting),
+                           run, retry_after=delay)
+
+    def _sleep(self, run: _Run, seconds: float) -> None:
+        if run.cancel is not None:
+            run.cancel.wait(seconds)
+        else:
+            time.sleep(seconds)
+
+    def _why(self, run: _Run, waiting: list[tuple[float, Pair, Blocked | None]]) -> str:
+        if run.last_failure is not None and not waiting:
+            return f"last failure {run.last_failure.category.value}: {run.last_failure.message}"
+        parts = []
+        for until, (provider, model), blocked in sorted(waiting)[:3]:
+            why = "out of budget" if blocked is None else (blocked.category or "cooling")
+            parts.append(f"{provider}/{model} {why}")
+        return ", ".join(parts) or "nothing left to try"
+
+    def _earliest_recovery(self, plan: list[Pair]) -> float | None:
+        now = self.clock()
+        times = [b.until for b in (self.blocked(p) for p in plan if self.providers[p[0]].configured)
+                 if b is not None and b.until is not None and not b.permanent]
+        return max(0.0, min(times) - now) if times else None
+
+    def _note_skips(self, run: _Run, chosen: Pair, waiting: list[tuple[float, Pair, Blocked | None]]) -> None:
+        """Record the move to `chosen`: after a failure, or when the preferred pair was skipped."""
+        if run.pending is not None and run.previous is not None:
+            self._switch(run, run.previous, chosen, run.pending.message, run.pending.category.value)
+        elif run.previous is None and chosen != run.plan[0]:
+            skipped = next((w for w in waiting if w[1] == run.plan[0]), None)
+            if skipped is not None:
+                blocked = skipped[2]
+                reason = ("out of budget (proactive rate limit)" if blocked is None
+                          else f"cooling: {blocked.message or blocked.category}")
+                category = Category.RATE_LIMIT.value if blocked is None else (blocked.category or "unknown")
+                self._switch(run, run.plan[0], chosen, reason, category)
+        run.pending = None
+
+    def _switch(self, run: _Run, source: Pair, target: Pair, reason: str, category: str) -> None:
+        event = SwitchEvent(source[0], target[0], source[1], target[1], reason, category)
+        run.switches.append(event)
+        self.metrics.record_switch(event)
+
+    def _attempt(self, run: _Run, pair: Pair, reservation: Reservation, call: Call) -> Routed | None:
+        name, model_id = pair
+        client = self.providers[name]
+        model = client.config.model(model_id)
+        assert model is not None
+        run.tried.add(pair)
+        run.previous = pair
+        started_at, started = utc_now_iso(), time.perf_counter()
+        try:
+            value, completion = call(client, model)
+        except Exception as exc:  # every failure is classified; nothing escapes unexamined
+            latency = time.perf_counter() - started
+            self._after_failure(run, pair, reservation, exc, started_at, latency)
+            return None
+        self.limiter.settle(reservation, completion.total_tokens)
+        self.limiter.observe(name, model_id, read_rate_limits(completion.headers, client.kind))
+        self.health.record_success(name, model_id)
+        self.metrics.record_attempt(name, model_id, category=None, latency=completion.latency,
+                                    prompt_tokens=completion.prompt_tokens,
+                                    completion_tokens=completion.completion_tokens)
+        run.attempts.append(AttemptRecord(name, model_id, started_at, completion.latency, "success",
+                                          prompt_tokens=completion.prompt_tokens,
+                                          completion_tokens=completion.completion_tokens))
+        return Routed(value, completion, run.attempts, run.switches)
+
+    def _after_failure(self, run: _Run, pair: Pair, reservation: Reservation, exc: Exception,
+                       started_at: str, latency: float) -> None:
+        name, model_id = pair
+        client = self.providers[name]
+        failure = classify(exc, client.kind, client.secrets)
+        completion: Completion | None = getattr(exc, "completion", None)
+        response = getattr(exc, "response", None)
+        headers = dict(getattr(response, "headers", None) or {}) or (completion.headers if completion else {})
+        self.limiter.observe(name, model_id, read_rate_limits(headers, client.kind))
+        used = completion.total_tokens if completion else (0 if failure.status and failure.status < 500 else None)
+        self.limiter.settle(reservation, used)
+
+        rule = self.policy.rule_for(failure)
+        in_a_row = self.health.count_failure(name, model_id) if not rule.critical else self.health.in_a_row(name, model_id) + 1
+        run.per_category[failure.category.value] = run.per_category.get(failure.category.value, 0) + 1
+        decision = self.policy.decide(failure, in_a_row, run.per_category[failure.category.value])
+        self._apply(pair, failure, decision)
+
+        self.metrics.record_attempt(name, model_id, category=failure.category.value, latency=latency,
+                                    prompt_tokens=completion.prompt_tokens if completion else None,
+                                    completion_tokens=completion.completion_tokens if completion else None,
+                                    message=failure.message)
+        run.attempts.append(AttemptRecord(name, model_id, started_at, latency, "failure", failure.category.value,
+                                          failure.message, decision.action.value, decision.cooldown_seconds,
+                                          completion.prompt_tokens if completion else None,
+                                          completion.completion_tokens if completion else None))
+        run.last_failure = failure
+        run.pending = failure
+        if decision.action == Action.NEXT_PROVIDER:
+            run.skip_providers.add(name)
+        elif decision.action == Action.GIVE_UP:
+            raise self._error(GaveUp, f"gave up on this sample: {failure.category.value}: {failure.message}", run)
+        elif decision.action == Action.STOP:
+            raise self._error(Stopped, f"stopped: {failure.message}", run)
+
+    def _apply(self, pair: Pair, failure: Failure, decision: Decision) -> None:
+        name, model_id = pair
+        client = self.providers[name]
+        if decision.cooldown_seconds is None:
+            if decision.switched and decision.scope.value == "provider":
+                self.health.disable(name, client.key_fingerprint, failure)
+            return
+        if decision.cooldown_seconds <= 0:
+            return
+        target_model = None if decision.scope.value == "provider" else model_id
+        self.health.cool(name, target_model, decision.cooldown_seconds, failure, decision.switched)
+
+    def _error(self, cls: type[RoutingError], message: str, run: _Run, retry_after: float | None = None) -> RoutingError:
+        return cls(message, attempts=run.attempts, switches=run.switches, retry_after=retry_after,
+                   last_failure=run.last_failure)

@@ -1,0 +1,230 @@
+"""Provider and engine configuration: the shipped YAML, a user override file, validation.
+
+`load_config()` merges `config/providers.yaml` with the file named by PROVIDER_CONFIG_FILE (or an
+explicit path) and returns a validated `AppConfig`. Anything wrong fails here, at start-up, with a
+`ConfigError` naming the bad entry.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SHIPPED_CONFIG = Path(__file__).resolve().parent / "config" / "providers.yaml"
+USER_CONFIG_ENV = "PROVIDER_CONFIG_FILE"
+PROVIDER_KINDS = ("groq", "cerebras", "openai")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the bad entry."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Strict):
+    """Requests and tokens per minute, hour and day; None means not limited by us."""
+
+    rpm: int | None = Field(default=None, ge=0)
+    rph: int | None = Field(default=None, ge=0)
+    rpd: int | None = Field(default=None, ge=0)
+    tpm: int | None = Field(default=None, ge=0)
+    tph: int | None = Field(default=None, ge=0)
+    tpd: int | None = Field(default=None, ge=0)
+
+
+class Price(_Strict):
+    """USD per million tokens."""
+
+    input: float = Field(default=0.0, ge=0)
+    output: float = Field(default=0.0, ge=0)
+
+
+class Timeouts(_Strict):
+    connect: float | None = Field(default=None, gt=0)
+    read: float | None = Field(default=None, gt=0)
+
+
+class ModelConfig(_Strict):
+    id: str = Field(min_length=1)
+    name: str | None = None
+    owned_by: str | None = None
+    context_window: int | None = Field(default=None, gt=0)
+    limits: Limits = Limits()
+    price: Price = Price()
+    thinking: bool = False          # wraps its output in <think> tags, needs a larger budget
+    json_mode: bool = True          # send response_format={"type": "json_object"}
+    max_completion_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    timeouts: Timeouts = Timeouts()
+    legacy: bool = False
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+class ProviderConfig(_Strict):
+    kind: Literal["groq", "cerebras", "openai"]
+    name: str | None = None
+    api_key_env: str | None = None
+    base_url_env: str | None = None
+    base_url: str | None = None
+    requires_key: bool = True
+    timeouts: Timeouts = Timeouts(connect=5.0, read=60.0)
+    max_completion_tokens: int = Field(default=2048, gt=0)
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    models: tuple[ModelConfig, ...]
+
+    def model(self, model_id: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.id == model_id), None)
+
+    def completion_budget(self, model: ModelConfig) -> int:
+        return model.max_completion_tokens or self.max_completion_tokens
+
+    def temperature_for(self, model: ModelConfig) -> float:
+        return self.temperature if model.temperature is None else model.temperature
+
+    def timeout_for(self, model: ModelConfig) -> tuple[float, float]:
+        """(connect, read) seconds for a call to this model."""
+        connect = model.timeouts.connect or self.timeouts.connect or 5.0
+        read = model.timeouts.read or self.timeouts.read or 60.0
+        return connect, read
+
+
+class Backoff(_Strict):
+    base_seconds: float = Field(default=1.0, ge=0)
+    max_seconds: float = Field(default=30.0, ge=0)
+
+
+class EngineConfig(_Strict):
+    default_provider: str = "groq"
+    provider_order: tuple[str, ...] = ("groq", "cerebras")
+    max_attempts: int = Field(default=8, ge=1)
+    sample_deadline_seconds: float = Field(default=240.0, gt=0)
+    switch_after: int = Field(default=3, ge=1)
+    backoff: Backoff = Backoff()
+    cooldowns: dict[str, float] = {}
+    estimate_chars_per_token: float = Field(default=3.5, gt=0)
+
+    @model_validator(mode="after")
+    def _non_negative_cooldowns(self) -> "EngineConfig":
+        for name, seconds in self.cooldowns.items():
+            if seconds < 0:
+                raise ValueError(f"cooldowns.{name}: must be >= 0, got {seconds}")
+        return self
+
+
+class AppConfig(_Strict):
+    engine: EngineConfig = EngineConfig()
+    providers: dict[str, ProviderConfig]
+
+    def provider(self, name: str) -> ProviderConfig | None:
+        return self.providers.get(name)
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Deep-merge mappings key by key; anything else in the override replaces the base."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    return copy.deepcopy(override)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def _location(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> str:
+    """'providers.groq.models[2].limits.rpm', with the model id where there is one."""
+    parts: list[str] = []
+    node: Any = raw
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            if isinstance(node, list) and item < len(node) and isinstance(node[item], dict) and "id" in node[item]:
+                label = f"[{item}:{node[item]['id']}]"
+            parts.append(label)
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            parts.append(f".{item}" if parts else str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts)
+
+
+def _check_references(config: AppConfig) -> None:
+    providers = config.providers
+    if not providers:
+        raise ConfigError("providers: at least one provider must be declared")
+    engine = config.engine
+    if engine.default_provider not in providers:
+        raise ConfigError(f"engine.default_provider: unknown provider {engine.default_provider!r}")
+    seen: set[str] = set()
+    for name in engine.provider_order:
+        if name not in providers:
+            raise ConfigError(f"engine.provider_order: unknown provider {name!r}")
+        if name in seen:
+            raise ConfigError(f"engine.provider_order: {name!r} appears twice (a cycle in the failover order)")
+        seen.add(name)
+    for name, provider in providers.items():
+        if not provider.models:
+            raise ConfigError(f"providers.{name}.models: the fallback order is empty")
+        ids: set[str] = set()
+        for model in provider.models:
+            if model.id in ids:
+                raise ConfigError(
+                    f"providers.{name}.models: {model.id!r} appears twice (a cycle in the fallback order)")
+            ids.add(model.id)
+        if provider.kind == "openai" and not (provider.base_url or provider.base_url_env):
+            raise ConfigError(f"providers.{name}.base_url: an openai-compatible provider needs a base URL")
+        if provider.requires_key and not provider.api_key_env:
+            raise ConfigError(f"providers.{name}.api_key_env: required unless requires_key is false")
+    from fallback.policy import known_cooldown_names  # late import: policy reads config types
+
+    for key in engine.cooldowns:
+        if key not in known_cooldown_names():
+            raise ConfigError(f"engine.cooldowns.{key}: unknown failure category")
+
+
+def parse_config(raw: Mapping[str, Any]) -> AppConfig:
+    """Validate a configuration mapping (already merged)."""
+    try:
+        config = AppConfig.model_validate(raw)
+    except ValidationError as exc:
+        messages = []
+        for err in exc.errors():
+            where = _location(tuple(err["loc"]), raw)
+            value = err.get("input")
+            shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
+            messages.append(f"{where}: {err['msg']}{shown}")
+        raise ConfigError("invalid configuration: " + "; ".join(messages)) from None
+    _check_references(config)
+    return config
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> AppConfig:
+    """The shipped configuration, merged with the user's file and then with `overrides`."""
+    raw = _read_yaml(SHIPPED_CONFIG)
+    user_path = path or (env or {}).get(USER_CONFIG_ENV)
+    if user_path:
+        raw = _merge(raw, _read_yaml(Path(user_path)))
+    if overrides:
+        raw = _merge(raw, dict(overrides))
+    return parse_config(raw)

@@ -1,0 +1,1 @@
+"""Provider clients (Groq, Cerebras, OpenAI-compatible) and their rate-limit header readers."""

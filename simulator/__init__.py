@@ -1,0 +1,1 @@
+"""Simulated providers: a local server speaking the Groq and Cerebras wire formats."""

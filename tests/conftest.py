@@ -1,0 +1,105 @@
+"""Shared fixtures: a local fake provider server per test and engines pointed at it."""
+from __future__ import annotations
+
+import random
+import threading
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from catalog import find_topic
+from engine import GenerationEngine, GenerationRequest
+from provider_config import AppConfig, load_config
+from simulator.server import FakeProviderServer
+
+GROQ_KEY = "gsk_testkey000000000000000000000000"
+CEREBRAS_KEY = "csk-testkey00000000000000000000000"
+
+# Fast settings for tests: short timeouts and cooldowns, small model lists.
+FAST_ENGINE: dict[str, Any] = {
+    "max_attempts": 8,
+    "sample_deadline_seconds": 20,
+    "backoff": {"base_seconds": 0.05, "max_seconds": 0.2},
+    "cooldowns": {"rate_limit": 5, "quota_exhausted": 60, "model_unavailable": 5, "model_gone": 60,
+                  "timeout": 5, "connection_error": 5, "server_error": 5, "bad_request": 5,
+                  "invalid_output": 5, "unknown": 5},
+}
+GROQ_MODELS = [{"id": "g-large", "limits": {}}, {"id": "g-small", "limits": {}}]
+CEREBRAS_MODELS = [{"id": "c-large", "limits": {}}, {"id": "c-small", "limits": {}}]
+
+
+def fast_overrides(**engine: Any) -> dict[str, Any]:
+    return {
+        "engine": {**FAST_ENGINE, **engine},
+        "providers": {
+            "groq": {"timeouts": {"connect": 1, "read": 1.5}, "models": GROQ_MODELS},
+            "cerebras": {"timeouts": {"connect": 1, "read": 1.5}, "models": CEREBRAS_MODELS},
+        },
+    }
+
+
+class ManualClock:
+    """A monotonic clock tests move by hand."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeProviderServer]:
+    with FakeProviderServer(seed=7) as server:
+        yield server
+
+
+@pytest.fixture
+def env(fake: FakeProviderServer) -> dict[str, str]:
+    return {"GROQ_API_KEY": GROQ_KEY, "CEREBRAS_API_KEY": CEREBRAS_KEY,
+            "GROQ_BASE_URL": fake.url, "CEREBRAS_BASE_URL": fake.url}
+
+
+@pytest.fixture
+def make_config() -> Callable[..., AppConfig]:
+    def build(overrides: dict[str, Any] | None = None, **engine: Any) -> AppConfig:
+        merged = fast_overrides(**engine)
+        for key, value in (overrides or {}).items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = _deep_merge(merged[key], value)
+            else:
+                merged[key] = value
+        return load_config(overrides=merged)
+    return build
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@pytest.fixture
+def make_engine(env: dict[str, str], make_config: Callable[..., AppConfig]) -> Callable[..., GenerationEngine]:
+    def build(overrides: dict[str, Any] | None = None, *, env_overrides: dict[str, str] | None = None,
+              clock: Callable[[], float] | None = None, **engine: Any) -> GenerationEngine:
+        config = make_config(overrides, **engine)
+        kwargs: dict[str, Any] = {"rng": random.Random(3)}
+        if clock is not None:
+            kwargs["clock"] = clock
+        return GenerationEngine(config, {**env, **(env_overrides or {})}, **kwargs)
+    return build
+
+
+def request(provider: str | None = None, model: str | None = None, *, topic: str = "Tort Law - Nuisance",
+            difficulty: str = "intermediate", sample_type: str = "case_analysis") -> GenerationRequest:
+    found = find_topic(topic)
+    assert found is not None
+    return GenerationRequest(found, difficulty, sample_type, provider, model)
