@@ -119,8 +119,20 @@ class EngineConfig(_Strict):
         return self
 
 
+class BatchConfig(_Strict):
+    """How the background batch worker runs (see batch/worker.py)."""
+
+    max_in_flight: int = Field(default=16, ge=1, le=256)
+    topic_skip_after: int = Field(default=3, ge=1)
+    topic_skip_seconds: float = Field(default=600, ge=0)
+    max_wait_seconds: float = Field(default=30, gt=0)
+    stuck_after_minutes: float = Field(default=10, gt=0)
+    heartbeat_seconds: float = Field(default=15, gt=0, le=30)
+
+
 class AppConfig(_Strict):
     engine: EngineConfig = EngineConfig()
+    batch: BatchConfig = BatchConfig()
     providers: dict[str, ProviderConfig]
 
     def provider(self, name: str) -> ProviderConfig | None:

@@ -53,6 +53,8 @@ class Metrics:
         self._models: dict[tuple[str, str], _ModelStats] = {}
         self._switches: deque[SwitchEvent] = deque(maxlen=max_switches)
         self.switch_count = 0
+        self.switches_from: Counter = Counter()
+        self.switches_to: Counter = Counter()
         self._listeners: list[Callable[[SwitchEvent], None]] = []
 
     def on_switch(self, listener: Callable[[SwitchEvent], None]) -> None:
@@ -79,6 +81,8 @@ class Metrics:
         with self._lock:
             self._switches.append(event)
             self.switch_count += 1
+            self.switches_from[(event.from_provider, event.from_model)] += 1
+            self.switches_to[(event.to_provider, event.to_model)] += 1
             listeners = list(self._listeners)
         for listener in listeners:
             listener(event)
@@ -98,6 +102,8 @@ class Metrics:
                 "success_rate": round(stats.successes / stats.attempts, 4) if stats.attempts else None,
                 "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
                 "last_failure": stats.last_failure,
+                "switches_from": self.switches_from[(provider, model)],
+                "switches_to": self.switches_to[(provider, model)],
             }
         report["latency_seconds"] = {f"p{q}": percentile(latencies, q) for q in (50, 95, 99)}
         return report

@@ -103,3 +103,47 @@ def request(provider: str | None = None, model: str | None = None, *, topic: str
     found = find_topic(topic)
     assert found is not None
     return GenerationRequest(found, difficulty, sample_type, provider, model)
+
+
+@pytest.fixture
+def make_app(tmp_path, env, make_config):
+    """A fresh app on a temporary data directory, its providers pointed at the fake server."""
+    from api_server import create_app
+    from settings import Settings
+
+    apps = []
+
+    def build(overrides: dict[str, Any] | None = None, *, env_overrides: dict[str, str] | None = None,
+              start_batches: bool = True, data_dir=None, **settings: Any):
+        merged_env = {**env, **(env_overrides or {})}
+        config = make_config(overrides)
+        app = create_app(Settings.from_env(merged_env, data_dir=data_dir or tmp_path / "data", **settings),
+                         config, start_batches=start_batches)
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        svc = app.extensions["services"]
+        if svc.batches is not None:
+            svc.batches.shutdown(timeout=5)
+        svc.store.close()
+
+
+@pytest.fixture
+def client(make_app):
+    return make_app().test_client()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
+    """Poll an observable condition until it holds; fail the test if it never does."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)

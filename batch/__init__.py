@@ -1,0 +1,1 @@
+"""Background batch generation: rotation of topics, the worker threads, and their manager."""

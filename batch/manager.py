@@ -1,0 +1,252 @@
+"""Starting, stopping, resuming and watching batches; one runs at a time."""
+from __future__ import annotations
+
+import queue
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from batch.rotation import Rotation, Slot
+from batch.worker import BatchRun, BatchSettings
+from catalog import BALANCE, DEFAULT_SAMPLE_TYPE, DIFFICULTIES, SAMPLE_TYPES, TOPICS, find_topic
+from engine import GenerationEngine
+from generation_service import (RequestProblem, check_difficulty, check_sample_type, resolve_provider_model,
+                                resolve_topic_label)
+from provider_config import AppConfig
+from state import RUNNING, STOPPED, BatchRepository, BatchState, new_batch_id, utc_now
+from store import Store
+
+RECENT_IN_STATUS = 10
+
+
+class BatchConflict(Exception):
+    def __init__(self, batch_id: str):
+        super().__init__(f"batch {batch_id} is already running; stop it first")
+        self.batch_id = batch_id
+
+
+class NoProviders(Exception):
+    pass
+
+
+class BatchManager:
+    def __init__(self, *, engine: GenerationEngine, store: Store, config: AppConfig, settings: BatchSettings,
+                 quality: Any = None, simulated: bool = False):
+        self.engine = engine
+        self.store = store
+        self.config = config
+        self.settings = settings
+        self.quality = quality
+        self.simulated = simulated
+        self.repo = BatchRepository(store)
+        self._runs: dict[str, BatchRun] = {}
+        self._lock = threading.RLock()
+        self._subscribers: set[queue.Queue] = set()
+        self._sub_lock = threading.Lock()
+
+    # -- starting --------------------------------------------------------------------------
+
+    def start(self, *, target_count: int, provider: str | None = None, model: str | None = None,
+              topic: str | None = None, difficulty: str | None = None, reasoning_instruction: str | None = None,
+              sample_type: str | None = None) -> BatchState:
+        """Validate everything, then start; RequestProblem (400), BatchConflict (409), NoProviders (503)."""
+        provider, model = resolve_provider_model(self.config, provider, model)
+        topic_label = resolve_topic_label(None, topic).label if topic else None
+        difficulty = check_difficulty(difficulty)
+        sample_type = check_sample_type(sample_type)
+        if not self.engine.configured_providers():
+            missing = [c.missing_setting for c in self.engine.providers.values() if c.missing_setting]
+            raise NoProviders(f"no provider is configured: set {' or '.join(missing)}")
+        with self._lock:
+            running = self.running_ids()
+            if running:
+                raise BatchConflict(running[0])
+            current = self.store.count()
+            if target_count <= current:
+                raise RequestProblem(f"target_count {target_count} must be larger than the current dataset "
+                                     f"size ({current}); it is the total size to grow to")
+            state = BatchState(batch_id=new_batch_id(), target_count=target_count, start_count=current,
+                               total=target_count - current, provider=provider, model=model,
+                               topic_filter=topic_label, difficulty_filter=difficulty,
+                               reasoning_instruction=reasoning_instruction or None,
+                               sample_type_filter=sample_type)
+            self.repo.save(state)
+            run = self._run_for(state, stored=0)
+            self._runs[state.batch_id] = run
+            run.start()
+        self._publish(run.state)
+        return run.state
+
+    def _rotation(self, state: BatchState) -> Rotation:
+        topic = find_topic(state.topic_filter) if state.topic_filter else None
+        types = list(SAMPLE_TYPES) if state.sample_type_filter == BALANCE else \
+            [state.sample_type_filter or DEFAULT_SAMPLE_TYPE]
+        return Rotation(topics=[topic] if topic else TOPICS,
+                        difficulties=[state.difficulty_filter] if state.difficulty_filter else DIFFICULTIES,
+                        sample_types=types)
+
+    def _run_for(self, state: BatchState, stored: int) -> BatchRun:
+        rotation = self._rotation(state)
+        if stored:
+            rows = self.store.read().execute(
+                "SELECT topic, difficulty, sample_type FROM samples WHERE batch_id = ?", (state.batch_id,))
+            rotation.seed(Slot(t, r["difficulty"], r["sample_type"] or DEFAULT_SAMPLE_TYPE)
+                          for r in rows if (t := find_topic(r["topic"])) is not None)
+        return BatchRun(state, engine=self.engine, store=self.store, repo=self.repo, rotation=rotation,
+                        settings=self.settings, publish=self._publish, quality=self.quality,
+                        simulated=self.simulated, stored=stored)
+
+    def resume_unfinished(self) -> list[str]:
+        """Resume, under the same id, the batch that was running when the process died."""
+        unfinished = self.repo.with_status(RUNNING)
+        resumed: list[str] = []
+        with self._lock:
+            for older in unfinished[:-1]:   # one batch at a time: the newest carries on
+                older.status, older.running, older.completed_at = STOPPED, False, utc_now()
+                older.final_error = "interrupted by a restart while a newer batch was running"
+                self.repo.save(older)
+            for state in unfinished[-1:]:
+                if state.batch_id in self._runs and self._runs[state.batch_id].alive():
+                    continue
+                stored = self.repo.stored_samples(state.batch_id)
+                state.samples_generated = stored
+                state.progress = int(100 * stored / state.total) if state.total else 100
+                state.resumed_count += 1
+                state.running, state.in_flight = True, 0
+                run = self._run_for(state, stored)
+                self._runs[state.batch_id] = run
+                self.repo.save(state)
+                run.start()
+                resumed.append(state.batch_id)
+        return resumed
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def stop(self, batch_id: str | None = None) -> tuple[list[str], str]:
+        """Stop one batch, or all; returns (stopped ids, message). KeyError for an unknown id."""
+        with self._lock:
+            if batch_id is not None:
+                run = self._runs.get(batch_id)
+                state = run.state if run else self.repo.get(batch_id)
+                if state is None:
+                    raise KeyError(batch_id)
+                if run is not None and run.stop():
+                    return [batch_id], f"batch {batch_id} stopped"
+                if run is None and state.status == RUNNING:   # no worker behind it: record the stop
+                    self._mark_stopped(state)
+                    return [batch_id], f"batch {batch_id} stopped"
+                return [], f"batch {batch_id} already ended ({state.status})"
+            stopped = [bid for bid, run in self._runs.items() if run.stop()]
+            for state in self.repo.with_status(RUNNING):
+                if state.batch_id not in self._runs:
+                    self._mark_stopped(state)
+                    stopped.append(state.batch_id)
+        message = f"stopped {len(stopped)} batch(es)" if stopped else "no batch was running"
+        return stopped, message
+
+    def _mark_stopped(self, state: BatchState) -> None:
+        state.status, state.running, state.completed_at = STOPPED, False, utc_now()
+        self.repo.save(state)
+        self._publish(state)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Process exit: workers stop, running batches stay `running` and resume at the next start."""
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            run.shutdown()
+        for run in runs:
+            run.join(timeout)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def running_ids(self) -> list[str]:
+        with self._lock:
+            return [bid for bid, run in self._runs.items() if run.state.running]
+
+    def state(self, batch_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            run = self._runs.get(batch_id)
+            if run is not None:
+                with run.lock:
+                    return run.state.to_dict()
+        state = self.repo.get(batch_id)
+        return state.to_dict() if state else None
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Running batches and the most recent others, keyed by id."""
+        out = {s.batch_id: s.to_dict() for s in self.repo.history(RECENT_IN_STATUS)}
+        with self._lock:
+            for bid, run in self._runs.items():
+                if run.state.running or bid in out:
+                    with run.lock:
+                        out[bid] = run.state.to_dict()
+        return out
+
+    def history(self, limit: int = 200) -> list[dict[str, Any]]:
+        records = []
+        for state in self.repo.history(limit):
+            live = self._runs.get(state.batch_id)
+            records.append((live.state if live else state).history_record())
+        return records
+
+    def history_record(self, batch_id: str) -> dict[str, Any] | None:
+        live = self._runs.get(batch_id)
+        state = live.state if live else self.repo.get(batch_id)
+        return state.history_record() if state else None
+
+    def stuck(self) -> list[dict[str, Any]]:
+        """Running batches with no worker behind them (zombies) or no progress for too long.
+        Reads only: nothing is changed."""
+        now = datetime.now(timezone.utc)
+        out = []
+        for state in self.repo.with_status(RUNNING):
+            with self._lock:
+                run = self._runs.get(state.batch_id)
+                live = run.state if run else state
+                is_zombie = run is None or not run.alive()
+            last = _parse(live.last_progress_at) or _parse(live.started_at) or now
+            idle_minutes = (now - last).total_seconds() / 60
+            waiting = _parse(live.waiting_until)
+            legitimately_waiting = waiting is not None and waiting > now
+            if not is_zombie and (idle_minutes < self.settings.stuck_after_minutes or legitimately_waiting):
+                continue
+            started = _parse(live.started_at) or now
+            out.append({"batch_id": live.batch_id, "model": live.current_model or live.model,
+                        "provider": live.current_provider or live.provider,
+                        "elapsed_minutes": round((now - started).total_seconds() / 60, 1),
+                        "idle_minutes": round(idle_minutes, 1), "samples_generated": live.samples_generated,
+                        "target": live.total, "started_at": live.started_at, "is_zombie": is_zombie,
+                        "waiting_until": live.waiting_until})
+        return out
+
+    # -- live updates ----------------------------------------------------------------------
+
+    def subscribe(self) -> queue.Queue:
+        q: queue.Queue = queue.Queue(maxsize=1000)
+        with self._sub_lock:
+            self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: queue.Queue) -> None:
+        with self._sub_lock:
+            self._subscribers.discard(q)
+
+    def _publish(self, state: BatchState) -> None:
+        snapshot = state.to_dict()
+        with self._sub_lock:
+            subscribers = list(self._subscribers)
+        for q in subscribers:
+            try:
+                q.put_nowait(snapshot)
+            except queue.Full:
+                pass  # a stalled client misses intermediate frames, never blocks the batch
+
+
+def _parse(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None

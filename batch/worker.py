@@ -1,0 +1,334 @@
+"""One running batch: worker threads that claim slots, generate, and store exactly `total` samples.
+
+A slot is claimed only while `stored + in_flight < total`, and a sample is stored only under the
+batch lock after checking the batch is neither stopped nor complete, so a batch never overshoots
+and nothing is stored after a stop. Waiting (every model cooling or out of budget) is visible in
+the state; only a failure nothing can recover from ends the batch with an error.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from batch.rotation import Rotation, Slot
+from engine import GenerationEngine, GenerationRequest, GenerationResult
+from fallback.metrics import SwitchEvent
+from fallback.router import AllCooling, Cancelled, GaveUp, NoRecovery, RoutingError, Stopped
+from generation_service import sample_record
+from state import COMPLETED, FAILED, STOPPED, BatchRepository, BatchState, push_bounded, utc_now
+from store import Store
+
+log = logging.getLogger("batch")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_in_flight: int = 16           # concurrent requests; the rate limiter paces them
+    topic_skip_after: int = 3         # non-provider failures in a row before a topic is skipped
+    topic_skip_seconds: float = 600
+    max_wait_seconds: float = 30      # longest single sleep while everything cools
+    switch_dedupe_seconds: float = 60  # budget/cooldown skips of the same model are logged once a minute
+    stuck_after_minutes: float = 10
+
+
+def _iso_in(seconds: float) -> str:
+    from datetime import datetime, timedelta, timezone
+
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()
+
+
+class BatchRun:
+    def __init__(self, state: BatchState, *, engine: GenerationEngine, store: Store, repo: BatchRepository,
+                 rotation: Rotation, settings: BatchSettings, publish: Callable[[BatchState], None],
+                 quality: Any = None, simulated: bool = False, stored: int = 0):
+        self.state = state
+        self.engine = engine
+        self.store = store
+        self.repo = repo
+        self.rotation = rotation
+        self.settings = settings
+        self.publish = publish
+        self.quality = quality
+        self.simulated = simulated
+        self.lock = threading.RLock()
+        self.stop_event = threading.Event()
+        self.stored = stored
+        self.in_flight = 0
+        self.slot_counter = stored
+        self._threads: list[threading.Thread] = []
+        self._completions: deque[float] = deque()
+        self._topic_failures: dict[str, int] = {}
+        self._skipped_until: dict[str, float] = {}
+        self._last_skip_logged: dict[tuple[str, str], float] = {}
+        self._summary_at = 0.0
+        self._started_mono = time.monotonic()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self.lock:
+            if self.stored >= self.state.total:
+                self._finish(COMPLETED)
+                return
+        for number in range(max(1, min(self.settings.max_in_flight, self.state.total - self.stored))):
+            thread = threading.Thread(target=self._work, name=f"{self.state.batch_id}-{number}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def stop(self) -> bool:
+        """Stop at once and record the batch as stopped; False if it had already ended."""
+        with self.lock:
+            if not self.state.running:
+                return False
+            self.stop_event.set()
+            self._finish(STOPPED)
+            return True
+
+    def shutdown(self) -> None:
+        """The process is going away: stop working but leave the batch `running` to resume later."""
+        self.stop_event.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _finish(self, status: str, error: str | None = None) -> None:
+        """Under the lock: final status, persisted and published."""
+        self.stop_event.set()
+        state = self.state
+        state.status, state.running = status, False
+        state.completed_at = utc_now()
+        state.in_flight, state.waiting_until, state.waiting_reason = 0, None, None
+        state.eta_seconds = 0.0 if status == COMPLETED else None
+        if error:
+            state.final_error = error
+            state.add_error({"error": error, "fatal": True})
+        self._save()
+
+    def _save(self) -> None:
+        self.repo.save(self.state)
+        self.publish(self.state)
+
+    # -- the worker loop -------------------------------------------------------------------
+
+    def _claim(self) -> int | None:
+        with self.lock:
+            if self.stop_event.is_set() or self.stored + self.in_flight >= self.state.total:
+                return None
+            self.in_flight += 1
+            self.slot_counter += 1
+            self.state.in_flight = self.in_flight
+            return self.slot_counter
+
+    def _unclaim(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+            self.state.in_flight = self.in_flight
+
+    def _work(self) -> None:
+        while not self.stop_event.is_set():
+            number = self._claim()
+            if number is None:
+                return
+            slot = self.rotation.next(exclude=self._skipped_topics())
+            if slot is None:
+                self._unclaim()
+                self._wait_for_topics()
+                continue
+            try:
+                self._run_slot(number, slot)
+            except Exception:  # a bug here must not kill the batch silently
+                log.exception("batch %s: slot %s failed unexpectedly", self.state.batch_id, number)
+                self.rotation.release(slot)
+                self._unclaim()
+                self._sleep(1.0)
+
+    def _request(self, slot: Slot) -> GenerationRequest:
+        s = self.state
+        return GenerationRequest(slot.topic, slot.difficulty, slot.sample_type, s.provider, s.model,
+                                 s.reasoning_instruction)
+
+    def _run_slot(self, number: int, slot: Slot) -> None:
+        with self.lock:
+            self.state.current_sample = slot.topic.label
+        try:
+            result = self.engine.generate(self._request(slot), cancel=self.stop_event)
+        except RoutingError as exc:
+            self.rotation.release(slot)
+            self._unclaim()
+            self.repo.log_attempts(self.state.batch_id, number, [a.to_dict() for a in exc.attempts])
+            self._on_failure(slot, exc)
+            return
+        record = sample_record(result, batch_id=self.state.batch_id, simulated=self.simulated)
+        if self.quality is not None:
+            verdict = self.quality.review(record)
+            if verdict is not None:  # rejected: as invalid output, the slot is tried again
+                self.rotation.release(slot)
+                self._unclaim()
+                self.repo.log_attempts(self.state.batch_id, number, [
+                    *[a.to_dict() for a in result.attempts[:-1]],
+                    {**result.attempts[-1].to_dict(), "outcome": "rejected", "category": "invalid_output",
+                     "message": verdict}])
+                self._on_rejected(slot, result, verdict)
+                return
+        self._store(number, slot, result, record)
+
+    def _store(self, number: int, slot: Slot, result: GenerationResult, record: dict[str, Any]) -> None:
+        with self.lock:
+            self.in_flight -= 1
+            self.state.in_flight = self.in_flight
+            if self.stop_event.is_set() or self.stored >= self.state.total:
+                self.rotation.release(slot)
+                return  # stopped or complete meanwhile: the result is discarded
+            self.store.add(record)
+            if self.quality is not None:
+                self.quality.remember(record)
+            self.stored += 1
+            self._record_success(slot, result)
+            if self.stored >= self.state.total:
+                self._finish(COMPLETED)
+            else:
+                self._save()
+        self.repo.log_attempts(self.state.batch_id, number, [a.to_dict() for a in result.attempts], record["id"])
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _record_success(self, slot: Slot, result: GenerationResult) -> None:
+        s = self.state
+        now = time.monotonic()
+        s.samples_generated = self.stored
+        s.progress = int(100 * self.stored / s.total) if s.total else 100
+        s.total_tokens += result.total_tokens
+        s.attempts_total += len(result.attempts)
+        s.current_provider, s.current_model = result.provider, result.model
+        s.last_progress_at = utc_now()
+        s.consecutive_failures = 0
+        s.waiting_until = s.waiting_reason = None
+        self._topic_failures.pop(slot.topic.label, None)
+        self._completions.append(now)
+        while self._completions and self._completions[0] < now - 60:
+            self._completions.popleft()
+        elapsed = max(1e-6, min(60.0, now - self._started_mono))
+        s.rate_per_minute = round(len(self._completions) * 60.0 / elapsed, 2)
+        remaining = s.total - self.stored
+        s.eta_seconds = round(remaining * 60.0 / s.rate_per_minute, 1) if s.rate_per_minute > 0 else None
+        self._record_switches(result.switches)
+        self._refresh_summary()
+
+    def _record_switches(self, switches: list[SwitchEvent]) -> None:
+        now = time.monotonic()
+        for event in switches:
+            if event.reason.startswith(("out of budget", "cooling:")):
+                key = (event.from_provider or "", event.from_model or "")
+                if now - self._last_skip_logged.get(key, -1e9) < self.settings.switch_dedupe_seconds:
+                    continue
+                self._last_skip_logged[key] = now
+            s = self.state
+            if event.from_provider != event.to_provider:
+                s.provider_switches_total += 1
+                push_bounded(s.provider_switches, {**event.to_dict(), "samples_generated": self.stored})
+            else:
+                s.model_switches_total += 1
+                push_bounded(s.model_switches, {"from_model": event.from_model, "to_model": event.to_model,
+                                                "provider": event.to_provider, "reason": event.reason,
+                                                "category": event.category, "timestamp": event.timestamp,
+                                                "samples_generated": self.stored})
+
+    def _refresh_summary(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._summary_at < 1.0:
+            return
+        self._summary_at = now
+        failed: dict[str, list[str]] = {}
+        summary: dict[str, Any] = {}
+        for name, client in self.engine.providers.items():
+            if not client.configured:
+                continue
+            provider_state = self.engine.provider_state(name)
+            models = {}
+            for model in client.config.models:
+                state = self.engine.health.state(name, model.id, client.key_fingerprint, self.engine.router.to_wall)
+                if state["state"] != "ok" or provider_state["state"] != "ok":
+                    failed.setdefault(name, []).append(model.id)
+                    models[model.id] = {k: state.get(k) for k in ("state", "until", "category", "reason")}
+            summary[name] = {"state": provider_state["state"], "not_ok_models": models}
+        self.state.failed_models_by_provider = failed
+        self.state.circuit_breaker_summary = summary
+
+    def _on_failure(self, slot: Slot, exc: RoutingError) -> None:
+        if isinstance(exc, Cancelled):
+            return
+        with self.lock:
+            if self.stop_event.is_set():
+                return
+            s = self.state
+            s.attempts_total += len(exc.attempts)
+            self._record_switches(exc.switches)
+            self._refresh_summary(force=True)
+            if isinstance(exc, NoRecovery) or isinstance(exc, Stopped):
+                self._finish(FAILED, f"{exc.kind}: {exc.message}")
+                return
+            if not isinstance(exc, AllCooling):
+                s.consecutive_failures += 1
+                s.add_error({"error": exc.message, "kind": exc.kind, "topic": slot.topic.label,
+                             "category": exc.last_failure.category.value if exc.last_failure else None})
+            if isinstance(exc, GaveUp):
+                self._topic_failed(slot, exc.message)
+            wait = exc.retry_after if exc.retry_after is not None else 1.0
+            if wait <= 0 and s.consecutive_failures:  # failing with nothing to wait for: back off a little
+                wait = min(0.25 * s.consecutive_failures, 5.0)
+            wait = min(max(wait, 0.0), self.settings.max_wait_seconds)
+            if wait > 0:
+                s.waiting_until = _iso_in(wait)
+                s.waiting_reason = exc.message
+            self._save()
+        if wait > 0:
+            self._sleep(wait)
+
+    def _on_rejected(self, slot: Slot, result: GenerationResult, verdict: str) -> None:
+        with self.lock:
+            if self.stop_event.is_set():
+                return
+            s = self.state
+            s.rejected_total += 1
+            s.consecutive_failures += 1
+            s.attempts_total += len(result.attempts)
+            s.add_error({"error": f"rejected by quality checks: {verdict}", "kind": "rejected",
+                         "topic": slot.topic.label, "category": "invalid_output"})
+            self._topic_failed(slot, verdict)
+            self._save()
+
+    def _topic_failed(self, slot: Slot, reason: str) -> None:
+        label = slot.topic.label
+        count = self._topic_failures.get(label, 0) + 1
+        self._topic_failures[label] = count
+        if count >= self.settings.topic_skip_after:
+            self._topic_failures.pop(label, None)
+            self._skipped_until[label] = time.monotonic() + self.settings.topic_skip_seconds
+            push_bounded(self.state.skipped_topics, {"topic": label, "reason": reason, "failures": count,
+                                                     "until": _iso_in(self.settings.topic_skip_seconds)})
+
+    def _skipped_topics(self) -> set[str]:
+        now = time.monotonic()
+        with self.lock:
+            return {label for label, until in self._skipped_until.items() if until > now}
+
+    def _wait_for_topics(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            pending = [u for u in self._skipped_until.values() if u > now]
+            wait = min(min(pending) - now if pending else 1.0, self.settings.max_wait_seconds)
+            self.state.waiting_until = _iso_in(wait)
+            self.state.waiting_reason = "every topic in the rotation is skipped after repeated failures"
+            self._save()
+        self._sleep(wait)
+
+    def _sleep(self, seconds: float) -> None:
+        self.stop_event.wait(seconds)

@@ -1,0 +1,99 @@
+"""Provider and model figures for people (`/api/stats/providers`) and for Prometheus (`/metrics`):
+switch frequency, failures by category, average tokens, response time, success rate, cost."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+_STARTED = time.time()
+
+
+def compact_model_states(engine: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, client in engine.providers.items():
+        if not client.configured:
+            continue
+        out[name] = {}
+        for model in client.config.models:
+            state = engine.model_state(name, model.id)
+            out[name][model.id] = {k: state.get(k) for k in ("state", "until", "category", "reason")}
+    return out
+
+
+def provider_stats(svc: Any) -> dict[str, Any]:
+    engine = svc.engine
+    hours = max((time.time() - svc.started) / 3600, 1e-9)
+    providers: dict[str, Any] = {}
+    for name, client in engine.providers.items():
+        models = {}
+        for model in client.config.models:
+            stats = engine.metrics.model_report(name, model.id)
+            state = engine.model_state(name, model.id)
+            tokens = stats["prompt_tokens"] + stats["completion_tokens"]
+            cost = (stats["prompt_tokens"] * model.price.input + stats["completion_tokens"] * model.price.output) / 1e6
+            switches = stats["switches_from"]
+            models[model.id] = {
+                "state": state["state"], "until": state.get("until"), "category": state.get("category"),
+                "attempts": stats["attempts"], "successes": stats["successes"], "failures": stats["failures"],
+                "success_rate": stats["success_rate"], "failures_by_category": stats["failures_by_category"],
+                "latency_seconds": stats["latency_seconds"],
+                "avg_tokens": round(tokens / stats["successes"], 1) if stats["successes"] else None,
+                "prompt_tokens": stats["prompt_tokens"], "completion_tokens": stats["completion_tokens"],
+                "cost_usd": round(cost, 6), "switches_away": switches, "switches_to": stats["switches_to"],
+                "switches_away_per_hour": round(switches / hours, 2),
+            }
+        providers[name] = {"name": client.display_name, "configured": client.configured,
+                           "state": engine.provider_state(name)["state"], "models": models}
+    return {"providers": providers, "switches_total": engine.metrics.switch_count,
+            "recent_switches": engine.metrics.switches()[-20:]}
+
+
+class _Collector:
+    def __init__(self, svc: Any):
+        self.svc = svc
+
+    def collect(self):
+        svc = self.svc
+        engine = svc.engine
+        attempts = CounterMetricFamily("llm_attempts", "Calls to a model by outcome and failure category",
+                                       labels=["provider", "model", "outcome", "category"])
+        latency = GaugeMetricFamily("llm_latency_seconds", "Recent call latency percentiles",
+                                    labels=["provider", "model", "quantile"])
+        tokens = CounterMetricFamily("llm_tokens", "Tokens reported by the providers",
+                                     labels=["provider", "model", "kind"])
+        cost = CounterMetricFamily("llm_cost_usd", "Estimated spend at configured prices", labels=["provider", "model"])
+        up = GaugeMetricFamily("llm_model_available", "1 when the model may be tried now", labels=["provider", "model"])
+        switches = CounterMetricFamily("llm_switches", "Moves away from a model", labels=["provider", "model"])
+        for name, client in engine.providers.items():
+            for model in client.config.models:
+                stats = engine.metrics.model_report(name, model.id)
+                if stats["successes"]:
+                    attempts.add_metric([name, model.id, "success", ""], stats["successes"])
+                for category, count in stats["failures_by_category"].items():
+                    attempts.add_metric([name, model.id, "failure", category], count)
+                for quantile, value in stats["latency_seconds"].items():
+                    if value is not None:
+                        latency.add_metric([name, model.id, quantile], value)
+                tokens.add_metric([name, model.id, "prompt"], stats["prompt_tokens"])
+                tokens.add_metric([name, model.id, "completion"], stats["completion_tokens"])
+                cost.add_metric([name, model.id], (stats["prompt_tokens"] * model.price.input
+                                                   + stats["completion_tokens"] * model.price.output) / 1e6)
+                if client.configured:
+                    up.add_metric([name, model.id], 1.0 if engine.model_state(name, model.id)["state"] == "ok" else 0.0)
+                switches.add_metric([name, model.id], stats["switches_from"])
+        yield from (attempts, latency, tokens, cost, up, switches)
+        samples = GaugeMetricFamily("dataset_samples", "Samples in the dataset")
+        samples.add_metric([], svc.store.count())
+        yield samples
+        running = GaugeMetricFamily("batch_running", "Batches running now")
+        running.add_metric([], len(svc.batches.running_ids()) if svc.batches else 0)
+        yield running
+
+
+def prometheus_text(svc: Any) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(svc))
+    return generate_latest(registry)

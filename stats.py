@@ -1,0 +1,253 @@
+"""Dataset statistics with Polars, over a small in-memory frame kept current by store events.
+
+The frame holds one light row per sample (ids, categories, field lengths, token counts, quality),
+never the texts, so recomputing statistics at 100,000 samples takes milliseconds; results are also
+cached until the store changes. Group-by results come in a stable order and rows with an empty
+topic or difficulty never reach the charts.
+
+Token counts: where a provider reported usage, a sample's completion tokens are shared out over
+its four written fields in proportion to their length; elsewhere (and for `topic`) tokens are
+estimated offline as ceil(characters / 4). `encoding` in the response says which applied.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Mapping
+
+import polars as pl
+
+from catalog import DIFFICULTIES, practice_area_of
+from provider_config import AppConfig
+from store import Change, Store
+
+LIGHT_SCHEMA: dict[str, Any] = {
+    "id": pl.Utf8, "topic": pl.Utf8, "practice_area": pl.Utf8, "difficulty": pl.Utf8, "sample_type": pl.Utf8,
+    "provider": pl.Utf8, "model": pl.Utf8, "batch_id": pl.Utf8,
+    "q_len": pl.Int64, "a_len": pl.Int64, "r_len": pl.Int64, "c_len": pl.Int64, "t_len": pl.Int64,
+    "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64, "quality_score": pl.Float64,
+    "flags": pl.List(pl.Utf8), "simulated": pl.Boolean,
+}
+LENGTH_COLUMNS = {"question": "q_len", "answer": "a_len", "reasoning": "r_len", "case_citation": "c_len"}
+CHARS_PER_TOKEN = 4
+RECORD_COLUMNS = ["id", "question", "answer", "reasoning", "topic", "difficulty", "case_citation", "sample_type",
+                  "provider", "model", "batch_id", "created_at", "updated_at", "prompt_tokens",
+                  "completion_tokens", "latency", "attempts", "simulated", "quality_score", "quality_flags"]
+
+
+def light_row(record: Mapping[str, Any]) -> dict[str, Any]:
+    topic = record.get("topic") or ""
+    return {
+        "id": record["id"], "topic": topic, "practice_area": practice_area_of(topic) if topic else "",
+        "difficulty": record.get("difficulty") or "", "sample_type": record.get("sample_type"),
+        "provider": record.get("provider"), "model": record.get("model"), "batch_id": record.get("batch_id"),
+        "q_len": len(record.get("question") or ""), "a_len": len(record.get("answer") or ""),
+        "r_len": len(record.get("reasoning") or ""), "c_len": len(record.get("case_citation") or ""),
+        "t_len": len(topic), "prompt_tokens": record.get("prompt_tokens"),
+        "completion_tokens": record.get("completion_tokens"), "quality_score": record.get("quality_score"),
+        "flags": list(record.get("quality_flags") or []), "simulated": bool(record.get("simulated")),
+    }
+
+
+class StatsFrame:
+    """The light frame, loaded once from the store, then updated from its change events."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._lock = threading.RLock()
+        self._frame: pl.DataFrame | None = None
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._removed: set[str] = set()
+        self._cache: dict[str, tuple[int, Any]] = {}
+        store.on_change(self._apply)
+
+    def _apply(self, change: Change) -> None:
+        with self._lock:
+            if self._frame is None:
+                return  # not loaded yet: the load will read the committed row
+            for record in change.records:
+                self._removed.add(record["id"])
+                self._pending[record["id"]] = light_row(record)
+            for sample_id in change.ids:
+                self._removed.add(sample_id)
+                self._pending.pop(sample_id, None)
+
+    def _load(self) -> pl.DataFrame:
+        rows = self.store.read().execute(
+            "SELECT id, topic, difficulty, sample_type, provider, model, batch_id, length(question) AS q_len, "
+            "length(answer) AS a_len, length(reasoning) AS r_len, length(case_citation) AS c_len, "
+            "length(topic) AS t_len, prompt_tokens, completion_tokens, quality_score, quality_flags, simulated "
+            "FROM samples ORDER BY seq").fetchall()
+        import json
+
+        data = []
+        for r in rows:
+            row = dict(r)
+            row["practice_area"] = practice_area_of(row["topic"]) if row["topic"] else ""
+            row["flags"] = json.loads(row.pop("quality_flags") or "[]")
+            row["simulated"] = bool(row["simulated"])
+            data.append(row)
+        return pl.DataFrame(data, schema=LIGHT_SCHEMA, orient="row") if data else pl.DataFrame(schema=LIGHT_SCHEMA)
+
+    def frame(self) -> pl.DataFrame:
+        with self._lock:
+            if self._frame is None:
+                self._frame = self._load()
+                self._pending.clear()
+                self._removed.clear()
+            elif self._pending or self._removed:
+                frame = self._frame
+                if self._removed:
+                    frame = frame.filter(~pl.col("id").is_in(list(self._removed)))
+                if self._pending:
+                    frame = pl.concat([frame, pl.DataFrame(list(self._pending.values()), schema=LIGHT_SCHEMA)])
+                self._frame = frame
+                self._pending.clear()
+                self._removed.clear()
+            return self._frame
+
+    def cached(self, key: str, compute: Callable[[pl.DataFrame], Any]) -> Any:
+        """`compute(frame)`, reused until the store changes."""
+        version = self.store.version
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] == version:
+                return hit[1]
+        result = compute(self.frame())
+        with self._lock:
+            self._cache[key] = (version, result)
+        return result
+
+
+# -- the statistics themselves -------------------------------------------------------------
+
+def _charted(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.filter((pl.col("topic") != "") & (pl.col("difficulty") != ""))
+
+
+def _difficulty_order() -> pl.Expr:
+    order = {d: i for i, d in enumerate(DIFFICULTIES)}
+    return pl.col("difficulty").replace_strict(order, default=len(order), return_dtype=pl.Int64)
+
+
+def _counts(frame: pl.DataFrame, column: str, name: str = "len", top: int | None = None) -> list[dict[str, Any]]:
+    counted = frame.group_by(column).agg(pl.len().alias(name)).sort([name, column], descending=[True, False])
+    if top is not None:
+        counted = counted.head(top)
+    return counted.to_dicts()
+
+
+def basic_stats(frame: pl.DataFrame, file_size_bytes: int) -> dict[str, Any]:
+    charted = _charted(frame)
+    by_difficulty = (charted.group_by("difficulty").agg(pl.len())
+                     .with_columns(_difficulty_order().alias("_order")).sort(["_order", "difficulty"])
+                     .select("difficulty", "len"))
+    return {
+        "total": frame.height,
+        "columns": RECORD_COLUMNS,
+        "difficulty_distribution": by_difficulty.to_dicts(),
+        "top_topics": _counts(charted, "topic", top=10),
+        "file_size_kb": round(file_size_bytes / 1024, 2),
+        "total_topics": charted["topic"].n_unique(),
+        "total_difficulties": charted["difficulty"].n_unique(),
+    }
+
+
+def detailed_stats(frame: pl.DataFrame) -> dict[str, Any]:
+    charted = _charted(frame)
+    breakdown = (charted.group_by("difficulty")
+                 .agg(pl.len().alias("count"), pl.col("q_len").mean().round(1).alias("avg_question_length"),
+                      pl.col("a_len").mean().round(1).alias("avg_answer_length"))
+                 .with_columns(_difficulty_order().alias("_order")).sort(["_order", "difficulty"]).drop("_order"))
+    averages = {name: (round(float(frame[col].mean()), 1) if frame.height else 0.0)
+                for name, col in LENGTH_COLUMNS.items()}
+    return {
+        "total_samples": frame.height,
+        "difficulty_breakdown": breakdown.to_dicts(),
+        "topic_breakdown": _counts(charted, "topic"),
+        "practice_areas": _counts(charted.filter(pl.col("practice_area") != ""), "practice_area"),
+        "avg_lengths": averages,
+        "unique_topics": charted["topic"].n_unique(),
+        "unique_practice_areas": charted.filter(pl.col("practice_area") != "")["practice_area"].n_unique(),
+    }
+
+
+def _estimate(col: str) -> pl.Expr:
+    return (pl.col(col) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def token_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """Per sample token counts by field: reported usage where it exists, the estimate elsewhere."""
+    estimates = frame.with_columns(**{f"est_{name}": _estimate(col) for name, col in LENGTH_COLUMNS.items()},
+                                   tok_topic=_estimate("t_len"))
+    written = sum(pl.col(f"est_{name}") for name in LENGTH_COLUMNS)
+    reported = pl.col("completion_tokens").is_not_null() & (written > 0)
+    scale = pl.when(reported).then(pl.col("completion_tokens") / written).otherwise(1.0)
+    return estimates.with_columns(
+        **{f"tok_{name}": (pl.col(f"est_{name}") * scale).round(0).cast(pl.Int64) for name in LENGTH_COLUMNS},
+        reported=reported,
+    ).with_columns(tokens=sum(pl.col(f"tok_{n}") for n in (*LENGTH_COLUMNS, "topic")))
+
+
+def token_stats(frame: pl.DataFrame, config: AppConfig) -> dict[str, Any]:
+    tokens = token_frame(_charted(frame))
+    total = int(tokens["tokens"].sum() or 0)
+    count = tokens.height
+    by_field = {}
+    for name in (*LENGTH_COLUMNS, "topic"):
+        field_total = int(tokens[f"tok_{name}"].sum() or 0)
+        by_field[name] = {"total": field_total, "avg_per_sample": round(field_total / count, 1) if count else 0.0,
+                          "percentage": round(100 * field_total / total, 2) if total else 0.0}
+    by_difficulty = {}
+    for row in (tokens.group_by("difficulty").agg(pl.col("tokens").sum().alias("total_tokens"),
+                                                  pl.len().alias("sample_count"))
+                .with_columns(_difficulty_order().alias("_order")).sort(["_order", "difficulty"]).to_dicts()):
+        by_difficulty[row["difficulty"]] = {
+            "total_tokens": int(row["total_tokens"]), "sample_count": row["sample_count"],
+            "avg_tokens": round(row["total_tokens"] / row["sample_count"], 1)}
+    by_area = (tokens.filter(pl.col("practice_area") != "").group_by("practice_area")
+               .agg(pl.col("tokens").sum().alias("total_tokens"), pl.len().alias("count"))
+               .with_columns((pl.col("total_tokens") / pl.col("count")).round(1).alias("avg_tokens"))
+               .sort(["total_tokens", "practice_area"], descending=[True, False]).head(10))
+    reported = int(tokens["reported"].sum() or 0)
+    return {
+        "total_tokens": total,
+        "total_samples": count,
+        "avg_tokens_per_sample": round(total / count, 1) if count else 0.0,
+        "tokens_by_field": by_field,
+        "tokens_by_difficulty": by_difficulty,
+        "tokens_by_practice_area": by_area.select("practice_area", "total_tokens", "avg_tokens", "count").to_dicts(),
+        "estimated_costs": estimated_costs(frame, total, config),
+        "encoding": (f"provider-reported completion tokens for {reported} of {count} samples, shared over fields "
+                     f"by length; ceil(chars/{CHARS_PER_TOKEN}) estimate for the rest and for topic"),
+        "reported_usage": {
+            "samples_with_usage": reported,
+            "prompt_tokens": int(frame["prompt_tokens"].sum() or 0),
+            "completion_tokens": int(frame["completion_tokens"].sum() or 0),
+        },
+    }
+
+
+def estimated_costs(frame: pl.DataFrame, total_tokens: int, config: AppConfig) -> dict[str, dict[str, Any]]:
+    """What the dataset cost as generated (reported usage at configured prices), and what its
+    content would cost to generate with each current model (as output tokens)."""
+    prices = [(p, m.id, m.display_name, m.price.input, m.price.output, m.legacy)
+              for p, pc in config.providers.items() for m in pc.models]
+    table = pl.DataFrame([(p, m, i, o) for p, m, _, i, o, _ in prices],
+                         schema={"provider": pl.Utf8, "model": pl.Utf8, "in_price": pl.Float64,
+                                 "out_price": pl.Float64}, orient="row")
+    used = frame.select("provider", "model", "prompt_tokens", "completion_tokens").join(
+        table, on=["provider", "model"], how="left")
+    actual = float(used.select(((pl.col("prompt_tokens").fill_null(0) * pl.col("in_price").fill_null(0)
+                                 + pl.col("completion_tokens").fill_null(0) * pl.col("out_price").fill_null(0))
+                                / 1e6).sum()).item() or 0.0)
+    reported = int((frame["prompt_tokens"].fill_null(0) + frame["completion_tokens"].fill_null(0)).sum() or 0)
+    costs = {"actual": {"name": "As generated (reported usage at configured prices)",
+                        "cost_usd": round(actual, 6),
+                        "price_per_1m": round(actual / reported * 1e6, 4) if reported else 0.0}}
+    for provider, model, name, _, output, legacy in prices:
+        if legacy:
+            continue
+        costs[f"{provider}/{model}"] = {"name": f"{name} ({config.providers[provider].name or provider})",
+                                        "cost_usd": round(total_tokens * output / 1e6, 6),
+                                        "price_per_1m": output}
+    return costs

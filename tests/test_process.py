@@ -1,0 +1,141 @@
+"""The real server process: `python api_server.py` on waitress, SSE over a socket, SIGKILL mid-batch."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from simulator.server import FakeProviderServer
+from tests.conftest import CEREBRAS_KEY, GROQ_KEY, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+USER_CONFIG = """
+engine:
+  cooldowns: {rate_limit: 2, server_error: 1, timeout: 2}
+batch:
+  max_in_flight: 4
+  heartbeat_seconds: 0.5
+providers:
+  groq:
+    models: [{id: g-large}, {id: g-small}]
+  cerebras:
+    models: [{id: c-large}]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, tmp_path: Path, fake: FakeProviderServer):
+        config = tmp_path / "providers.yaml"
+        config.write_text(USER_CONFIG)
+        self.port = free_port()
+        self.env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "DATA_DIR": str(tmp_path / "data"),
+                    "GROQ_API_KEY": GROQ_KEY, "CEREBRAS_API_KEY": CEREBRAS_KEY, "GROQ_BASE_URL": fake.url,
+                    "CEREBRAS_BASE_URL": fake.url, "PROVIDER_CONFIG_FILE": str(config)}
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ServerProcess":
+        self.proc = subprocess.Popen([sys.executable, "api_server.py"], cwd=ROOT, env=self.env,
+                                     stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        wait_for(self._healthy, timeout=30, interval=0.1)
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
+        try:
+            return httpx.get(self.base + "/api/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def get(self, path: str) -> dict:
+        return httpx.get(self.base + path, timeout=10).json()
+
+    def post(self, path: str, body: dict) -> httpx.Response:
+        return httpx.post(self.base + path, json=body, timeout=10)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server_factory(tmp_path, fake):
+    servers: list[ServerProcess] = []
+
+    def make() -> ServerProcess:
+        server = ServerProcess(tmp_path, fake).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def test_the_server_serves_health_and_streams_events(server_factory):
+    server = server_factory()
+    health = server.get("/api/health")
+    assert health["status"] == "ok" and health["groq_configured"] is True
+    with httpx.stream("GET", server.base + "/api/generate/batch/stream", timeout=10) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.iter_lines()
+        first = next(lines)
+        assert json.loads(first[len("data: "):]) == {"type": "all_batches", "batches": {}}
+        started = time.monotonic()
+        rest = [next(lines), next(lines)]
+        assert ": heartbeat" in rest and time.monotonic() - started < 5  # arrives through waitress unbuffered
+
+
+def test_sigkill_mid_batch_then_restart_resumes_and_ends_exactly_at_target(server_factory, fake):
+    fake.latency = 0.08
+    server = server_factory()
+    response = server.post("/api/generate/batch/start", {"target_count": 40, "sample_type": "balance"})
+    batch_id = response.json()["batch_id"]
+    wait_for(lambda: server.get(f"/api/generate/batch/status?batch_id={batch_id}")["samples_generated"] >= 8)
+    server.kill(signal.SIGKILL)
+    stored_before_restart = len(fake.requests)
+
+    restarted = server_factory()
+    state = wait_for(lambda: (s := restarted.get(f"/api/generate/batch/status?batch_id={batch_id}"))
+                     and not s["running"] and s, timeout=60)
+    assert state["status"] == "completed" and state["samples_generated"] == 40 and state["resumed_count"] == 1
+    assert len(fake.requests) > stored_before_restart
+    rows = restarted.get(f"/api/batch/{batch_id}/samples")["samples"]
+    assert len(rows) == 40 and len({r["id"] for r in rows}) == 40 and len({r["question"] for r in rows}) == 40
+    assert restarted.get("/api/stats")["total"] == 40
+    assert restarted.get("/api/batches/stuck")["count"] == 0
+
+
+def test_sigterm_leaves_the_batch_to_resume(server_factory, fake):
+    fake.latency = 0.08
+    server = server_factory()
+    batch_id = server.post("/api/generate/batch/start", {"target_count": 30}).json()["batch_id"]
+    wait_for(lambda: server.get(f"/api/generate/batch/status?batch_id={batch_id}")["samples_generated"] >= 3)
+    server.kill(signal.SIGTERM)
+    assert server.proc.returncode == 0
+    restarted = server_factory()
+    state = wait_for(lambda: (s := restarted.get(f"/api/generate/batch/status?batch_id={batch_id}"))
+                     and not s["running"] and s, timeout=60)
+    assert state["status"] == "completed" and state["samples_generated"] == 30
+    assert restarted.get("/api/stats")["total"] == 30

@@ -1,0 +1,88 @@
+"""The SQLite store: durability across a process crash, atomic writes, no lost updates."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from store import DuplicateId, Store
+
+
+def record(sample_id: str, **fields) -> dict:
+    return {"id": sample_id, "question": f"Question {sample_id}?", "answer": "Answer.", "reasoning": "Step 1: x",
+            "case_citation": "Donoghue v Stevenson [1932] AC 562", "topic": "Tort Law - Nuisance",
+            "difficulty": "basic", **fields}
+
+
+def test_a_write_survives_a_crash_of_the_process(tmp_path):
+    db = tmp_path / "crash.sqlite3"
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {os.getcwd()!r})
+        from store import Store
+        store = Store({str(db)!r})
+        store.add({{"id": "survivor", "question": "q", "answer": "a", "reasoning": "r", "case_citation": "c",
+                    "topic": "Tort Law - Nuisance", "difficulty": "basic"}})
+        print("written", flush=True)
+        os.kill(os.getpid(), {int(signal.SIGKILL)})
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == -signal.SIGKILL and "written" in result.stdout
+    reopened = Store(db)
+    assert reopened.get("survivor")["question"] == "q"
+    reopened.close()
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    store = Store(tmp_path / "c.sqlite3")
+    store.add(record("shared"))
+
+    def writer(n: int) -> None:
+        for i in range(25):
+            store.add(record(f"w{n}_{i}"))
+            store.update("shared", {f"field_{n}": i})  # read-merge-write under one transaction
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.count() == 1 + 6 * 25
+    shared = store.get("shared")
+    assert all(shared[f"field_{n}"] == 24 for n in range(6))  # every thread's last update is there
+    store.close()
+
+
+def test_batch_insert_is_all_or_nothing(tmp_path):
+    store = Store(tmp_path / "a.sqlite3")
+    store.add(record("exists"))
+    with pytest.raises(DuplicateId):
+        store.add_many([record("new1"), record("exists")])
+    assert store.count() == 1 and store.get("new1") is None
+    store.close()
+
+
+def test_updates_merge_and_keep_metadata(tmp_path):
+    store = Store(tmp_path / "m.sqlite3")
+    first = store.add(record("s", provider="groq", model="m", prompt_tokens=10, extra_field="kept"))
+    updated = store.update("s", {"answer": "New."})
+    assert updated["answer"] == "New." and updated["provider"] == "groq" and updated["prompt_tokens"] == 10
+    assert updated["extra_field"] == "kept" and updated["created_at"] == first["created_at"]
+    assert updated["updated_at"] >= first["updated_at"]
+    assert store.update("missing", {"answer": "x"}) is None
+    store.close()
+
+
+def test_search_is_plain_text(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    store.add(record("a", question="Is 100% of the [deposit] recoverable_now?"))
+    store.add(record("b", question="Is 100 of the deposit recoverable?"))
+    assert [r["id"] for r in store.search("100% of the [deposit]", "question", 10)] == ["a"]
+    assert [r["id"] for r in store.search("_now", None, 10)] == ["a"]
+    assert store.search(".*", None, 10) == []
+    store.close()

@@ -1,0 +1,63 @@
+"""Single-sample generation."""
+from __future__ import annotations
+
+import math
+
+from flask import Blueprint, jsonify
+
+from fallback.router import AllCooling, GaveUp, NoRecovery, RoutingError, Stopped
+from generation_service import RequestProblem, build_request, sample_record
+from store import utc_now
+from web.errors import ApiError
+from web.services import services
+from web.validation import GenerateBody, parse_body
+
+bp = Blueprint("generate", __name__)
+
+
+def routing_error_response(exc: RoutingError) -> ApiError:
+    """How a failed run is answered: 503 with Retry-After when waiting may help."""
+    extra = {"kind": exc.kind, "attempts": [a.to_dict() for a in exc.attempts]}
+    if exc.last_failure is not None:
+        extra["category"] = exc.last_failure.category.value
+    if isinstance(exc, Stopped):
+        return ApiError(500, f"generation stopped: {exc.message}", **extra)
+    if isinstance(exc, GaveUp):
+        return ApiError(502, f"the providers rejected this request: {exc.message}", **extra)
+    headers = {}
+    if exc.retry_after is not None and not isinstance(exc, NoRecovery):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        extra["retry_after"] = round(exc.retry_after, 3)
+    status = 503 if isinstance(exc, (AllCooling, NoRecovery)) or headers else 502
+    return ApiError(status, f"no sample generated: {exc.message}", headers, **extra)
+
+
+@bp.post("/api/generate")
+def generate():
+    body = parse_body(GenerateBody)
+    svc = services()
+    try:
+        request = build_request(svc.config, svc.rotation, practice_area=body.practice_area, topic=body.topic,
+                                difficulty=body.difficulty, provider=body.provider, model=body.model,
+                                sample_type=body.sample_type, instruction=body.reasoning_instruction)
+    except RequestProblem as exc:
+        raise ApiError(400, str(exc)) from None
+    if not svc.engine.configured_providers():
+        missing = [c.missing_setting for c in svc.engine.providers.values() if c.missing_setting]
+        raise ApiError(503, f"no provider is configured: set {' or '.join(missing)} (in the environment or .env)")
+    try:
+        result = svc.engine.generate(request, max_wait=svc.settings.generate_max_wait)
+    except RoutingError as exc:
+        raise routing_error_response(exc) from None
+    record = sample_record(result, simulated=svc.simulated)
+    if svc.quality is not None:
+        record = svc.quality.annotate(record)
+    if body.save:
+        record = svc.store.add(record)
+    else:
+        record["created_at"] = record["updated_at"] = utc_now()
+    return jsonify({
+        "success": True, "sample": record, "saved": body.save, "tokens_used": result.total_tokens,
+        "elapsed": round(result.elapsed, 3), "provider": result.provider, "model": result.model,
+        "attempts": [a.to_dict() for a in result.attempts], "switches": [s.to_dict() for s in result.switches],
+    })

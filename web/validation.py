@@ -1,0 +1,140 @@
+"""Request validation: JSON bodies through pydantic models, query parameters through helpers.
+
+Every problem becomes a 400 naming the field, before anything changes.
+"""
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from flask import request
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from web.errors import ApiError
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_TEXT = 50_000
+MAX_INSTRUCTION = 2_000
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+class GenerateBody(Body):
+    practice_area: StrictStr | None = Field(default=None, max_length=200)
+    topic: StrictStr = Field(min_length=1, max_length=300)
+    difficulty: StrictStr | None = Field(default=None, max_length=50)
+    provider: StrictStr | None = Field(default=None, max_length=100)
+    model: StrictStr | None = Field(default=None, max_length=200)
+    sample_type: StrictStr | None = Field(default=None, max_length=50)
+    reasoning_instruction: StrictStr | None = Field(default=None, max_length=MAX_INSTRUCTION)
+    save: StrictBool = True
+
+
+class BatchStartBody(Body):
+    target_count: StrictInt = Field(ge=1, le=1_000_000)
+    provider: StrictStr | None = Field(default=None, max_length=100)
+    model: StrictStr | None = Field(default=None, max_length=200)
+    topic: StrictStr | None = Field(default=None, max_length=300)
+    difficulty: StrictStr | None = Field(default=None, max_length=50)
+    reasoning_instruction: StrictStr | None = Field(default=None, max_length=MAX_INSTRUCTION)
+    sample_type: StrictStr | None = Field(default=None, max_length=50)
+
+
+class BatchStopBody(Body):
+    batch_id: StrictStr | None = Field(default=None, max_length=200)
+
+
+class ImportBody(Body):
+    content: StrictStr = Field(min_length=1)
+
+
+class SampleFields(Body):
+    """The editable fields of a sample; PUT merges whichever are given."""
+
+    id: StrictStr | None = Field(default=None, max_length=200)
+    question: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
+    answer: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
+    reasoning: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
+    case_citation: StrictStr | None = Field(default=None, max_length=MAX_TEXT)
+    topic: StrictStr | None = Field(default=None, min_length=1, max_length=300)
+    difficulty: StrictStr | None = Field(default=None, max_length=50)
+    sample_type: StrictStr | None = Field(default=None, max_length=50)
+
+
+class NewSample(Body):
+    id: StrictStr | None = Field(default=None, min_length=1, max_length=200)
+    question: StrictStr = Field(min_length=1, max_length=MAX_TEXT)
+    answer: StrictStr = Field(min_length=1, max_length=MAX_TEXT)
+    reasoning: StrictStr = Field(min_length=1, max_length=MAX_TEXT)
+    case_citation: StrictStr = Field(max_length=MAX_TEXT)
+    topic: StrictStr = Field(min_length=1, max_length=300)
+    difficulty: StrictStr = Field(max_length=50)
+    sample_type: StrictStr | None = Field(default=None, max_length=50)
+    provider: StrictStr | None = Field(default=None, max_length=100)
+    model: StrictStr | None = Field(default=None, max_length=200)
+    batch_id: StrictStr | None = Field(default=None, max_length=200)
+
+
+class DownloadBody(Body):
+    sample_ids: list[StrictStr] = Field(min_length=1, max_length=100_000)
+
+
+class HuggingFacePushBody(Body):
+    token: StrictStr | None = Field(default=None, max_length=500)
+    repo_name: StrictStr | None = Field(default=None, max_length=200)
+    format: StrictStr | None = Field(default=None, max_length=20)
+    private: StrictBool = False
+
+
+def describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "body"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def json_object(required: bool = True) -> dict[str, Any]:
+    """The request body as a JSON object; 400 for an empty, non-JSON or non-object body."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        if required:
+            raise ApiError(400, "request body is empty; send a JSON object")
+        return {}
+    data = request.get_json(force=True, silent=True)
+    if data is None:
+        raise ApiError(400, "request body is not valid JSON")
+    if not isinstance(data, dict):
+        raise ApiError(400, f"request body must be a JSON object, not a JSON {type(data).__name__}")
+    return data
+
+
+def parse_body(model: type[M], required: bool = True) -> M:
+    try:
+        return model.model_validate(json_object(required))
+    except ValidationError as exc:
+        raise ApiError(400, f"invalid request: {describe(exc)}") from None
+
+
+def query_int(name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"query parameter {name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def query_choice(name: str, choices: tuple[str, ...] | list[str], default: str | None = None) -> str | None:
+    raw = request.args.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw not in choices:
+        raise ApiError(400, f"query parameter {name} must be one of {', '.join(choices)}; got {raw!r}")
+    return raw
