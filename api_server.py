@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, config: AppConfig | None = None
     for module in (routes_meta, routes_data, routes_export, routes_generate, openapi):
         app.register_blueprint(module.bp)
     _register_optional(app, services, start_batches)
+    services.stats.preload()
     _install_redaction(settings, config)
     return app
 

@@ -60,16 +60,23 @@ class StatsFrame:
         self._cache: dict[str, tuple[int, Any]] = {}
         store.on_change(self._apply)
 
+    def preload(self) -> threading.Thread:
+        """Build the frame in the background so the first statistics request is fast too."""
+        thread = threading.Thread(target=self.frame, name="stats-preload", daemon=True)
+        thread.start()
+        return thread
+
     def _apply(self, change: Change) -> None:
         with self._lock:
             if self._frame is None:
                 return  # not loaded yet: the load will read the committed row
             for record in change.records:
-                self._removed.add(record["id"])
+                if change.kind != "add":  # an update replaces the row the frame already has
+                    self._removed.add(record["id"])
                 self._pending[record["id"]] = light_row(record)
             for sample_id in change.ids:
-                self._removed.add(sample_id)
-                self._pending.pop(sample_id, None)
+                if self._pending.pop(sample_id, None) is None or sample_id in self._removed:
+                    self._removed.add(sample_id)
 
     def _load(self) -> pl.DataFrame:
         rows = self.store.read().execute(

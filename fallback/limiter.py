@@ -40,17 +40,19 @@ class _Entry:
 
 
 class _Window:
-    """Units used over the last `span` seconds; entries expire `span` after they were added."""
+    """Units used over the last `span` seconds. Entries expire a little after `span` (the grace
+    period) because the provider counts a request when it arrives, a moment after we sent it."""
 
     def __init__(self, limit: float, span: float):
         self.limit = limit
         self.span = span
+        self.expiry = span + min(1.0, 0.01 * span)
         self.entries: deque[_Entry] = deque()
         self.used = 0.0
 
     def _prune(self, now: float) -> None:
         entries = self.entries
-        while entries and entries[0].at + self.span <= now:
+        while entries and entries[0].at + self.expiry <= now:
             expired = entries.popleft()
             expired.live = False
             self.used -= expired.amount
@@ -69,8 +71,8 @@ class _Window:
         for entry in self.entries:
             freed += entry.amount
             if freed >= excess:
-                return max(0.0, entry.at + self.span - now)
-        return self.span
+                return max(0.0, entry.at + self.expiry - now)
+        return self.expiry
 
     def add(self, amount: float, at: float) -> _Entry:
         entry = _Entry(at, amount)
@@ -168,7 +170,7 @@ class RateLimiter:
                 deficit = window.remaining(now) - reading.remaining
                 if deficit > 0:
                     reset = reading.reset_seconds if reading.reset_seconds is not None else span
-                    hold_from = now + min(reset, span) - span
+                    hold_from = now + min(reset, span) - window.expiry
                     window.add(min(deficit, window.limit), hold_from)
 
     def snapshot(self, provider: str, model: str) -> dict[str, dict[str, float]]:

@@ -14,7 +14,7 @@ import random
 import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -143,6 +143,7 @@ class FakeProviderServer:
         self.simulated = simulated
         self.rng = random.Random(seed)
         self.requests: list[Recorded] = []
+        self.statuses: Counter[int] = Counter()     # HTTP statuses answered
         self._scripts: dict[str, deque[Reply]] = {}
         self._always: dict[str, Reply] = {}
         self._limits: dict[str, _Limits] = {}
@@ -250,6 +251,8 @@ class FakeProviderServer:
                          cerebras_error(429, message, "request_quota_exceeded", "too_many_requests_error"))
         if reply is None:
             reply = self._random_fault(style) or Reply()
+        with self._lock:
+            self.statuses[reply.status] += 1
         if reply.status != 200 or reply.body is not None or reply.hang or reply.drop:
             return reply, extra, None
         content = reply.content
