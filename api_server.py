@@ -21,6 +21,7 @@ from flask_cors import CORS
 from engine import GenerationEngine
 from errors import redact
 from provider_config import AppConfig, ConfigError, load_config
+from quality.service import QualityService
 from settings import Settings, SettingsError
 from stats import StatsFrame
 from store import Store
@@ -86,7 +87,8 @@ def create_app(settings: Settings | None = None, config: AppConfig | None = None
     store = Store(settings.database_path)
     engine = GenerationEngine(config, settings.env)
     services = Services(settings=settings, config=config, engine=engine, store=store, stats=StatsFrame(store),
-                        demo=demo)
+                        quality=QualityService(store), demo=demo)
+    services.quality.start()
 
     app = Flask(__name__)
     app.json.sort_keys = False
@@ -98,23 +100,14 @@ def create_app(settings: Settings | None = None, config: AppConfig | None = None
     register_error_handlers(app)
     app.before_request(lambda: _check_token(settings))
 
-    from web import routes_data, routes_export, routes_generate, routes_meta, openapi
+    from web import openapi, routes_batch, routes_data, routes_export, routes_generate, routes_meta, routes_quality
 
-    for module in (routes_meta, routes_data, routes_export, routes_generate, openapi):
+    for module in (routes_meta, routes_data, routes_export, routes_generate, routes_quality, openapi):
         app.register_blueprint(module.bp)
-    _register_optional(app, services, start_batches)
+    routes_batch.install(app, services, start=start_batches)
     services.stats.preload()
     _install_redaction(settings, config)
     return app
-
-
-def _register_optional(app: Flask, services: Services, start_batches: bool) -> None:
-    """Blueprints of the batch worker and quality checks, when those modules are present."""
-    try:
-        from web import routes_batch
-    except ImportError:
-        return
-    routes_batch.install(app, services, start=start_batches)
 
 
 def _load_env(path: str = ".env") -> dict[str, str]:

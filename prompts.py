@@ -38,7 +38,7 @@ def build_messages(spec: SampleSpec) -> list[dict[str, str]]:
         f"Sample type: {spec.sample_type} ({kind.description} Focus: {kind.focus}.)",
         "",
         "Requirements:",
-        f'- "question": a realistic, self-contained question on this topic at this difficulty.',
+        '- "question": a realistic, self-contained question on this topic at this difficulty.',
         f'- "answer": at least {level.min_answer_words} words, organised under these headings, '
         f"each starting its own line: {headings}.",
         f'- "reasoning": at least {level.min_steps} numbered steps written as "{steps}", '

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -104,13 +105,29 @@ def step_numbers(reasoning: str) -> set[int]:
     return {int(n) for n in _STEP.findall(reasoning)}
 
 
+_BEFORE_HEADING = re.compile(r"[\s#*>\d.\-]*\Z")  # what may precede a section heading on its line
+_LABEL_COLON = re.compile(r"\s*[*_]*\s*:")  # "Rule:" or "**Rule**:"
+
+
+@lru_cache(maxsize=64)
+def _section_words(section: str) -> re.Pattern[str]:
+    return re.compile(r"\s+".join(re.escape(w) for w in section.lower().split()))
+
+
 def missing_sections(answer: str, sample_type: str) -> list[str]:
-    missing = []
-    for section in SAMPLE_TYPES[sample_type].sections:
-        words = r"\s+".join(re.escape(w) for w in section.split())
-        if not re.search(rf"(?im)^[\s#*>\d.\-]*{words}\b|\b{words}\s*[*_]*\s*:", answer):
-            missing.append(section)
-    return missing
+    """The sections of `sample_type` the answer has no heading or "Section:" label for."""
+    kind, lowered = SAMPLE_TYPES.get(sample_type), answer.lower()
+    return [section for section in (kind.sections if kind else ()) if not _has_section(lowered, section)]
+
+
+def _has_section(lowered: str, section: str) -> bool:
+    for m in _section_words(section).finditer(lowered):
+        start, end = m.span()
+        if (start and lowered[start - 1].isalnum()) or (end < len(lowered) and lowered[end].isalnum()):
+            continue
+        if _BEFORE_HEADING.match(lowered, lowered.rfind("\n", 0, start) + 1, start) or _LABEL_COLON.match(lowered, end):
+            return True
+    return False
 
 
 def content_problems(content: SampleContent, difficulty: str, sample_type: str) -> list[str]:

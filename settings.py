@@ -25,6 +25,7 @@ class Settings:
     generate_max_wait: float = 10.0       # seconds a single generation may wait for a cooling model
     threads: int = 16                     # WSGI worker threads (SSE clients hold one each)
     demo: bool = False
+    hf_endpoint: str = "https://huggingface.co"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)   # provider keys live here
 
     @classmethod
@@ -41,6 +42,7 @@ class Settings:
             max_body_bytes=_int(source, "MAX_BODY_BYTES", 32 * 1024 * 1024, 1024, 1 << 31),
             generate_max_wait=float(_int(source, "GENERATE_MAX_WAIT", 10, 0, 600)),
             threads=_int(source, "SERVER_THREADS", 16, 2, 256),
+            hf_endpoint=source.get("HF_ENDPOINT", "").strip() or "https://huggingface.co",
             env=source,
         )
         return replace(settings, **overrides) if overrides else settings  # type: ignore[arg-type]

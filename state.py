@@ -177,6 +177,16 @@ class BatchRepository:
     def stored_samples(self, batch_id: str) -> int:
         return self.store.count({"batch_id": batch_id})
 
+    def rejection_counts(self) -> dict[str, int]:
+        """Quality-check rejections in the attempt log, by flag code."""
+        counts: dict[str, int] = {}
+        rows = self.store.read().execute("SELECT message FROM batch_attempts WHERE outcome = 'rejected'")
+        for (message,) in rows:
+            head = (message or "").split("|", 1)[0].removeprefix("quality:")
+            for code in filter(None, (c.strip() for c in head.split(","))):
+                counts[code] = counts.get(code, 0) + 1
+        return counts
+
     def attempts(self, batch_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         rows = self.store.read().execute(
             "SELECT slot, provider, model, outcome, category, latency, prompt_tokens, completion_tokens, message, "

@@ -25,13 +25,14 @@ LIGHT_SCHEMA: dict[str, Any] = {
     "provider": pl.Utf8, "model": pl.Utf8, "batch_id": pl.Utf8,
     "q_len": pl.Int64, "a_len": pl.Int64, "r_len": pl.Int64, "c_len": pl.Int64, "t_len": pl.Int64,
     "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64, "quality_score": pl.Float64,
-    "flags": pl.List(pl.Utf8), "simulated": pl.Boolean,
+    "flags": pl.List(pl.Utf8), "simulated": pl.Boolean, "duplicate_of": pl.Utf8,
 }
 LENGTH_COLUMNS = {"question": "q_len", "answer": "a_len", "reasoning": "r_len", "case_citation": "c_len"}
 CHARS_PER_TOKEN = 4
 RECORD_COLUMNS = ["id", "question", "answer", "reasoning", "topic", "difficulty", "case_citation", "sample_type",
                   "provider", "model", "batch_id", "created_at", "updated_at", "prompt_tokens",
-                  "completion_tokens", "latency", "attempts", "simulated", "quality_score", "quality_flags"]
+                  "completion_tokens", "latency", "attempts", "simulated", "quality_score", "quality_flags",
+                  "duplicate_of"]
 
 
 def light_row(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -45,6 +46,7 @@ def light_row(record: Mapping[str, Any]) -> dict[str, Any]:
         "t_len": len(topic), "prompt_tokens": record.get("prompt_tokens"),
         "completion_tokens": record.get("completion_tokens"), "quality_score": record.get("quality_score"),
         "flags": list(record.get("quality_flags") or []), "simulated": bool(record.get("simulated")),
+        "duplicate_of": record.get("duplicate_of"),
     }
 
 
@@ -57,6 +59,7 @@ class StatsFrame:
         self._frame: pl.DataFrame | None = None
         self._pending: dict[str, dict[str, Any]] = {}
         self._removed: set[str] = set()
+        self._ids: set[str] = set()            # ids in the frame or pending
         self._cache: dict[str, tuple[int, Any]] = {}
         store.on_change(self._apply)
 
@@ -71,18 +74,25 @@ class StatsFrame:
             if self._frame is None:
                 return  # not loaded yet: the load will read the committed row
             for record in change.records:
-                if change.kind != "add":  # an update replaces the row the frame already has
-                    self._removed.add(record["id"])
-                self._pending[record["id"]] = light_row(record)
-            for sample_id in change.ids:
-                if self._pending.pop(sample_id, None) is None or sample_id in self._removed:
+                sample_id = record["id"]
+                if change.kind == "add" and sample_id in self._ids:
+                    continue  # committed before the load's snapshot, so already in the frame
+                if sample_id in self._ids:  # an update replaces the row the frame has
                     self._removed.add(sample_id)
+                self._ids.add(sample_id)
+                self._pending[sample_id] = light_row(record)
+            for sample_id in change.ids:
+                if sample_id in self._ids:
+                    self._ids.discard(sample_id)
+                    self._removed.add(sample_id)
+                    self._pending.pop(sample_id, None)
 
     def _load(self) -> pl.DataFrame:
         rows = self.store.read().execute(
             "SELECT id, topic, difficulty, sample_type, provider, model, batch_id, length(question) AS q_len, "
             "length(answer) AS a_len, length(reasoning) AS r_len, length(case_citation) AS c_len, "
-            "length(topic) AS t_len, prompt_tokens, completion_tokens, quality_score, quality_flags, simulated "
+            "length(topic) AS t_len, prompt_tokens, completion_tokens, quality_score, quality_flags, simulated, "
+            "duplicate_of "
             "FROM samples ORDER BY seq").fetchall()
         import json
 
@@ -99,6 +109,7 @@ class StatsFrame:
         with self._lock:
             if self._frame is None:
                 self._frame = self._load()
+                self._ids = set(self._frame["id"].to_list())
                 self._pending.clear()
                 self._removed.clear()
             elif self._pending or self._removed:

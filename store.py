@@ -21,11 +21,13 @@ CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
 EDITABLE_FIELDS = CONTENT_FIELDS + ("topic", "difficulty", "sample_type")
 REQUIRED_IMPORT_FIELDS = ("id", "question", "answer", "topic", "difficulty", "case_citation", "reasoning")
 METADATA_FIELDS = ("provider", "model", "batch_id", "created_at", "updated_at", "prompt_tokens",
-                   "completion_tokens", "latency", "attempts", "simulated", "quality_score", "quality_flags")
+                   "completion_tokens", "latency", "attempts", "simulated", "quality_score", "quality_flags",
+                   "duplicate_of")
 COLUMNS = ("id",) + EDITABLE_FIELDS + METADATA_FIELDS + ("extra",)
 FILTER_COLUMNS = ("topic", "difficulty", "sample_type", "provider", "model", "batch_id")
 SEARCH_FIELDS = ("question", "answer", "reasoning", "case_citation", "topic")
 
+ADDED_COLUMNS = {"duplicate_of": "TEXT"}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -49,6 +51,7 @@ CREATE TABLE IF NOT EXISTS samples (
     simulated INTEGER NOT NULL DEFAULT 0,
     quality_score REAL,
     quality_flags TEXT,
+    duplicate_of TEXT,
     extra TEXT
 );
 CREATE INDEX IF NOT EXISTS samples_batch ON samples(batch_id);
@@ -85,11 +88,16 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Change], None]] = []
         self.version = 0
-        self._connection().executescript(SCHEMA)
+        db = self._connection()
+        db.executescript(SCHEMA)
+        present = {row[1] for row in db.execute("PRAGMA table_info(samples)")}
+        for column, kind in ADDED_COLUMNS.items():   # databases made by earlier versions
+            if column not in present:
+                db.execute(f"ALTER TABLE samples ADD COLUMN {column} {kind}")
 
     # -- connections -----------------------------------------------------------------------
 
@@ -103,7 +111,7 @@ class Store:
             db.execute("PRAGMA foreign_keys=ON")
             self._local.db = db
             with self._lock:
-                self._connections.append(db)
+                self._connections.append((threading.current_thread(), db))
         return db
 
     @contextmanager
@@ -122,13 +130,21 @@ class Store:
         return self._connection()
 
     def close(self) -> None:
+        """Close this thread's connection and those of finished threads. A connection another
+        thread may still be using is left to that thread (closing it under a running query would
+        crash the interpreter); it closes when the thread ends."""
+        current = threading.current_thread()
         with self._lock:
-            for db in self._connections:
-                try:
-                    db.close()
-                except sqlite3.Error:
-                    pass
-            self._connections.clear()
+            keep = []
+            for thread, db in self._connections:
+                if thread is current or not thread.is_alive():
+                    try:
+                        db.close()
+                    except sqlite3.Error:
+                        pass
+                else:
+                    keep.append((thread, db))
+            self._connections = keep
         self._local = threading.local()
 
     def on_change(self, listener: Callable[[Change], None]) -> None:
@@ -238,8 +254,14 @@ class Store:
             elif name == "flag":
                 clauses.append("EXISTS (SELECT 1 FROM json_each(samples.quality_flags) WHERE value = ?)")
                 params.append(value)
-            elif name == "no_flags" and value:
-                clauses.append("(quality_flags IS NULL OR quality_flags = '[]')")
+            elif name == "exclude_flags":
+                codes = list(value)
+                marks = ", ".join("?" for _ in codes) or "NULL"
+                clauses.append(f"NOT EXISTS (SELECT 1 FROM json_each(samples.quality_flags) WHERE value IN ({marks}))")
+                params += codes
+            elif name == "min_score":
+                clauses.append("quality_score >= ?")
+                params.append(float(value))
             elif name == "ids":
                 ids = list(value)
                 clauses.append(f"id IN ({', '.join('?' for _ in ids) or 'NULL'})")

@@ -168,15 +168,15 @@ class BatchRun:
             return
         record = sample_record(result, batch_id=self.state.batch_id, simulated=self.simulated)
         if self.quality is not None:
-            verdict = self.quality.review(record)
-            if verdict is not None:  # rejected: as invalid output, the slot is tried again
+            record, rejection = self.quality.admit(record, strict=True)
+            if rejection is not None:  # as invalid output: the slot is tried again
                 self.rotation.release(slot)
                 self._unclaim()
+                last = result.attempts[-1].to_dict()
                 self.repo.log_attempts(self.state.batch_id, number, [
                     *[a.to_dict() for a in result.attempts[:-1]],
-                    {**result.attempts[-1].to_dict(), "outcome": "rejected", "category": "invalid_output",
-                     "message": verdict}])
-                self._on_rejected(slot, result, verdict)
+                    {**last, "outcome": "rejected", "category": "invalid_output", "message": rejection.message}])
+                self._on_rejected(slot, result, rejection.detail)
                 return
         self._store(number, slot, result, record)
 
@@ -186,10 +186,10 @@ class BatchRun:
             self.state.in_flight = self.in_flight
             if self.stop_event.is_set() or self.stored >= self.state.total:
                 self.rotation.release(slot)
+                if self.quality is not None:
+                    self.quality.forget(record["id"])
                 return  # stopped or complete meanwhile: the result is discarded
             self.store.add(record)
-            if self.quality is not None:
-                self.quality.remember(record)
             self.stored += 1
             self._record_success(slot, result)
             if self.stored >= self.state.total:

@@ -11,7 +11,6 @@ Run: `make bench`, or `.venv/bin/python bench/router_overhead.py`.
 """
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import sys

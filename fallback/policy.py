@@ -21,7 +21,7 @@ import enum
 import random
 from dataclasses import dataclass
 
-from errors import CATEGORY_SCOPE, Category, Failure, Scope
+from errors import Category, Failure, Scope
 from provider_config import EngineConfig
 
 

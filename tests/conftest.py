@@ -11,6 +11,7 @@ from catalog import find_topic
 from engine import GenerationEngine, GenerationRequest
 from provider_config import AppConfig, load_config
 from simulator.server import FakeProviderServer
+from tests.hub_standin import HubStandIn
 
 GROQ_KEY = "gsk_testkey000000000000000000000000"
 CEREBRAS_KEY = "csk-testkey00000000000000000000000"
@@ -32,8 +33,8 @@ def fast_overrides(**engine: Any) -> dict[str, Any]:
     return {
         "engine": {**FAST_ENGINE, **engine},
         "providers": {
-            "groq": {"timeouts": {"connect": 1, "read": 1.5}, "models": GROQ_MODELS},
-            "cerebras": {"timeouts": {"connect": 1, "read": 1.5}, "models": CEREBRAS_MODELS},
+            "groq": {"timeouts": {"connect": 2, "read": 10}, "models": GROQ_MODELS},
+            "cerebras": {"timeouts": {"connect": 2, "read": 10}, "models": CEREBRAS_MODELS},
         },
     }
 
@@ -61,9 +62,16 @@ def fake() -> Iterator[FakeProviderServer]:
 
 
 @pytest.fixture
-def env(fake: FakeProviderServer) -> dict[str, str]:
+def hub() -> Iterator[HubStandIn]:
+    with HubStandIn() as standin:
+        yield standin
+
+
+@pytest.fixture
+def env(fake: FakeProviderServer, hub: HubStandIn) -> dict[str, str]:
+    """Every address a test app could reach is local: the fake providers and the Hub stand-in."""
     return {"GROQ_API_KEY": GROQ_KEY, "CEREBRAS_API_KEY": CEREBRAS_KEY,
-            "GROQ_BASE_URL": fake.url, "CEREBRAS_BASE_URL": fake.url}
+            "GROQ_BASE_URL": fake.url, "CEREBRAS_BASE_URL": fake.url, "HF_ENDPOINT": hub.url}
 
 
 @pytest.fixture

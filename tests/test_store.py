@@ -86,3 +86,24 @@ def test_search_is_plain_text(tmp_path):
     assert [r["id"] for r in store.search("_now", None, 10)] == ["a"]
     assert store.search(".*", None, 10) == []
     store.close()
+
+
+def test_statistics_frame_stays_exact_while_loading_under_writes(tmp_path):
+    from stats import StatsFrame
+
+    store = Store(tmp_path / "f.sqlite3")
+    store.add_many([record(f"old{i}") for i in range(3000)])
+    for attempt in range(3):
+        frame = StatsFrame(store)
+        writer = threading.Thread(target=lambda a=attempt: [store.add(record(f"new{a}_{i}")) for i in range(150)])
+        writer.start()
+        frame.preload()
+        writer.join()
+        store.update("old1", {"difficulty": "expert"})
+        store.delete("old2")
+        built = frame.frame()
+        assert built.height == store.count()
+        assert built["id"].n_unique() == built.height
+        assert built.filter(built["id"] == "old1")["difficulty"].to_list() == ["expert"]
+        store.add(record(f"old2_{attempt}"))  # keep the next round comparable
+    store.close()

@@ -8,6 +8,8 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 
 from catalog import DIFFICULTIES
+from quality.checks import FLAGS
+from quality.service import REJECT_CODES
 from generation_service import RequestProblem, check_difficulty, check_sample_type
 from stats import basic_stats, detailed_stats, token_stats
 from store import EDITABLE_FIELDS, FILTER_COLUMNS, REQUIRED_IMPORT_FIELDS, SEARCH_FIELDS, DuplicateId, new_sample_id
@@ -19,6 +21,8 @@ from web.validation import (DownloadBody, NewSample, SampleFields, describe, jso
 bp = Blueprint("data", __name__)
 
 FILTER_PARAMS = FILTER_COLUMNS + ("practice_area", "flag")
+FLAG_CODES = tuple(FLAGS)
+QUALITY_FIELDS = ("quality_score", "quality_flags", "duplicate_of", "quality")
 
 
 def filters_from_query() -> dict[str, Any]:
@@ -29,6 +33,26 @@ def filters_from_query() -> dict[str, Any]:
             filters[name] = value.strip()
     if "difficulty" in filters and filters["difficulty"] not in DIFFICULTIES:
         raise ApiError(400, f"query parameter difficulty must be one of {', '.join(DIFFICULTIES)}")
+    for name in ("flag", "without_flag"):
+        code = request.args.get(name, "").strip()
+        if code and code not in FLAG_CODES:
+            raise ApiError(400, f"query parameter {name} must be a quality flag: {', '.join(FLAG_CODES)}")
+    if request.args.get("without_flag", "").strip():
+        filters["exclude_flags"] = [request.args["without_flag"].strip()]
+    clean = request.args.get("clean", "").strip()
+    if clean:
+        if clean not in ("true", "false"):
+            raise ApiError(400, "query parameter clean must be true or false")
+        if clean == "true":
+            filters["exclude_flags"] = [*filters.get("exclude_flags", []), *REJECT_CODES]
+    min_score = request.args.get("min_score", "").strip()
+    if min_score:
+        try:
+            filters["min_score"] = float(min_score)
+        except ValueError:
+            raise ApiError(400, "query parameter min_score must be a number between 0 and 1") from None
+        if not 0 <= filters["min_score"] <= 1:
+            raise ApiError(400, "query parameter min_score must be a number between 0 and 1")
     simulated = request.args.get("simulated")
     if simulated is not None and simulated.strip():
         if simulated not in ("true", "false"):
@@ -61,9 +85,13 @@ def _checked(fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _with_quality(record: dict[str, Any]) -> dict[str, Any]:
-    quality = services().quality
-    return quality.annotate(record) if quality is not None else record
+def _admitted(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its quality annotations; 409 if its question duplicates another sample's."""
+    record, rejection = services().quality.admit(record, strict=False)
+    if rejection is not None:
+        raise ApiError(409, f"this question duplicates sample {record.get('duplicate_of')!r}",
+                       duplicate_of=record.get("duplicate_of"))
+    return record
 
 
 @bp.get("/api/data")
@@ -116,8 +144,8 @@ def update_sample(sample_id: str):
     current = svc.store.get(sample_id)
     if current is None:
         raise ApiError(404, f"no sample with id {sample_id!r}")
-    merged = _with_quality({**current, **_checked(changes)})
-    svc.store.update(sample_id, {k: merged[k] for k in (*changes, "quality_score", "quality_flags") if k in merged})
+    merged = _admitted({**current, **_checked(changes)})
+    svc.store.update(sample_id, {k: merged[k] for k in (*changes, *QUALITY_FIELDS)})
     return jsonify({"success": True, "message": f"sample {sample_id} updated", "total_samples": svc.store.count()})
 
 
@@ -195,19 +223,28 @@ def import_jsonl():
     records = _parse_import(content)
     svc = services()
     existing = svc.store.exists([r["id"] for r in records])
-    fresh, duplicates, seen = [], [], set()
+    fresh, duplicates, duplicate_questions, seen = [], [], [], set()
     for record in records:
         if record["id"] in existing or record["id"] in seen:
             duplicates.append(record["id"])
             continue
+        admitted, rejection = svc.quality.admit({**record, "simulated": bool(record.get("simulated"))}, strict=False)
+        if rejection is not None:
+            duplicate_questions.append({"id": record["id"], "duplicate_of": admitted.get("duplicate_of")})
+            continue
         seen.add(record["id"])
-        fresh.append(_with_quality({**record, "simulated": bool(record.get("simulated"))}))
+        fresh.append(admitted)
     try:
         svc.store.add_many(fresh) if fresh else None
     except DuplicateId:
+        for record in fresh:
+            svc.quality.forget(record["id"])
         raise ApiError(409, "a sample with one of these ids was added meanwhile; retry the import") from None
-    message = f"imported {len(fresh)} sample(s)" + (f", skipped {len(duplicates)} duplicate id(s)" if duplicates else "")
+    skipped = len(duplicates) + len(duplicate_questions)
+    message = f"imported {len(fresh)} sample(s)" + (f", skipped {skipped} duplicate(s)" if skipped else "")
+    flagged = sum(1 for r in fresh if set(r["quality_flags"]) & set(REJECT_CODES))
     return jsonify({"success": True, "message": message, "imported": len(fresh), "duplicates": duplicates,
+                    "duplicate_questions": duplicate_questions, "flagged_for_review": flagged,
                     "total_samples": svc.store.count()})
 
 
@@ -220,8 +257,10 @@ def add_sample():
     record = _checked(body.model_dump())
     record["id"] = record["id"] or new_sample_id(record.get("provider") or "manual")
     svc = services()
+    if svc.store.get(record["id"]) is not None:
+        raise ApiError(409, f"a sample with id {record['id']!r} already exists")
     try:
-        svc.store.add({**_with_quality(record), "simulated": False})
+        svc.store.add({**_admitted(record), "simulated": False})
     except DuplicateId:
         raise ApiError(409, f"a sample with id {record['id']!r} already exists") from None
     return jsonify({"success": True, "id": record["id"], "total_samples": svc.store.count()})

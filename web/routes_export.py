@@ -22,7 +22,7 @@ MIME = {"parquet": "application/vnd.apache.parquet", "jsonl": "application/x-ndj
 EXPORT_SCHEMA: dict[str, Any] = {
     **{c: pl.Utf8 for c in RECORD_COLUMNS},
     "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64, "latency": pl.Float64, "attempts": pl.Int64,
-    "simulated": pl.Boolean, "quality_score": pl.Float64, "quality_flags": pl.List(pl.Utf8),
+    "simulated": pl.Boolean, "quality_score": pl.Float64, "quality_flags": pl.List(pl.Utf8), "duplicate_of": pl.Utf8,
 }
 
 

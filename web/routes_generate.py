@@ -13,6 +13,7 @@ from web.services import services
 from web.validation import GenerateBody, parse_body
 
 bp = Blueprint("generate", __name__)
+REGENERATE_ON_REJECTION = 2   # a sample the quality checks reject is generated again, at most this often
 
 
 def routing_error_response(exc: RoutingError) -> ApiError:
@@ -45,19 +46,24 @@ def generate():
     if not svc.engine.configured_providers():
         missing = [c.missing_setting for c in svc.engine.providers.values() if c.missing_setting]
         raise ApiError(503, f"no provider is configured: set {' or '.join(missing)} (in the environment or .env)")
-    try:
-        result = svc.engine.generate(request, max_wait=svc.settings.generate_max_wait)
-    except RoutingError as exc:
-        raise routing_error_response(exc) from None
-    record = sample_record(result, simulated=svc.simulated)
-    if svc.quality is not None:
-        record = svc.quality.annotate(record)
-    if body.save:
+    rejection = None
+    for _ in range(1 + REGENERATE_ON_REJECTION):
+        try:
+            result = svc.engine.generate(request, max_wait=svc.settings.generate_max_wait)
+        except RoutingError as exc:
+            raise routing_error_response(exc) from None
+        record, rejection = svc.quality.admit(sample_record(result, simulated=svc.simulated), strict=True)
+        if rejection is None:
+            break
+    if rejection is None and body.save:
         record = svc.store.add(record)
     else:
+        svc.quality.forget(record["id"])
         record["created_at"] = record["updated_at"] = utc_now()
     return jsonify({
-        "success": True, "sample": record, "saved": body.save, "tokens_used": result.total_tokens,
-        "elapsed": round(result.elapsed, 3), "provider": result.provider, "model": result.model,
-        "attempts": [a.to_dict() for a in result.attempts], "switches": [s.to_dict() for s in result.switches],
+        "success": True, "sample": record, "saved": rejection is None and body.save,
+        "rejected": {"codes": list(rejection.codes), "detail": rejection.detail} if rejection else None,
+        "tokens_used": result.total_tokens, "elapsed": round(result.elapsed, 3), "provider": result.provider,
+        "model": result.model, "attempts": [a.to_dict() for a in result.attempts],
+        "switches": [s.to_dict() for s in result.switches],
     })

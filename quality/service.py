@@ -1,0 +1,115 @@
+"""The dataset's quality gate, shared by generation, batches, import and edits.
+
+One `DuplicateIndex` for the whole dataset, built from the store in the background at start-up
+and kept current by store events. `admit` assesses a record and, if it passes, reserves its
+question in the index in the same step (under one lock), so two samples with the same question
+can never both get in; a reservation whose sample is then not stored is released with `forget`.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from quality.checks import FLAGS, REJECT, QualityReport, assess
+from quality.duplicates import DuplicateIndex
+from store import Change, Store
+
+READY_TIMEOUT = 300.0
+REJECT_CODES = tuple(code for code, spec in FLAGS.items() if spec.severity == REJECT)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    codes: tuple[str, ...]
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"quality: {','.join(self.codes)} | {self.detail}"
+
+
+def annotate(record: dict[str, Any], report: QualityReport) -> dict[str, Any]:
+    """The record with its quality score, flag codes and full report."""
+    return {**record, "quality_score": report.score, "quality_flags": report.codes,
+            "duplicate_of": report.duplicate_of, "quality": report.to_dict()}
+
+
+def checks_applied() -> list[str]:
+    """One line per check, for the dataset card."""
+    return [f"{code} ({spec.severity}): {spec.meaning}" for code, spec in FLAGS.items()]
+
+
+class QualityService:
+    def __init__(self, store: Store):
+        self.store = store
+        self.index = DuplicateIndex()
+        self._lock = threading.Lock()
+        self._events_lock = threading.Lock()
+        self._buffer: list[Change] | None = []     # events that arrive while the index is built
+        self._ready = threading.Event()
+        self.rejections: dict[str, int] = {}       # reject codes seen since start-up (all callers)
+        store.on_change(self._on_change)
+
+    # -- the index -------------------------------------------------------------------------
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._build, name="quality-index", daemon=True)
+        thread.start()
+        return thread
+
+    def _build(self) -> None:
+        rows = self.store.read().execute("SELECT id, question FROM samples ORDER BY seq")
+        for sample_id, question in rows:
+            self.index.add(sample_id, question)
+        with self._events_lock:
+            buffered, self._buffer = self._buffer or [], None
+        for change in buffered:   # replaying is idempotent: add replaces, remove forgets
+            self._apply(change)
+        self._ready.set()
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> bool:
+        return self._ready.wait(timeout)
+
+    def _on_change(self, change: Change) -> None:
+        with self._events_lock:
+            if self._buffer is not None:
+                self._buffer.append(change)
+                return
+        self._apply(change)
+
+    def _apply(self, change: Change) -> None:
+        for record in change.records:
+            self.index.add(record["id"], record.get("question") or "")
+        for sample_id in change.ids:
+            self.index.remove(sample_id)
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def assess(self, record: dict[str, Any]) -> tuple[dict[str, Any], QualityReport]:
+        """Read-only: the annotated record and its report."""
+        self.wait_ready()
+        report = assess(record, self.index)
+        return annotate(record, report), report
+
+    def admit(self, record: dict[str, Any], *, strict: bool) -> tuple[dict[str, Any], Rejection | None]:
+        """Assess and, unless rejected, reserve the question. `strict`: any reject-severity flag
+        rejects (generated samples); otherwise only an exact duplicate does (people's own data)."""
+        self.wait_ready()
+        with self._lock:
+            report = assess(record, self.index)
+            blocking = [f for f in report.flags if f.severity == REJECT and (strict or f.code == "exact_duplicate")]
+            if not blocking:
+                self.index.add(record["id"], record.get("question") or "")
+        if blocking:
+            codes = tuple(dict.fromkeys(f.code for f in blocking))
+            with self._events_lock:
+                for code in codes:
+                    self.rejections[code] = self.rejections.get(code, 0) + 1
+            return annotate(record, report), Rejection(codes, "; ".join(f"{f.code}: {f.detail}" for f in blocking))
+        return annotate(record, report), None
+
+    def forget(self, sample_id: str) -> None:
+        """Release a reservation whose sample was not stored."""
+        if self.store.get(sample_id) is None:
+            self.index.remove(sample_id)

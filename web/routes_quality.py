@@ -1,0 +1,57 @@
+"""Dataset quality figures and publishing to the Hugging Face Hub."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from publishing import FORMATS, PublishError, push_to_hub
+from quality.service import checks_applied
+from quality.stats import quality_stats
+from web import openapi
+from web.errors import ApiError
+from web.routes_data import filters_from_query
+from web.services import services
+from web.validation import HuggingFacePushBody, parse_body
+
+bp = Blueprint("quality", __name__)
+
+
+@bp.get("/api/stats/quality")
+def stats_quality():
+    svc = services()
+    stats = dict(svc.stats.cached("quality", quality_stats))
+    stats["rejection_reasons"] = {  # outside the cache: rejected samples never reach the store
+        "batch_attempts": svc.batches.repo.rejection_counts() if svc.batches is not None else {},
+        "since_start": dict(svc.quality.rejections)}
+    return jsonify({"success": True, "stats": stats})
+
+
+@bp.post("/api/huggingface/push")
+def huggingface_push():
+    body = parse_body(HuggingFacePushBody, required=False)
+    svc = services()
+    fmt = body.format or "parquet"
+    if fmt not in FORMATS:
+        raise ApiError(400, f"format must be one of {', '.join(sorted(set(FORMATS)))}; got {fmt!r}")
+    token = body.token or svc.settings.env.get("HF_TOKEN", "").strip()
+    if not token:
+        raise ApiError(400, "no Hugging Face token: send one as 'token' or set HF_TOKEN")
+    if body.repo_name is not None and not body.repo_name.strip():
+        raise ApiError(400, "repo_name must not be empty")
+    filters = filters_from_query()
+    if svc.store.count(filters) == 0:
+        raise ApiError(400, "the dataset is empty: nothing to publish")
+    try:
+        url = push_to_hub(records=svc.store.iter_records(filters), frame=svc.stats.frame(), token=token,
+                          repo_name=body.repo_name, fmt=fmt, private=body.private,
+                          endpoint=svc.settings.hf_endpoint, quality_checks=checks_applied())
+    except PublishError as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    return jsonify({"success": True, "message": f"published {svc.store.count(filters)} samples", "repo_url": url})
+
+
+openapi.EXTRA_ENDPOINTS.extend([
+    ("get", "/api/stats/quality", "Quality flags, rejection reasons, duplicate clusters, coverage gaps", [], None,
+     openapi.ok("stats"), ()),
+    ("post", "/api/huggingface/push", "Publish the dataset with a generated card", [], HuggingFacePushBody,
+     openapi.ok("message", "repo_url"), (400, 401, 502)),
+])
