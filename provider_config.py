@@ -75,6 +75,9 @@ class ProviderConfig(_Strict):
     base_url_env: str | None = None
     base_url: str | None = None
     requires_key: bool = True
+    # "usage": token limits count what a call really used; "reserved": the provider charges
+    # prompt + max_completion_tokens up front (Cerebras), so the reservation stands.
+    token_accounting: Literal["usage", "reserved"] = "usage"
     timeouts: Timeouts = Timeouts(connect=5.0, read=60.0)
     max_completion_tokens: int = Field(default=2048, gt=0)
     temperature: float = Field(default=0.7, ge=0, le=2)

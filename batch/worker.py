@@ -23,6 +23,7 @@ from state import COMPLETED, FAILED, STOPPED, BatchRepository, BatchState, push_
 from store import Store
 
 log = logging.getLogger("batch")
+CONTENT_CATEGORIES = ("invalid_output", "bad_request")   # failures that say more about the topic than the model
 
 
 @dataclass(frozen=True)
@@ -275,12 +276,13 @@ class BatchRun:
             if isinstance(exc, NoRecovery) or isinstance(exc, Stopped):
                 self._finish(FAILED, f"{exc.kind}: {exc.message}")
                 return
-            if not isinstance(exc, AllCooling):
+            if exc.attempts or not isinstance(exc, AllCooling):  # pacing alone is not a failure
                 s.consecutive_failures += 1
                 s.add_error({"error": exc.message, "kind": exc.kind, "topic": slot.topic.label,
                              "category": exc.last_failure.category.value if exc.last_failure else None})
-            if isinstance(exc, GaveUp):
-                self._topic_failed(slot, exc.message)
+            content_failures = [a for a in exc.attempts if a.category in CONTENT_CATEGORIES]
+            if isinstance(exc, GaveUp) or content_failures:  # the request, not the provider, is failing
+                self._topic_failed(slot, exc.message if isinstance(exc, GaveUp) else content_failures[-1].message)
             wait = exc.retry_after if exc.retry_after is not None else 1.0
             if wait <= 0 and s.consecutive_failures:  # failing with nothing to wait for: back off a little
                 wait = min(0.25 * s.consecutive_failures, 5.0)

@@ -2,7 +2,9 @@
 
 Shared by all threads. Nothing is excluded forever: a cooldown ends at its time (a new cooldown
 never shortens an existing one), and a provider disabled for a rejected key comes back as soon as
-its key or base URL changes.
+its key or base URL changes. A model that has not answered successfully yet (or not since it was
+switched off) takes one request at a time until one succeeds, like a circuit breaker's half-open
+state, so concurrent work never piles onto a model that turns out to be failing.
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ class HealthBoard:
         self._model_cooling: dict[tuple[str, str], _Cooldown] = {}
         self._disabled: dict[str, _Disabled] = {}
         self._in_a_row: dict[tuple[str, str], int] = {}
+        self._proven: set[tuple[str, str]] = set()    # answered successfully since last switched off
+        self._probing: set[tuple[str, str]] = set()   # an unproven pair with its one request in flight
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -80,11 +84,28 @@ class HealthBoard:
         with self._lock:
             return self._in_a_row.get((provider, model), 0)
 
+    def try_probe(self, provider: str, model: str) -> bool:
+        """False while an unproven pair already has its one request in flight; otherwise the
+        caller may send (and, for an unproven pair, must `end_probe` afterwards)."""
+        key = (provider, model)
+        with self._lock:
+            if key in self._proven:
+                return True
+            if key in self._probing:
+                return False
+            self._probing.add(key)
+            return True
+
+    def end_probe(self, provider: str, model: str) -> None:
+        with self._lock:
+            self._probing.discard((provider, model))
+
     # -- updates ---------------------------------------------------------------------------
 
     def record_success(self, provider: str, model: str) -> None:
         with self._lock:
             self._in_a_row.pop((provider, model), None)
+            self._proven.add((provider, model))
 
     def count_failure(self, provider: str, model: str) -> int:
         """One more failure in a row for this model; returns the new count."""
@@ -106,13 +127,16 @@ class HealthBoard:
             if current is None or current.until <= now or until > current.until:
                 table[key] = _Cooldown(until, failure.category.value, failure.reason or
                                        ("backoff" if not switched else None), failure.message, switched)
-            if switched and model is not None:
-                self._in_a_row.pop(key, None)
+            if switched:
+                if model is not None:
+                    self._in_a_row.pop(key, None)
+                self._proven = {p for p in self._proven if p[0] != provider or (model is not None and p[1] != model)}
             return table[key].until
 
     def disable(self, provider: str, fingerprint: str, failure: Failure) -> None:
         with self._lock:
             self._disabled[provider] = _Disabled(fingerprint, failure.category.value, failure.message, self._clock())
+            self._proven = {p for p in self._proven if p[0] != provider}
 
     def clear(self) -> None:
         with self._lock:
@@ -120,6 +144,8 @@ class HealthBoard:
             self._model_cooling.clear()
             self._disabled.clear()
             self._in_a_row.clear()
+            self._proven.clear()
+            self._probing.clear()
 
     # -- reporting -------------------------------------------------------------------------
 

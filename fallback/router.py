@@ -25,6 +25,7 @@ from providers.headers import read_rate_limits
 
 T = TypeVar("T")
 Pair = tuple[str, str]
+PROBE_WAIT = 0.25   # how long to expect an untried model's first answer before looking again
 
 
 @dataclass
@@ -203,11 +204,15 @@ class Router:
             model = client.config.model(model_id)
             if model is None:
                 continue
+            if not self.health.try_probe(name, model_id):   # an untried model's first answer is pending
+                waiting.append((self.clock() + PROBE_WAIT, pair, None))
+                continue
             tokens = prompt_tokens + client.config.completion_budget(model)
             reservation = self.limiter.reserve(name, model_id, tokens)
             if isinstance(reservation, Reservation):
                 self._note_skips(run, pair, waiting)
                 return pair, reservation
+            self.health.end_probe(name, model_id)
             if reservation != float("inf"):
                 waiting.append((self.clock() + reservation, pair, None))
         return self._nothing_now(run, waiting)
@@ -285,11 +290,15 @@ class Router:
             value, completion = call(client, model)
         except Exception as exc:  # every failure is classified; nothing escapes unexamined
             latency = time.perf_counter() - started
-            self._after_failure(run, pair, reservation, exc, started_at, latency)
+            try:
+                self._after_failure(run, pair, reservation, exc, started_at, latency)
+            finally:
+                self.health.end_probe(name, model_id)
             return None
-        self.limiter.settle(reservation, completion.total_tokens)
+        self.limiter.settle(reservation, self._charged(client, completion.total_tokens))
         self.limiter.observe(name, model_id, read_rate_limits(completion.headers, client.kind))
         self.health.record_success(name, model_id)
+        self.health.end_probe(name, model_id)
         self.metrics.record_attempt(name, model_id, category=None, latency=completion.latency,
                                     prompt_tokens=completion.prompt_tokens,
                                     completion_tokens=completion.completion_tokens)
@@ -308,7 +317,7 @@ class Router:
         headers = dict(getattr(response, "headers", None) or {}) or (completion.headers if completion else {})
         self.limiter.observe(name, model_id, read_rate_limits(headers, client.kind))
         used = completion.total_tokens if completion else (0 if failure.status and failure.status < 500 else None)
-        self.limiter.settle(reservation, used)
+        self.limiter.settle(reservation, self._charged(client, used) if completion else used)
 
         rule = self.policy.rule_for(failure)
         in_a_row = self.health.count_failure(name, model_id) if not rule.critical else self.health.in_a_row(name, model_id) + 1
@@ -332,6 +341,12 @@ class Router:
             raise self._error(GaveUp, f"gave up on this sample: {failure.category.value}: {failure.message}", run)
         elif decision.action == Action.STOP:
             raise self._error(Stopped, f"stopped: {failure.message}", run)
+
+    @staticmethod
+    def _charged(client: ProviderClient, used: int | None) -> int | None:
+        """Tokens a completed call counts against the limits: its usage, or (for providers that
+        charge the completion budget up front) the reservation as made (None keeps it)."""
+        return None if client.config.token_accounting == "reserved" else used
 
     def _apply(self, pair: Pair, failure: Failure, decision: Decision) -> None:
         name, model_id = pair

@@ -103,8 +103,9 @@ class _Limits:
         used = sum(t for _, t in self.tokens)
         day_left = (self.rpd - len(self.day)) if self.rpd is not None else 14400 - len(self.day)
         tok_limit = self.tpm if self.tpm is not None else 1_000_000
-        tok_reset = (self.tokens[0][0] + 60 - now) if self.tokens else 0.0
-        day_reset = (self.day[0] + 86400 - now) if self.day else 0.0
+        # Resets say when the window is whole again, as the providers document them.
+        tok_reset = (self.tokens[-1][0] + 60 - now) if self.tokens else 0.0
+        day_reset = (self.day[-1] + 86400 - now) if self.day else 0.0
         if style == "groq":
             return {"x-ratelimit-limit-requests": str(self.rpd or 14400),
                     "x-ratelimit-remaining-requests": str(max(0, day_left)),
