@@ -91,10 +91,6 @@ class GenerationEngine:
     def configured_providers(self) -> list[str]:
         return [name for name, client in self.providers.items() if client.configured]
 
-    def model_config(self, provider: str, model: str) -> ModelConfig | None:
-        provider_config = self.config.provider(provider)
-        return provider_config.model(model) if provider_config else None
-
     # -- generation ------------------------------------------------------------------------
 
     def estimate_prompt_tokens(self, messages: list[dict[str, str]]) -> int:

@@ -381,8 +381,3 @@ def _shorten(text: str, limit: int = 300) -> str:
 def warm_up() -> None:
     """Import the SDKs' exception classes now rather than during the first failure."""
     _timeouts(), _connections(), _status_errors()
-
-
-@lru_cache(maxsize=None)
-def categories() -> tuple[str, ...]:
-    return tuple(c.value for c in Category)

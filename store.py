@@ -157,9 +157,11 @@ class Store:
             listener(change)
 
     def writable(self) -> bool:
+        """Whether a write could start now (takes the write lock and releases it; changes nothing)."""
+        db = self._connection()
         try:
-            with self.transaction() as db:
-                db.execute("CREATE TABLE IF NOT EXISTS _probe (x)")
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
             return True
         except sqlite3.Error:
             return False

@@ -138,15 +138,6 @@ class HealthBoard:
             self._disabled[provider] = _Disabled(fingerprint, failure.category.value, failure.message, self._clock())
             self._proven = {p for p in self._proven if p[0] != provider}
 
-    def clear(self) -> None:
-        with self._lock:
-            self._provider_cooling.clear()
-            self._model_cooling.clear()
-            self._disabled.clear()
-            self._in_a_row.clear()
-            self._proven.clear()
-            self._probing.clear()
-
     # -- reporting -------------------------------------------------------------------------
 
     def state(self, provider: str, model: str | None, fingerprint: str,

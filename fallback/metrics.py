@@ -107,7 +107,3 @@ class Metrics:
             }
         report["latency_seconds"] = {f"p{q}": percentile(latencies, q) for q in (50, 95, 99)}
         return report
-
-    def known_pairs(self) -> list[tuple[str, str]]:
-        with self._lock:
-            return list(self._models)

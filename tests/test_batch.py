@@ -144,6 +144,8 @@ def test_a_topic_that_keeps_failing_is_skipped(app, fake):
     assert state["skipped_topics"][0]["topic"] == "Tax Law - VAT" and state["skipped_topics"][0]["until"]
     assert state["running"] and state["errors_total"] >= 2
     client.post("/api/generate/batch/stop", json={"batch_id": batch_id})
+    outputs = client.get("/api/stats/rejected-outputs").get_json()["outputs"]
+    assert outputs and outputs[-1]["raw_output"] == "I would rather not answer in JSON."
 
 
 def test_stop_takes_effect_at_once(app, fake):

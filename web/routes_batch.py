@@ -139,6 +139,13 @@ def stats_providers():
     return jsonify({"success": True, **provider_stats(services())})
 
 
+@bp.get("/api/stats/rejected-outputs")
+def rejected_outputs():
+    """The latest model outputs the parser rejected, raw, for diagnosis."""
+    outputs = services().engine.rejected_outputs()
+    return jsonify({"success": True, "outputs": outputs, "count": len(outputs)})
+
+
 @bp.get("/metrics")
 def metrics():
     return Response(prometheus_text(services()), mimetype="text/plain; version=0.0.4")
@@ -159,4 +166,6 @@ openapi.EXTRA_ENDPOINTS.extend([
      openapi.ok("attempts"), (404,)),
     ("get", "/api/stats/providers", "Per provider and model: outcomes, latency, tokens, cost, switches", [], None,
      openapi.ok("providers"), ()),
+    ("get", "/api/stats/rejected-outputs", "Latest raw model outputs that failed validation", [], None,
+     openapi.ok("outputs", "count"), ()),
 ])
