@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any, Sequence
 
 from dotenv import dotenv_values
@@ -88,7 +89,6 @@ def create_app(settings: Settings | None = None, config: AppConfig | None = None
     engine = GenerationEngine(config, settings.env)
     services = Services(settings=settings, config=config, engine=engine, store=store, stats=StatsFrame(store),
                         quality=QualityService(store), demo=demo)
-    services.quality.start()
 
     app = Flask(__name__)
     app.json.sort_keys = False
@@ -105,9 +105,16 @@ def create_app(settings: Settings | None = None, config: AppConfig | None = None
     for module in (routes_meta, routes_data, routes_export, routes_generate, routes_quality, openapi):
         app.register_blueprint(module.bp)
     routes_batch.install(app, services, start=start_batches)
-    services.stats.preload()
+    threading.Thread(target=_warm_up, args=(services,), name="warm-up", daemon=True).start()
     _install_redaction(settings, config)
     return app
+
+
+def _warm_up(services: Services) -> None:
+    """In the background: the statistics frame first (the dashboard asks for it at once), then the
+    duplicate index (generation waits for it; at 100,000 samples it takes seconds)."""
+    services.stats.frame()
+    services.quality.build()
 
 
 def _load_env(path: str = ".env") -> dict[str, str]:

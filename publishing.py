@@ -40,10 +40,12 @@ class DatasetSummary:
 
 def summarise(frame: pl.DataFrame) -> DatasetSummary:
     def counts(column: str) -> list[tuple[str, int]]:
-        grouped = frame.filter(pl.col(column).is_not_null() & (pl.col(column) != "")).group_by(column).agg(pl.len())
+        labels = frame.select(pl.col(column).cast(pl.Utf8))
+        grouped = labels.filter(pl.col(column).is_not_null() & (pl.col(column) != "")).group_by(column).agg(pl.len())
         return [(r[column], r["len"]) for r in grouped.sort(["len", column], descending=[True, False]).to_dicts()]
 
-    models = (frame.filter(pl.col("model").is_not_null()).group_by("provider", "model").agg(pl.len())
+    models = (frame.select(pl.col("provider", "model").cast(pl.Utf8)).filter(pl.col("model").is_not_null())
+              .group_by("provider", "model").agg(pl.len())
               .sort(["len", "model"], descending=[True, False]).to_dicts())
     return DatasetSummary(frame.height, counts("practice_area"), counts("difficulty"), counts("sample_type"),
                           [(m["provider"] or "", m["model"], m["len"]) for m in models],

@@ -20,9 +20,10 @@ from catalog import DIFFICULTIES, practice_area_of
 from provider_config import AppConfig
 from store import Change, Store
 
+# Repeated labels are categorical: grouping 100,000 of them is several times faster than strings.
 LIGHT_SCHEMA: dict[str, Any] = {
-    "id": pl.Utf8, "topic": pl.Utf8, "practice_area": pl.Utf8, "difficulty": pl.Utf8, "sample_type": pl.Utf8,
-    "provider": pl.Utf8, "model": pl.Utf8, "batch_id": pl.Utf8,
+    "id": pl.Utf8, "topic": pl.Categorical, "practice_area": pl.Categorical, "difficulty": pl.Categorical,
+    "sample_type": pl.Categorical, "provider": pl.Categorical, "model": pl.Categorical, "batch_id": pl.Utf8,
     "q_len": pl.Int64, "a_len": pl.Int64, "r_len": pl.Int64, "c_len": pl.Int64, "t_len": pl.Int64,
     "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64, "quality_score": pl.Float64,
     "flags": pl.List(pl.Utf8), "simulated": pl.Boolean, "duplicate_of": pl.Utf8,
@@ -62,12 +63,6 @@ class StatsFrame:
         self._ids: set[str] = set()            # ids in the frame or pending
         self._cache: dict[str, tuple[int, Any]] = {}
         store.on_change(self._apply)
-
-    def preload(self) -> threading.Thread:
-        """Build the frame in the background so the first statistics request is fast too."""
-        thread = threading.Thread(target=self.frame, name="stats-preload", daemon=True)
-        thread.start()
-        return thread
 
     def _apply(self, change: Change) -> None:
         with self._lock:
@@ -144,11 +139,12 @@ def _charted(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _difficulty_order() -> pl.Expr:
     order = {d: i for i, d in enumerate(DIFFICULTIES)}
-    return pl.col("difficulty").replace_strict(order, default=len(order), return_dtype=pl.Int64)
+    return pl.col("difficulty").cast(pl.Utf8).replace_strict(order, default=len(order), return_dtype=pl.Int64)
 
 
 def _counts(frame: pl.DataFrame, column: str, name: str = "len", top: int | None = None) -> list[dict[str, Any]]:
-    counted = frame.group_by(column).agg(pl.len().alias(name)).sort([name, column], descending=[True, False])
+    counted = (frame.group_by(column).agg(pl.len().alias(name)).with_columns(pl.col(column).cast(pl.Utf8))
+               .sort([name, column], descending=[True, False]))
     if top is not None:
         counted = counted.head(top)
     return counted.to_dicts()
@@ -157,8 +153,8 @@ def _counts(frame: pl.DataFrame, column: str, name: str = "len", top: int | None
 def basic_stats(frame: pl.DataFrame, file_size_bytes: int) -> dict[str, Any]:
     charted = _charted(frame)
     by_difficulty = (charted.group_by("difficulty").agg(pl.len())
-                     .with_columns(_difficulty_order().alias("_order")).sort(["_order", "difficulty"])
-                     .select("difficulty", "len"))
+                     .with_columns(_difficulty_order().alias("_order"), pl.col("difficulty").cast(pl.Utf8))
+                     .sort(["_order", "difficulty"]).select("difficulty", "len"))
     return {
         "total": frame.height,
         "columns": RECORD_COLUMNS,
@@ -175,7 +171,8 @@ def detailed_stats(frame: pl.DataFrame) -> dict[str, Any]:
     breakdown = (charted.group_by("difficulty")
                  .agg(pl.len().alias("count"), pl.col("q_len").mean().round(1).alias("avg_question_length"),
                       pl.col("a_len").mean().round(1).alias("avg_answer_length"))
-                 .with_columns(_difficulty_order().alias("_order")).sort(["_order", "difficulty"]).drop("_order"))
+                 .with_columns(_difficulty_order().alias("_order"), pl.col("difficulty").cast(pl.Utf8))
+                 .sort(["_order", "difficulty"]).drop("_order"))
     averages = {name: (round(float(frame[col].mean()), 1) if frame.height else 0.0)
                 for name, col in LENGTH_COLUMNS.items()}
     return {
@@ -218,13 +215,15 @@ def token_stats(frame: pl.DataFrame, config: AppConfig) -> dict[str, Any]:
     by_difficulty = {}
     for row in (tokens.group_by("difficulty").agg(pl.col("tokens").sum().alias("total_tokens"),
                                                   pl.len().alias("sample_count"))
-                .with_columns(_difficulty_order().alias("_order")).sort(["_order", "difficulty"]).to_dicts()):
+                .with_columns(_difficulty_order().alias("_order"), pl.col("difficulty").cast(pl.Utf8))
+                .sort(["_order", "difficulty"]).to_dicts()):
         by_difficulty[row["difficulty"]] = {
             "total_tokens": int(row["total_tokens"]), "sample_count": row["sample_count"],
             "avg_tokens": round(row["total_tokens"] / row["sample_count"], 1)}
     by_area = (tokens.filter(pl.col("practice_area") != "").group_by("practice_area")
                .agg(pl.col("tokens").sum().alias("total_tokens"), pl.len().alias("count"))
-               .with_columns((pl.col("total_tokens") / pl.col("count")).round(1).alias("avg_tokens"))
+               .with_columns((pl.col("total_tokens") / pl.col("count")).round(1).alias("avg_tokens"),
+                             pl.col("practice_area").cast(pl.Utf8))
                .sort(["total_tokens", "practice_area"], descending=[True, False]).head(10))
     reported = int(tokens["reported"].sum() or 0)
     return {
@@ -253,7 +252,7 @@ def estimated_costs(frame: pl.DataFrame, total_tokens: int, config: AppConfig) -
     table = pl.DataFrame([(p, m, i, o) for p, m, _, i, o, _ in prices],
                          schema={"provider": pl.Utf8, "model": pl.Utf8, "in_price": pl.Float64,
                                  "out_price": pl.Float64}, orient="row")
-    used = frame.select("provider", "model", "prompt_tokens", "completion_tokens").join(
+    used = frame.select(pl.col("provider", "model").cast(pl.Utf8), "prompt_tokens", "completion_tokens").join(
         table, on=["provider", "model"], how="left")
     actual = float(used.select(((pl.col("prompt_tokens").fill_null(0) * pl.col("in_price").fill_null(0)
                                  + pl.col("completion_tokens").fill_null(0) * pl.col("out_price").fill_null(0))

@@ -53,12 +53,8 @@ class QualityService:
 
     # -- the index -------------------------------------------------------------------------
 
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self._build, name="quality-index", daemon=True)
-        thread.start()
-        return thread
-
-    def _build(self) -> None:
+    def build(self) -> None:
+        """Index every stored question, then apply the changes that arrived meanwhile."""
         rows = self.store.read().execute("SELECT id, question FROM samples ORDER BY seq")
         for sample_id, question in rows:
             self.index.add(sample_id, question)

@@ -96,9 +96,11 @@ def test_statistics_frame_stays_exact_while_loading_under_writes(tmp_path):
     for attempt in range(3):
         frame = StatsFrame(store)
         writer = threading.Thread(target=lambda a=attempt: [store.add(record(f"new{a}_{i}")) for i in range(150)])
+        loader = threading.Thread(target=frame.frame)
         writer.start()
-        frame.preload()
+        loader.start()
         writer.join()
+        loader.join()
         store.update("old1", {"difficulty": "expert"})
         store.delete("old2")
         built = frame.frame()
