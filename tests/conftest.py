@@ -13,8 +13,8 @@ from provider_config import AppConfig, load_config
 from simulator.server import FakeProviderServer
 from tests.hub_standin import HubStandIn
 
-GROQ_KEY = "gsk_testkey000000000000000000000000"
-CEREBRAS_KEY = "csk-testkey00000000000000000000000"
+GROQ_KEY = "gsk_test-not-a-real-key-0000000000"
+CEREBRAS_KEY = "csk-test-not-a-real-key-0000000000"
 
 # Fast settings for tests: short timeouts and cooldowns, small model lists.
 FAST_ENGINE: dict[str, Any] = {

@@ -188,5 +188,5 @@ def test_messages_never_carry_secrets(fake):
     failure, _ = failure_of("groq", fake.url)
     assert GROQ_KEY not in failure.message and "org_01kjh7p9n8f1qs6n" not in failure.message
     assert "abc.def.ghi" not in failure.message
-    assert redact("key=sk-abcdefghijkl123 and hf_abcdefghijklmnopqrstuvwxyz0123456789") == \
+    assert redact("key=sk-abcdefghijkl123 and hf_fake-token-abcdefghijklmnopqrstuvwxyz") == \
         "key=[redacted-key] and [redacted-key]"
