@@ -154,6 +154,13 @@ class GenerationEngine:
         state["budget"] = self.limiter.snapshot(provider, model)
         return state
 
+    def model_states(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Compact state of every model of every configured provider: state, until, category, reason."""
+        return {name: {model.id: {k: state.get(k) for k in ("state", "until", "category", "reason")}
+                       for model in client.config.models
+                       for state in (self.model_state(name, model.id),)}
+                for name, client in self.providers.items() if client.configured}
+
     def report(self) -> dict[str, Any]:
         """Every provider and model: state, counts by outcome and category, latency, tokens."""
         out: dict[str, Any] = {}

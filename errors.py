@@ -326,7 +326,7 @@ def _message_wait(message: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def _reset_wait(signals: Signals, category: Category) -> float | None:
+def _reset_wait(signals: Signals) -> float | None:
     """The reset of the window that ran out (the longest, if several did)."""
     readings = read_rate_limits(signals.headers, signals.kind)
     exhausted = [r.reset_seconds for r in readings if r.exhausted and r.reset_seconds is not None]
@@ -341,7 +341,7 @@ def wait_hint(signals: Signals, category: Category) -> float | None:
         if hint is not None:
             return hint
     if category in (Category.RATE_LIMIT, Category.QUOTA_EXHAUSTED):
-        return _reset_wait(signals, category)
+        return _reset_wait(signals)
     return None
 
 

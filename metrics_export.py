@@ -11,18 +11,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 _STARTED = time.time()
 
 
-def compact_model_states(engine: Any) -> dict[str, dict[str, dict[str, Any]]]:
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, client in engine.providers.items():
-        if not client.configured:
-            continue
-        out[name] = {}
-        for model in client.config.models:
-            state = engine.model_state(name, model.id)
-            out[name][model.id] = {k: state.get(k) for k in ("state", "until", "category", "reason")}
-    return out
-
-
 def provider_stats(svc: Any) -> dict[str, Any]:
     engine = svc.engine
     hours = max((time.time() - svc.started) / 3600, 1e-9)

@@ -5,17 +5,17 @@ The local dataset is only read: nothing is deleted or moved. The Hub address com
 """
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 import polars as pl
 
-from stats import RECORD_COLUMNS
+from exporter import export_bytes
 
 FORMATS = {"parquet": "data/train.parquet", "json": "data/train.jsonl", "jsonl": "data/train.jsonl",
            "csv": "data/train.csv"}
+EXPORT_FORMAT = {"parquet": "parquet", "json": "jsonl", "jsonl": "jsonl", "csv": "csv"}
 DEFAULT_REPO = "uk-law-dataset"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -122,26 +122,6 @@ before relying on it — it is training data, not legal advice.
 """
 
 
-def export_bytes(records: Iterator[dict[str, Any]], fmt: str) -> bytes:
-    rows = [{c: r.get(c) for c in RECORD_COLUMNS} for r in records]
-    if fmt == "parquet":
-        from web.routes_export import EXPORT_SCHEMA
-
-        out = io.BytesIO()
-        pl.DataFrame(rows, schema=EXPORT_SCHEMA, orient="row").write_parquet(out)
-        return out.getvalue()
-    if fmt in ("json", "jsonl"):
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
-    out = io.StringIO()
-    import csv
-
-    writer = csv.DictWriter(out, fieldnames=RECORD_COLUMNS)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({**row, "quality_flags": ";".join(row.get("quality_flags") or [])})
-    return out.getvalue().encode()
-
-
 def push_to_hub(*, records: Iterator[dict[str, Any]], frame: pl.DataFrame, token: str, repo_name: str | None,
                 fmt: str, private: bool, endpoint: str, quality_checks: Iterable[str]) -> str:
     """Create (or reuse) the dataset repo and commit the data file and card; returns its URL."""
@@ -157,7 +137,7 @@ def push_to_hub(*, records: Iterator[dict[str, Any]], frame: pl.DataFrame, token
         summary = summarise(frame)
         card = dataset_card(summary, data_path, quality_checks, "UK Law Q&A (synthetic)")
         api.create_commit(repo_id, repo_type="dataset", commit_message=f"Upload {summary.total} samples",
-                          operations=[CommitOperationAdd(data_path, export_bytes(records, fmt)),
+                          operations=[CommitOperationAdd(data_path, export_bytes(records, EXPORT_FORMAT[fmt])),
                                       CommitOperationAdd("README.md", card.encode())])
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None

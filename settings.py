@@ -24,7 +24,6 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     generate_max_wait: float = 10.0       # seconds a single generation may wait for a cooling model
     threads: int = 16                     # WSGI worker threads (SSE clients hold one each)
-    demo: bool = False
     hf_endpoint: str = "https://huggingface.co"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)   # provider keys live here
 

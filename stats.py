@@ -11,6 +11,7 @@ estimated offline as ceil(characters / 4). `encoding` in the response says which
 """
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any, Callable, Mapping
 
@@ -89,8 +90,6 @@ class StatsFrame:
             "length(topic) AS t_len, prompt_tokens, completion_tokens, quality_score, quality_flags, simulated, "
             "duplicate_of "
             "FROM samples ORDER BY seq").fetchall()
-        import json
-
         data = []
         for r in rows:
             row = dict(r)

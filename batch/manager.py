@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from batch.rotation import Rotation, Slot
-from batch.worker import BatchRun, BatchSettings
+from batch.worker import BatchRun
 from catalog import BALANCE, DEFAULT_SAMPLE_TYPE, DIFFICULTIES, SAMPLE_TYPES, TOPICS, find_topic
 from engine import GenerationEngine
 from generation_service import (RequestProblem, check_difficulty, check_sample_type, resolve_provider_model,
@@ -30,12 +30,12 @@ class NoProviders(Exception):
 
 
 class BatchManager:
-    def __init__(self, *, engine: GenerationEngine, store: Store, config: AppConfig, settings: BatchSettings,
-                 quality: Any = None, simulated: bool = False):
+    def __init__(self, *, engine: GenerationEngine, store: Store, config: AppConfig, quality: Any = None,
+                 simulated: bool = False):
         self.engine = engine
         self.store = store
         self.config = config
-        self.settings = settings
+        self.settings = config.batch
         self.quality = quality
         self.simulated = simulated
         self.repo = BatchRepository(store)

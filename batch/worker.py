@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from batch.rotation import Rotation, Slot
@@ -19,6 +19,7 @@ from engine import GenerationEngine, GenerationRequest, GenerationResult
 from fallback.metrics import SwitchEvent
 from fallback.router import AllCooling, Cancelled, GaveUp, NoRecovery, RoutingError, Stopped
 from generation_service import sample_record
+from provider_config import BatchConfig
 from state import COMPLETED, FAILED, STOPPED, BatchRepository, BatchState, push_bounded, utc_now
 from store import Store
 
@@ -26,25 +27,16 @@ log = logging.getLogger("batch")
 CONTENT_CATEGORIES = ("invalid_output", "bad_request")   # failures that say more about the topic than the model
 
 
-@dataclass(frozen=True)
-class BatchSettings:
-    max_in_flight: int = 16           # concurrent requests; the rate limiter paces them
-    topic_skip_after: int = 3         # non-provider failures in a row before a topic is skipped
-    topic_skip_seconds: float = 600
-    max_wait_seconds: float = 30      # longest single sleep while everything cools
-    switch_dedupe_seconds: float = 60  # budget/cooldown skips of the same model are logged once a minute
-    stuck_after_minutes: float = 10
+SKIP_LOG_SECONDS = 60   # budget/cooldown skips of the same model are logged once a minute
 
 
 def _iso_in(seconds: float) -> str:
-    from datetime import datetime, timedelta, timezone
-
     return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()
 
 
 class BatchRun:
     def __init__(self, state: BatchState, *, engine: GenerationEngine, store: Store, repo: BatchRepository,
-                 rotation: Rotation, settings: BatchSettings, publish: Callable[[BatchState], None],
+                 rotation: Rotation, settings: BatchConfig, publish: Callable[[BatchState], None],
                  quality: Any = None, simulated: bool = False, stored: int = 0):
         self.state = state
         self.engine = engine
@@ -228,7 +220,7 @@ class BatchRun:
         for event in switches:
             if event.reason.startswith(("out of budget", "cooling:")):
                 key = (event.from_provider or "", event.from_model or "")
-                if now - self._last_skip_logged.get(key, -1e9) < self.settings.switch_dedupe_seconds:
+                if now - self._last_skip_logged.get(key, -1e9) < SKIP_LOG_SECONDS:
                     continue
                 self._last_skip_logged[key] = now
             s = self.state
@@ -247,20 +239,12 @@ class BatchRun:
         if not force and now - self._summary_at < 1.0:
             return
         self._summary_at = now
-        failed: dict[str, list[str]] = {}
         summary: dict[str, Any] = {}
-        for name, client in self.engine.providers.items():
-            if not client.configured:
-                continue
-            provider_state = self.engine.provider_state(name)
-            models = {}
-            for model in client.config.models:
-                state = self.engine.health.state(name, model.id, client.key_fingerprint, self.engine.router.to_wall)
-                if state["state"] != "ok" or provider_state["state"] != "ok":
-                    failed.setdefault(name, []).append(model.id)
-                    models[model.id] = {k: state.get(k) for k in ("state", "until", "category", "reason")}
-            summary[name] = {"state": provider_state["state"], "not_ok_models": models}
-        self.state.failed_models_by_provider = failed
+        for name, models in self.engine.model_states().items():
+            not_ok = {model: state for model, state in models.items() if state["state"] != "ok"}
+            summary[name] = {"state": self.engine.provider_state(name)["state"], "not_ok_models": not_ok}
+        self.state.failed_models_by_provider = {name: list(s["not_ok_models"]) for name, s in summary.items()
+                                                if s["not_ok_models"]}
         self.state.circuit_breaker_summary = summary
 
     def _on_failure(self, slot: Slot, exc: RoutingError) -> None:

@@ -25,7 +25,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from batch.manager import BatchManager  # noqa: E402
-from batch.worker import BatchSettings  # noqa: E402
 from catalog import TOPICS  # noqa: E402
 from engine import GenerationEngine  # noqa: E402
 from errors import InvalidOutput  # noqa: E402
@@ -54,7 +53,7 @@ def servers(seed: int) -> dict[str, FakeProviderServer]:
 
 def config(known_limits: bool):
     limits = {"rpm": RPM} if known_limits else {}
-    return load_config(overrides={"providers": {
+    return load_config(overrides={"batch": {"max_in_flight": 16, "max_wait_seconds": 5}, "providers": {
         p: {"models": [{"id": m, "limits": limits} for m in models]} for p, models in MODELS.items()}})
 
 
@@ -69,8 +68,7 @@ def run_worker(known_limits: bool, seconds: float, out: dict, seed: int) -> None
         store = Store(Path(tmp) / "bench.sqlite3")
         cfg = config(known_limits)
         engine = GenerationEngine(cfg, env_for(fakes))
-        manager = BatchManager(engine=engine, store=store, config=cfg,
-                               settings=BatchSettings(max_in_flight=16, max_wait_seconds=5))
+        manager = BatchManager(engine=engine, store=store, config=cfg)
         manager.start(target_count=1_000_000)
         time.sleep(seconds)
         produced = store.count()

@@ -63,8 +63,8 @@ class HealthBoard:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def blocked(self, provider: str, model: str, fingerprint: str) -> Blocked | None:
-        """None when the pair may be tried now."""
+    def blocked(self, provider: str, model: str | None, fingerprint: str) -> Blocked | None:
+        """None when the pair (or, with `model` None, the provider) may be tried now."""
         now = self._clock()
         with self._lock:
             disabled = self._disabled.get(provider)
@@ -72,7 +72,7 @@ class HealthBoard:
                 return Blocked(None, disabled.category, "disabled", disabled.message, Scope.PROVIDER.value)
             worst: tuple[_Cooldown, str] | None = None
             for cooldown, scope in ((self._provider_cooling.get(provider), Scope.PROVIDER.value),
-                                    (self._model_cooling.get((provider, model)), Scope.MODEL.value)):
+                                    (self._model_cooling.get((provider, model or "")), Scope.MODEL.value)):
                 if cooldown and cooldown.until > now and (worst is None or cooldown.until > worst[0].until):
                     worst = (cooldown, scope)
             if worst is None:
@@ -146,7 +146,7 @@ class HealthBoard:
         now = self._clock()
         with self._lock:
             in_a_row = self._in_a_row.get((provider, model), 0) if model else 0
-        blocked = self.blocked(provider, model or "", fingerprint) if model else self._provider_block(provider, fingerprint, now)
+        blocked = self.blocked(provider, model, fingerprint)
         if blocked is None:
             return {"state": "ok", "failures_in_a_row": in_a_row}
         report = {"state": "disabled" if blocked.until is None else "cooling",
@@ -156,14 +156,3 @@ class HealthBoard:
             report["until"] = datetime.fromtimestamp(to_wall(blocked.until), timezone.utc).isoformat()
             report["seconds_left"] = round(blocked.until - now, 3)
         return report
-
-    def _provider_block(self, provider: str, fingerprint: str, now: float) -> Blocked | None:
-        with self._lock:
-            disabled = self._disabled.get(provider)
-            if disabled and disabled.fingerprint == fingerprint:
-                return Blocked(None, disabled.category, "disabled", disabled.message, Scope.PROVIDER.value)
-            cooldown = self._provider_cooling.get(provider)
-            if cooldown and cooldown.until > now:
-                return Blocked(cooldown.until, cooldown.category, cooldown.reason, cooldown.message,
-                               Scope.PROVIDER.value)
-        return None

@@ -156,10 +156,9 @@ def test_stop_takes_effect_at_once(app, fake):
     stopped = client.post("/api/generate/batch/stop", json={"batch_id": batch_id}).get_json()
     assert stopped["success"] and stopped["batch_id"] == batch_id
     count_at_stop = client.get("/api/stats").get_json()["total"]
-    in_flight_before = len(fake.requests)
     wait_for(lambda: not app.extensions["services"].batches._runs[batch_id].alive(), timeout=10)
-    assert len(fake.requests) >= in_flight_before  # in-flight requests finished...
-    assert client.get("/api/stats").get_json()["total"] == count_at_stop  # ...and were discarded
+    assert len(fake.requests) > count_at_stop  # every request succeeded, so some answered after the stop...
+    assert client.get("/api/stats").get_json()["total"] == count_at_stop  # ...and their samples were discarded
     state = status(client, batch_id)
     assert state["status"] == "stopped" and state["running"] is False
     assert client.get("/api/generate/batch/history").get_json()["batches"][0]["status"] == "stopped"

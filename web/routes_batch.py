@@ -8,9 +8,8 @@ from typing import Any, Iterator
 from flask import Blueprint, Flask, Response, jsonify, request
 
 from batch.manager import BatchConflict, BatchManager, NoProviders
-from batch.worker import BatchSettings
 from generation_service import RequestProblem
-from metrics_export import compact_model_states, prometheus_text, provider_stats
+from metrics_export import prometheus_text, provider_stats
 from web import openapi
 from web.errors import ApiError
 from web.services import Services, services
@@ -20,12 +19,8 @@ bp = Blueprint("batch", __name__)
 
 
 def install(app: Flask, svc: Services, start: bool = True) -> None:
-    cfg = svc.config.batch
-    settings = BatchSettings(max_in_flight=cfg.max_in_flight, topic_skip_after=cfg.topic_skip_after,
-                             topic_skip_seconds=cfg.topic_skip_seconds, max_wait_seconds=cfg.max_wait_seconds,
-                             stuck_after_minutes=cfg.stuck_after_minutes)
-    svc.batches = BatchManager(engine=svc.engine, store=svc.store, config=svc.config, settings=settings,
-                               quality=svc.quality, simulated=svc.simulated)
+    svc.batches = BatchManager(engine=svc.engine, store=svc.store, config=svc.config, quality=svc.quality,
+                               simulated=svc.simulated)
     app.register_blueprint(bp)
     if start:
         svc.batches.resume_unfinished()
@@ -76,7 +71,7 @@ def status():
         state = manager().state(batch_id)
         if state is None:
             raise ApiError(404, f"no batch with id {batch_id!r}")
-        state["model_states"] = compact_model_states(services().engine)
+        state["model_states"] = services().engine.model_states()
         return jsonify(state)
     states = manager().states()
     return jsonify({"batches": states, "count": len(states)})
