@@ -99,7 +99,9 @@ def test_filters_on_flags_for_data_and_export(client):
 
 
 def test_a_batch_retries_rejected_samples_and_reaches_its_target_with_clean_rows(make_app, fake):
-    client = make_app(FAST_BATCH).test_client()
+    # One model only, so every scripted answer below is consumed, in order, by this batch.
+    client = make_app({**FAST_BATCH, "providers": {"groq": {"models": [{"id": "g-large"}]}}},
+                      env_overrides={"CEREBRAS_API_KEY": ""}).test_client()
     bad = us_law(good())
     repeated = good(seed=8)
     fake.script("g-large", *[Reply(content=json.dumps(bad))] * 3, Reply(content=json.dumps(repeated)),
