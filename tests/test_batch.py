@@ -110,7 +110,7 @@ def test_faults_of_each_category_mid_batch(make_app, fake):
     assert sum(a["outcome"] == "success" for a in attempts) == 25
     switch = (state["model_switches"] + state["provider_switches"])[0]
     assert switch["reason"] and switch["timestamp"] and "samples_generated" in switch
-    assert state["provider_switches"] and state["provider_switches"][0]["from_provider"] == "groq"
+    assert any((e["from_provider"], e["to_provider"]) == ("groq", "cerebras") for e in state["provider_switches"])
     assert state["failed_models_by_provider"]["cerebras"] == ["c-large", "c-small"]  # the rejected key
 
 
