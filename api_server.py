@@ -19,13 +19,13 @@ from dotenv import dotenv_values
 from flask import Flask, request
 from flask_cors import CORS
 
-from engine import GenerationEngine
+from generation.engine import GenerationEngine
 from errors import redact
-from provider_config import AppConfig, ConfigError, load_config
+from config.providers import AppConfig, ConfigError, load_config
 from quality.service import QualityService
-from settings import Settings, SettingsError
-from stats import StatsFrame
-from store import Store
+from config.settings import Settings, SettingsError
+from dataset.stats import StatsFrame
+from storage.store import Store
 from web.errors import ApiError, register_error_handlers
 from web.services import Services
 
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(env, **overrides)
         demo = None
         if args.demo:
-            from demo import start_demo
+            from simulator.demo import start_demo
 
             settings, demo = start_demo(settings)
         app = create_app(settings, demo=demo)

@@ -22,7 +22,10 @@ from typing import Any, Callable, Mapping
 
 import httpx
 
-from providers.headers import read_rate_limits, retry_after_seconds
+from providers.exceptions import InvalidOutput, UnusableResponse
+from providers.headers import parse_duration, read_rate_limits, retry_after_seconds
+
+__all__ = ["Category", "Scope", "Failure", "classify", "redact", "InvalidOutput", "UnusableResponse"]
 
 
 class Category(str, enum.Enum):
@@ -55,23 +58,6 @@ CATEGORY_SCOPE: dict[Category, Scope] = {
     Category.INVALID_OUTPUT: Scope.MODEL,
     Category.UNKNOWN: Scope.MODEL,
 }
-
-
-class UnusableResponse(Exception):
-    """A 2xx response that carries no usable completion (an error body, a bare string, no choices)."""
-
-    def __init__(self, message: str, body: Any = None, headers: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.body = body
-        self.headers = dict(headers or {})
-
-
-class InvalidOutput(Exception):
-    """The model answered, but its text is not a valid sample. Keeps the raw text for diagnosis."""
-
-    def __init__(self, message: str, raw_output: str = ""):
-        super().__init__(message)
-        self.raw_output = raw_output
 
 
 @dataclass(frozen=True)
@@ -317,8 +303,6 @@ _SECONDS_WORDS = re.compile(r"(?i)\b(?:try again|retry) in\s+(\d+(?:\.\d+)?)\s*(
 
 
 def _message_wait(message: str) -> float | None:
-    from providers.headers import parse_duration
-
     match = _TRY_AGAIN.search(message)
     if match:
         return parse_duration(re.sub(r"\s+", "", match.group(1)))

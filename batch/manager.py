@@ -8,13 +8,14 @@ from typing import Any
 
 from batch.rotation import Rotation, Slot
 from batch.worker import BatchRun
-from catalog import BALANCE, DEFAULT_SAMPLE_TYPE, DIFFICULTIES, SAMPLE_TYPES, TOPICS, find_topic
-from engine import GenerationEngine
-from generation_service import (RequestProblem, check_difficulty, check_sample_type, resolve_provider_model,
+from config.catalog import BALANCE, DEFAULT_SAMPLE_TYPE, DIFFICULTIES, SAMPLE_TYPES, TOPICS, find_topic
+from generation.engine import GenerationEngine
+from generation.requests import (RequestProblem, check_difficulty, check_sample_type, resolve_provider_model,
                                 resolve_topic_label)
-from provider_config import AppConfig
-from state import RUNNING, STOPPED, BatchRepository, BatchState, new_batch_id, utc_now
-from store import Store
+from config.providers import AppConfig
+from state import RUNNING, STOPPED, BatchState, new_batch_id, utc_now
+from storage.batches import BatchRepository
+from storage.store import Store
 
 RECENT_IN_STATUS = 10
 

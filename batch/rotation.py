@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
-from catalog import DIFFICULTIES, SAMPLE_TYPES, TOPICS, Topic
+from config.catalog import DIFFICULTIES, SAMPLE_TYPES, TOPICS, Topic
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from batch.rotation import Rotation, Slot
-from engine import GenerationEngine, GenerationRequest, GenerationResult
+from generation.engine import GenerationEngine, GenerationRequest, GenerationResult
 from fallback.metrics import SwitchEvent
 from fallback.router import AllCooling, Cancelled, GaveUp, NoRecovery, RoutingError, Stopped
-from generation_service import sample_record
-from provider_config import BatchConfig
-from state import COMPLETED, FAILED, STOPPED, BatchRepository, BatchState, push_bounded, utc_now
-from store import Store
+from generation.requests import sample_record
+from config.providers import BatchConfig
+from state import COMPLETED, FAILED, STOPPED, BatchState, push_bounded, utc_now
+from storage.batches import BatchRepository
+from storage.store import Store
 
 log = logging.getLogger("batch")
 CONTENT_CATEGORIES = ("invalid_output", "bad_request")   # failures that say more about the topic than the model

@@ -22,18 +22,17 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from batch.manager import BatchManager  # noqa: E402
-from catalog import TOPICS  # noqa: E402
-from engine import GenerationEngine  # noqa: E402
-from errors import InvalidOutput  # noqa: E402
-from prompts import SampleSpec, build_messages  # noqa: E402
-from provider_config import load_config  # noqa: E402
-from providers.client import build_providers  # noqa: E402
-from sample_parser import parse_sample  # noqa: E402
-from simulator.server import FakeProviderServer  # noqa: E402
-from store import Store  # noqa: E402
+from batch.manager import BatchManager
+from config.catalog import TOPICS
+from generation.engine import GenerationEngine
+from errors import InvalidOutput
+from generation.prompts import SampleSpec, build_messages
+from config.providers import load_config
+from providers.client import build_providers
+from generation.parsing import parse_sample
+from simulator.server import FakeProviderServer
+from storage.store import Store
 
 RPM = 30
 MODELS = {"groq": ["g1", "g2"], "cerebras": ["c1", "c2"]}

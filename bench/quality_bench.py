@@ -15,16 +15,13 @@ import gc
 import os
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from catalog import DIFFICULTIES, SAMPLE_TYPES, TOPICS  # noqa: E402
-from quality import DuplicateIndex, assess  # noqa: E402
-from simulator.content import BUSINESSES, FIRST, LAST, PLACES, SETTINGS, make_sample  # noqa: E402
+from config.catalog import DIFFICULTIES, SAMPLE_TYPES, TOPICS
+from quality import DuplicateIndex, assess
+from simulator.content import BUSINESSES, FIRST, LAST, PLACES, SETTINGS, make_sample
 
 INDEX_SIZE = 100_000
 ASSESS_SAMPLES = 3_000

@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-import groq  # noqa: E402
+import httpx
+import groq
 
-from catalog import find_topic  # noqa: E402
-from engine import GenerationEngine, GenerationRequest  # noqa: E402
-from provider_config import load_config  # noqa: E402
-from providers.client import Completion  # noqa: E402
-from sample_parser import parse_sample  # noqa: E402
-from simulator.server import FakeProviderServer, groq_error  # noqa: E402
+from config.catalog import find_topic
+from generation.engine import GenerationEngine, GenerationRequest
+from config.providers import load_config
+from providers.client import Completion
+from generation.parsing import parse_sample
+from simulator.server import FakeProviderServer, groq_error
 
 TOPIC = find_topic("Contract Law - Misrepresentation")
 REQUEST = GenerationRequest(TOPIC, "intermediate", "case_analysis", "groq")
@@ -94,7 +91,7 @@ def failover(runs: int = 200) -> list[float]:
                 marks["ok"] = time.perf_counter()
                 return value, completion
 
-            from prompts import build_messages
+            from generation.prompts import build_messages
             messages = build_messages(REQUEST.spec)
             engine.router.run(call, prompt_tokens=400, provider="groq")
             gaps.append(marks["ok"] - marks["failed"])

@@ -16,14 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api_server import create_app  # noqa: E402
-from catalog import DIFFICULTIES, SAMPLE_TYPES, TOPICS  # noqa: E402
-from prompts import SampleSpec, build_messages  # noqa: E402
-from settings import Settings  # noqa: E402
-from simulator.content import make_sample  # noqa: E402
-from store import Store, new_sample_id  # noqa: E402
+from api_server import create_app
+from config.catalog import DIFFICULTIES, SAMPLE_TYPES, TOPICS
+from generation.prompts import SampleSpec, build_messages
+from config.settings import Settings
+from simulator.content import make_sample
+from storage.store import Store, new_sample_id
 
 
 def fake_records(count: int, rng: random.Random) -> list[dict]:

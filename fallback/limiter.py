@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
-from provider_config import Limits
+from config.providers import Limits
 from providers.headers import PERIOD_SECONDS, WindowReading
 
 # limit name -> (metric, period)

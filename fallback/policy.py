@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass
 
 from errors import Category, Failure, Scope
-from provider_config import EngineConfig
+from config.providers import DEFAULT_COOLDOWNS, EngineConfig
 
 
 class Action(str, enum.Enum):
@@ -66,17 +66,6 @@ REASON_DECISIONS: dict[str, Rule] = {
     "internal": Rule(A.STOP, critical=True, cooldown=None),                             # our own bug
 }
 del C, A
-
-DEFAULT_COOLDOWNS: dict[str, float] = {
-    "rate_limit": 20, "quota_exhausted": 3600, "model_unavailable": 60, "model_gone": 3600,
-    "timeout": 30, "connection_error": 15, "server_error": 10, "bad_request": 120,
-    "invalid_output": 60, "unknown": 30,
-}
-
-
-def known_cooldown_names() -> frozenset[str]:
-    return frozenset(DEFAULT_COOLDOWNS)
-
 
 @dataclass(frozen=True)
 class Decision:

@@ -19,7 +19,7 @@ from fallback.health import Blocked, HealthBoard
 from fallback.limiter import RateLimiter, Reservation
 from fallback.metrics import Metrics, SwitchEvent, utc_now_iso
 from fallback.policy import Action, Decision, Policy
-from provider_config import EngineConfig, ModelConfig
+from config.providers import EngineConfig, ModelConfig
 from providers.client import Completion, ProviderClient
 from providers.headers import read_rate_limits
 

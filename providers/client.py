@@ -17,8 +17,8 @@ from typing import Any, Callable, Mapping
 
 import httpx
 
-from errors import InvalidOutput, UnusableResponse
-from provider_config import ModelConfig, ProviderConfig
+from config.providers import ModelConfig, ProviderConfig
+from providers.exceptions import InvalidOutput, UnusableResponse
 
 
 @dataclass(frozen=True)

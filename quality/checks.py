@@ -35,10 +35,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from catalog import LEVELS
+from config.catalog import LEVELS
 from quality.citations import CitationSummary, impossible_citations, summarise_citations, us_reporter_citations
 from quality.duplicates import DuplicateIndex
-from sample_parser import missing_sections, step_numbers
+from generation.parsing import missing_sections, step_numbers
 
 REJECT, WARN = "reject", "warn"
 CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")

@@ -13,7 +13,7 @@ from typing import Any
 
 from quality.checks import FLAGS, REJECT, QualityReport, assess
 from quality.duplicates import DuplicateIndex
-from store import Change, Store
+from storage.store import Change, Store
 
 READY_TIMEOUT = 300.0
 REJECT_CODES = tuple(code for code, spec in FLAGS.items() if spec.severity == REJECT)

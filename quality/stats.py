@@ -6,7 +6,7 @@ from typing import Any, Iterable
 
 import polars as pl
 
-from catalog import DIFFICULTIES, PRACTICE_AREAS, SAMPLE_TYPES
+from config.catalog import DIFFICULTIES, PRACTICE_AREAS, SAMPLE_TYPES
 from quality.checks import FLAGS
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from catalog import LEVELS, SAMPLE_TYPES
+from config.catalog import LEVELS, SAMPLE_TYPES
 
 AUTHORITIES_FILE = Path(__file__).resolve().parent.parent / "config" / "authorities.yaml"
 

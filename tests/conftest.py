@@ -7,9 +7,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from catalog import find_topic
-from engine import GenerationEngine, GenerationRequest
-from provider_config import AppConfig, load_config
+from config.catalog import find_topic
+from generation.engine import GenerationEngine, GenerationRequest
+from config.providers import AppConfig, load_config
 from simulator.server import FakeProviderServer
 from tests.hub_standin import HubStandIn
 
@@ -117,7 +117,7 @@ def request(provider: str | None = None, model: str | None = None, *, topic: str
 def make_app(tmp_path, env, make_config):
     """A fresh app on a temporary data directory, its providers pointed at the fake server."""
     from api_server import create_app
-    from settings import Settings
+    from config.settings import Settings
 
     apps = []
 

@@ -144,7 +144,7 @@ def test_default_provider_is_one_that_is_configured(make_app):
 
 def test_models_work_offline_with_the_shipped_catalogue(tmp_path):
     from api_server import create_app
-    from settings import Settings
+    from config.settings import Settings
 
     app = create_app(Settings.from_env({}, data_dir=tmp_path), start_batches=False)  # no keys, no network
     models = app.test_client().get("/api/models").get_json()

@@ -126,8 +126,8 @@ def test_generation_failure_answers_503_with_retry_after(client, fake):
 
 def test_demo_mode_runs_without_keys_and_marks_records(tmp_path):
     from api_server import create_app
-    from demo import start_demo
-    from settings import Settings
+    from simulator.demo import start_demo
+    from config.settings import Settings
 
     settings, demo = start_demo(Settings.from_env({}, data_dir=tmp_path), latency=(0.0, 0.01), fault_rate=0.0, seed=1)
     try:

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from batch.rotation import Rotation
-from catalog import find_topic
+from config.catalog import find_topic
 from simulator.server import Reply, cerebras_error, groq_error
 from tests.conftest import wait_for
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from provider_config import ConfigError, load_config, parse_config, _read_yaml, SHIPPED_CONFIG
+from config.providers import ConfigError, load_config, parse_config, _read_yaml, SHIPPED_CONFIG
 
 
 def test_shipped_defaults_hold_the_fallback_orders_of_the_old_system():

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from errors import Category, InvalidOutput, Scope, UnusableResponse, classify, redact
-from provider_config import load_config
+from config.providers import load_config
 from providers.client import ProviderClient
 from simulator.server import Reply, cerebras_error, groq_error, refused_url
 from tests.conftest import CEREBRAS_KEY, GROQ_KEY

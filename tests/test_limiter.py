@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from fallback.limiter import RateLimiter, Reservation
-from provider_config import Limits
+from config.providers import Limits
 from providers.headers import read_rate_limits
 from tests.conftest import ManualClock
 

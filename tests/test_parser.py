@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from catalog import DIFFICULTIES, LEVELS, SAMPLE_TYPES, TOPICS, find_topic
+from config.catalog import DIFFICULTIES, LEVELS, SAMPLE_TYPES, TOPICS, find_topic
 from errors import InvalidOutput
-from prompts import SampleSpec, build_messages
-from sample_parser import extract_json_object, parse_sample, strip_thinking
+from generation.prompts import SampleSpec, build_messages
+from generation.parsing import extract_json_object, parse_sample, strip_thinking
 from simulator.content import make_sample
 
 SPEC = SampleSpec(find_topic("Contract Law - Misrepresentation"), "intermediate", "case_analysis")

@@ -8,7 +8,7 @@ import pytest
 from errors import CATEGORY_SCOPE, Category, Failure, Scope
 from fallback.health import HealthBoard
 from fallback.policy import DECISIONS, Action, Policy
-from provider_config import EngineConfig
+from config.providers import EngineConfig
 from tests.conftest import ManualClock
 
 

@@ -50,7 +50,7 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ServerProcess":
-        self.proc = subprocess.Popen([sys.executable, "api_server.py"], cwd=ROOT, env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "api_server"], cwd=ROOT, env=self.env,
                                      stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
         wait_for(self._healthy, timeout=30, interval=0.1)
         return self

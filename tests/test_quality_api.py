@@ -9,8 +9,8 @@ import random
 import polars as pl
 import pytest
 
-from catalog import find_topic
-from prompts import SampleSpec, build_messages
+from config.catalog import find_topic
+from generation.prompts import SampleSpec, build_messages
 from simulator.content import make_sample
 from simulator.server import Reply
 from tests.conftest import wait_for

@@ -5,7 +5,7 @@ from typing import Any, Callable
 
 import pytest
 
-from catalog import LEVELS, SAMPLE_TYPES
+from config.catalog import LEVELS, SAMPLE_TYPES
 from quality import FLAGS, DuplicateIndex, assess, boilerplate_phrases, refusal_phrases, us_law_signals
 
 QUESTION = ("Priya Shah slipped on an unlit staircase while visiting a friend's flat in a block managed by "

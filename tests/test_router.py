@@ -12,7 +12,7 @@ import pytest
 from errors import Category
 from fallback.router import (AllCooling, AttemptsExhausted, DeadlineExceeded, GaveUp, NoRecovery,
                              Stopped)
-from prompts import build_messages
+from generation.prompts import build_messages
 from simulator.content import make_sample
 from simulator.server import CEREBRAS_PATH, GROQ_PATH, Reply, cerebras_error, groq_error, refused_url
 from tests.conftest import ManualClock, request
@@ -231,7 +231,7 @@ def test_give_up_when_every_model_rejects_the_request(fake, make_engine):
 
 def test_stop_on_a_fault_in_our_own_code(fake, make_engine, monkeypatch):
     engine = make_engine()
-    import engine as engine_module
+    import generation.engine as engine_module
 
     def broken(text, spec):
         raise KeyError("bug")

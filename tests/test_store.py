@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from store import DuplicateId, Store
+from storage.store import DuplicateId, Store
 
 
 def record(sample_id: str, **fields) -> dict:
@@ -23,8 +23,7 @@ def test_a_write_survives_a_crash_of_the_process(tmp_path):
     db = tmp_path / "crash.sqlite3"
     script = textwrap.dedent(f"""
         import os, sys
-        sys.path.insert(0, {os.getcwd()!r})
-        from store import Store
+        from storage.store import Store
         store = Store({str(db)!r})
         store.add({{"id": "survivor", "question": "q", "answer": "a", "reasoning": "r", "case_citation": "c",
                     "topic": "Tort Law - Nuisance", "difficulty": "basic"}})
@@ -89,7 +88,7 @@ def test_search_is_plain_text(tmp_path):
 
 
 def test_statistics_frame_stays_exact_while_loading_under_writes(tmp_path):
-    from stats import StatsFrame
+    from dataset.stats import StatsFrame
 
     store = Store(tmp_path / "f.sqlite3")
     store.add_many([record(f"old{i}") for i in range(3000)])

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 from pydantic import BaseModel
 
-from catalog import DIFFICULTIES
+from config.catalog import DIFFICULTIES
 from web import validation as v
 
 bp = Blueprint("openapi", __name__)

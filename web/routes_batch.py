@@ -8,8 +8,8 @@ from typing import Any, Iterator
 from flask import Blueprint, Flask, Response, jsonify, request
 
 from batch.manager import BatchConflict, BatchManager, NoProviders
-from generation_service import RequestProblem
-from metrics_export import prometheus_text, provider_stats
+from generation.requests import RequestProblem
+from web.prometheus import prometheus_text, provider_stats
 from web import openapi
 from web.errors import ApiError
 from web.services import Services, services

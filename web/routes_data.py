@@ -7,12 +7,12 @@ from typing import Any, Iterator
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 
-from catalog import DIFFICULTIES
+from config.catalog import DIFFICULTIES
 from quality.checks import FLAGS
 from quality.service import REJECT_CODES
-from generation_service import RequestProblem, check_difficulty, check_sample_type
-from stats import basic_stats, detailed_stats, token_stats
-from store import EDITABLE_FIELDS, FILTER_COLUMNS, REQUIRED_IMPORT_FIELDS, SEARCH_FIELDS, DuplicateId, new_sample_id
+from generation.requests import RequestProblem, check_difficulty, check_sample_type
+from dataset.stats import basic_stats, detailed_stats, token_stats
+from storage.store import EDITABLE_FIELDS, FILTER_COLUMNS, REQUIRED_IMPORT_FIELDS, SEARCH_FIELDS, DuplicateId, new_sample_id
 from web.errors import ApiError
 from web.services import services
 from web.validation import (DownloadBody, NewSample, SampleFields, describe, json_object, parse_body, query_choice,

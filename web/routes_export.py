@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, Response
 
-from exporter import csv_chunks, jsonl_lines, parquet_bytes
+from dataset.export import csv_chunks, jsonl_lines, parquet_bytes
 from web.routes_data import filters_from_query
 from web.services import services
 from web.validation import query_choice

@@ -6,8 +6,8 @@ import math
 from flask import Blueprint, jsonify
 
 from fallback.router import AllCooling, GaveUp, NoRecovery, RoutingError, Stopped
-from generation_service import RequestProblem, build_request, sample_record
-from store import utc_now
+from generation.requests import RequestProblem, build_request, sample_record
+from storage.store import utc_now
 from web.errors import ApiError
 from web.services import services
 from web.validation import GenerateBody, parse_body

@@ -5,7 +5,7 @@ import time
 
 from flask import Blueprint, jsonify
 
-from catalog import BALANCE, DEFAULT_SAMPLE_TYPE, SAMPLE_TYPES, TOPICS
+from config.catalog import BALANCE, DEFAULT_SAMPLE_TYPE, SAMPLE_TYPES, TOPICS
 from web.services import services
 
 bp = Blueprint("meta", __name__)

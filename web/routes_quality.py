@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from publishing import FORMATS, PublishError, push_to_hub
+from dataset.publishing import FORMATS, PublishError, push_to_hub
 from quality.service import checks_applied
 from quality.stats import quality_stats
 from web import openapi

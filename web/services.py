@@ -7,12 +7,12 @@ from typing import Any
 
 from flask import current_app
 
-from engine import GenerationEngine
-from generation_service import SampleTypeRotation
-from provider_config import AppConfig
-from settings import Settings
-from stats import StatsFrame
-from store import Store
+from generation.engine import GenerationEngine
+from generation.requests import SampleTypeRotation
+from config.providers import AppConfig
+from config.settings import Settings
+from dataset.stats import StatsFrame
+from storage.store import Store
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator
 
 import polars as pl
 
-from exporter import export_bytes
+from dataset.export import export_bytes
 
 FORMATS = {"parquet": "data/train.parquet", "json": "data/train.jsonl", "jsonl": "data/train.jsonl",
            "csv": "data/train.csv"}

@@ -6,10 +6,10 @@ import itertools
 import threading
 from typing import Any
 
-from catalog import BALANCE, DEFAULT_SAMPLE_TYPE, DIFFICULTIES, SAMPLE_TYPES, TOPICS, Topic, find_topic, resolve_topic
-from engine import GenerationRequest, GenerationResult
-from provider_config import AppConfig
-from store import new_sample_id
+from config.catalog import BALANCE, DEFAULT_SAMPLE_TYPE, DIFFICULTIES, SAMPLE_TYPES, TOPICS, Topic, find_topic, resolve_topic
+from generation.engine import GenerationRequest, GenerationResult
+from config.providers import AppConfig
+from storage.store import new_sample_id
 
 
 class RequestProblem(ValueError):

@@ -13,17 +13,17 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from catalog import Topic
+from config.catalog import Topic
 from errors import InvalidOutput, warm_up
 from fallback.health import HealthBoard
 from fallback.limiter import RateLimiter
 from fallback.metrics import Metrics, SwitchEvent, utc_now_iso
 from fallback.policy import Policy
 from fallback.router import AttemptRecord, Router
-from prompts import SampleSpec, build_messages
-from provider_config import AppConfig, ModelConfig
+from generation.prompts import SampleSpec, build_messages
+from config.providers import AppConfig, ModelConfig
 from providers.client import Completion, ProviderClient, build_providers
-from sample_parser import SampleContent, parse_sample
+from generation.parsing import SampleContent, parse_sample
 
 
 @dataclass(frozen=True)

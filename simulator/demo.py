@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from provider_config import load_config
-from settings import Settings
+from config.providers import load_config
+from config.settings import Settings
 from simulator.server import FakeProviderServer, groq_error
 
 DEMO_GROQ_KEY = "demo-groq-key"

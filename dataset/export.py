@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import polars as pl
 
-from stats import RECORD_COLUMNS
+from dataset.stats import RECORD_COLUMNS
 
 EXPORT_SCHEMA: dict[str, Any] = {
     **{c: pl.Utf8 for c in RECORD_COLUMNS},

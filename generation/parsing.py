@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from catalog import LEVELS, SAMPLE_TYPES
+from config.catalog import LEVELS, SAMPLE_TYPES
 from errors import InvalidOutput
-from prompts import SampleSpec
+from generation.prompts import SampleSpec
 
 CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
 _ALIASES = {

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from catalog import LEVELS, SAMPLE_TYPES, Topic
+from config.catalog import LEVELS, SAMPLE_TYPES, Topic
 
 SYSTEM_PROMPT = (
     "You are a senior legal educator who writes training material on the law of England and Wales "

@@ -17,9 +17,9 @@ from typing import Any, Callable, Mapping
 
 import polars as pl
 
-from catalog import DIFFICULTIES, practice_area_of
-from provider_config import AppConfig
-from store import Change, Store
+from config.catalog import DIFFICULTIES, practice_area_of
+from config.providers import AppConfig
+from storage.store import Change, Store
 
 # Repeated labels are categorical: grouping 100,000 of them is several times faster than strings.
 LIGHT_SCHEMA: dict[str, Any] = {

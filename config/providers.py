@@ -13,7 +13,16 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SHIPPED_CONFIG = Path(__file__).resolve().parent / "config" / "providers.yaml"
+SHIPPED_CONFIG = Path(__file__).resolve().parent / "providers.yaml"
+
+# Cooldown (seconds) per failure category or reason, unless the failure carries its own wait hint;
+# `engine.cooldowns` overrides any of them. The fallback policy says which applies when.
+DEFAULT_COOLDOWNS: dict[str, float] = {
+    "rate_limit": 20, "quota_exhausted": 3600, "model_unavailable": 60, "model_gone": 3600,
+    "timeout": 30, "connection_error": 15, "server_error": 10, "bad_request": 120,
+    "invalid_output": 60, "unknown": 30,
+}
+
 USER_CONFIG_ENV = "PROVIDER_CONFIG_FILE"
 PROVIDER_KINDS = ("groq", "cerebras", "openai")
 
@@ -210,10 +219,8 @@ def _check_references(config: AppConfig) -> None:
             raise ConfigError(f"providers.{name}.base_url: an openai-compatible provider needs a base URL")
         if provider.requires_key and not provider.api_key_env:
             raise ConfigError(f"providers.{name}.api_key_env: required unless requires_key is false")
-    from fallback.policy import known_cooldown_names  # late import: policy reads config types
-
     for key in engine.cooldowns:
-        if key not in known_cooldown_names():
+        if key not in DEFAULT_COOLDOWNS:
             raise ConfigError(f"engine.cooldowns.{key}: unknown failure category")
 
 
