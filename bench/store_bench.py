@@ -81,8 +81,9 @@ def main() -> None:
             print(f"append one sample at {label} rows (2,000 appends): median {median:.3f} ms, "
                   f"mean {mean:.3f} ms, p95 {p95:.3f} ms")
 
-        app = create_app(settings, start_batches=False)
+        app = create_app(settings)
         services = app.extensions["services"]
+        services.start(resume_batches=False)
         client = app.test_client()
         started = time.perf_counter()
         services.stats.frame()

@@ -125,17 +125,14 @@ def make_app(tmp_path, env, make_config):
               start_batches: bool = True, data_dir=None, **settings: Any):
         merged_env = {**env, **(env_overrides or {})}
         config = make_config(overrides)
-        app = create_app(Settings.from_env(merged_env, data_dir=data_dir or tmp_path / "data", **settings),
-                         config, start_batches=start_batches)
+        app = create_app(Settings.from_env(merged_env, data_dir=data_dir or tmp_path / "data", **settings), config)
+        app.extensions["services"].start(resume_batches=start_batches)
         apps.append(app)
         return app
 
     yield build
     for app in apps:
-        svc = app.extensions["services"]
-        if svc.batches is not None:
-            svc.batches.shutdown(timeout=5)
-        svc.store.close()
+        app.extensions["services"].close(timeout=5)
 
 
 @pytest.fixture

@@ -146,7 +146,7 @@ def test_models_work_offline_with_the_shipped_catalogue(tmp_path):
     from api_server import create_app
     from config.settings import Settings
 
-    app = create_app(Settings.from_env({}, data_dir=tmp_path), start_batches=False)  # no keys, no network
+    app = create_app(Settings.from_env({}, data_dir=tmp_path))  # no keys, no network, nothing started
     models = app.test_client().get("/api/models").get_json()
     assert len(models["models"]) == 16 and models["models"][0]["id"] == "llama-3.3-70b-versatile"
     assert models["models"][0]["context_window"] == 131072 and models["default_model"] == "llama-3.3-70b-versatile"

@@ -8,6 +8,7 @@ import pytest
 
 from simulator.server import groq_error
 from tests.conftest import CEREBRAS_KEY, GROQ_KEY
+from web.logs import install_redaction
 
 TOKEN = "s3cret-token-value"
 GENERATE = {"practice_area": "Tort Law", "topic": "Nuisance", "difficulty": "basic"}
@@ -94,7 +95,9 @@ def test_without_keys_the_server_starts_and_generation_names_the_missing_variabl
 
 
 def test_no_secret_in_responses_or_logs(make_app, fake, caplog):
-    client = make_app().test_client()
+    app = make_app()
+    install_redaction(app.extensions["services"].secrets())   # what `api_server.main` does at start-up
+    client = app.test_client()
     leak = f"Invalid API Key {GROQ_KEY} (also {CEREBRAS_KEY}) Authorization: Bearer {GROQ_KEY}"
     for model in ("g-large", "g-small"):
         fake.always(model, groq_error(401, leak, "invalid_api_key"))
@@ -131,7 +134,8 @@ def test_demo_mode_runs_without_keys_and_marks_records(tmp_path):
 
     settings, demo = start_demo(Settings.from_env({}, data_dir=tmp_path), latency=(0.0, 0.01), fault_rate=0.0, seed=1)
     try:
-        app = create_app(settings, demo=demo, start_batches=False)
+        app = create_app(settings, demo=demo)
+        app.extensions["services"].start(resume_batches=False)
         client = app.test_client()
         health = client.get("/api/health").get_json()
         assert health["demo"] is True and health["groq_configured"] and health["ready"]

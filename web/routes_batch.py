@@ -5,25 +5,17 @@ import json
 import queue
 from typing import Any, Iterator
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from batch.manager import BatchConflict, BatchManager, NoProviders
 from generation.requests import RequestProblem
 from web.prometheus import prometheus_text, provider_stats
 from web import openapi
 from web.errors import ApiError
-from web.services import Services, services
+from web.services import services
 from web.validation import BatchStartBody, BatchStopBody, parse_body
 
 bp = Blueprint("batch", __name__)
-
-
-def install(app: Flask, svc: Services, start: bool = True) -> None:
-    svc.batches = BatchManager(engine=svc.engine, store=svc.store, config=svc.config, quality=svc.quality,
-                               simulated=svc.simulated)
-    app.register_blueprint(bp)
-    if start:
-        svc.batches.resume_unfinished()
 
 
 def manager() -> BatchManager:

@@ -1,17 +1,26 @@
-"""What the routes work with, built once per app by `api_server.create_app`."""
+"""What the routes work with: built in one step by `Services.build`, started explicitly.
+
+Building has no side effects beyond opening the database: no thread starts, no batch resumes,
+logging is untouched. `start()` launches the background work (the statistics frame and duplicate
+index warm-up, resuming unfinished batches); `close()` ends it. Tests and tools can build an app
+and never start anything.
+"""
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
 
-from generation.engine import GenerationEngine
-from generation.requests import SampleTypeRotation
-from config.providers import AppConfig
+from batch.manager import BatchManager
+from config.providers import AppConfig, load_config
 from config.settings import Settings
 from dataset.stats import StatsFrame
+from generation.engine import GenerationEngine
+from generation.requests import SampleTypeRotation
+from quality.service import QualityService
 from storage.store import Store
 
 
@@ -22,11 +31,48 @@ class Services:
     engine: GenerationEngine
     store: Store
     stats: StatsFrame
+    quality: QualityService
+    batches: BatchManager
     rotation: SampleTypeRotation = field(default_factory=SampleTypeRotation)
-    batches: Any = None          # batch.BatchManager, once started
-    quality: Any = None          # quality service
-    demo: Any = None             # demo.DemoProviders in --demo mode
+    demo: Any = None             # simulator.demo.DemoProviders in --demo mode
     started: float = field(default_factory=time.time)
+    warm_up: threading.Thread | None = field(default=None, repr=False)
+
+    @classmethod
+    def build(cls, settings: Settings, config: AppConfig | None = None, *, demo: Any = None) -> "Services":
+        """Everything the app needs, wired together; nothing started."""
+        config = config or load_config(settings.provider_config_file, settings.env)
+        store = Store(settings.database_path)
+        engine = GenerationEngine(config, settings.env)
+        quality = QualityService(store)
+        batches = BatchManager(engine=engine, store=store, config=config, quality=quality,
+                               simulated=demo is not None)
+        return cls(settings=settings, config=config, engine=engine, store=store, stats=StatsFrame(store),
+                   quality=quality, batches=batches, demo=demo)
+
+    def start(self, *, resume_batches: bool = True) -> None:
+        """Background work: warm the statistics frame and the duplicate index; resume batches."""
+        if self.warm_up is None:
+            self.warm_up = threading.Thread(target=self._warm_up, name="warm-up", daemon=True)
+            self.warm_up.start()
+        if resume_batches:
+            self.batches.resume_unfinished()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the workers (running batches stay `running` and resume at the next start)."""
+        self.batches.shutdown(timeout=timeout)
+        self.store.close()
+
+    def _warm_up(self) -> None:
+        """The statistics frame first (the dashboard asks for it at once), then the duplicate index
+        (generation waits for it; at 100,000 samples it takes seconds)."""
+        self.stats.frame()
+        self.quality.build()
+
+    def secrets(self) -> list[str]:
+        """Every secret this server holds (provider keys, the API token, the Hub token), for redaction."""
+        keys = [self.settings.env.get(p.api_key_env or "", "") for p in self.config.providers.values()]
+        return [s for s in (*keys, self.settings.api_token or "", self.settings.env.get("HF_TOKEN", "")) if s]
 
     @property
     def simulated(self) -> bool:

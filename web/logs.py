@@ -1,0 +1,45 @@
+"""Process-wide logging for the server: format, level, and secret redaction on every record."""
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Sequence
+
+from errors import redact
+
+LOGGERS = ("api", "batch", "waitress", "werkzeug")
+
+
+class RedactSecrets(logging.Filter):
+    """Removes API keys and tokens from every log record, whatever logged it."""
+
+    def __init__(self, secrets: Sequence[str]):
+        super().__init__()
+        self.secrets = tuple(s for s in secrets if s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message, self.secrets)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = redact(f"{record.getMessage()} ({type(exc).__name__}: {exc})", self.secrets)
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+def configure_logging(secrets: Iterable[str], level: int = logging.INFO) -> None:
+    """Root logging for the server process, with one redaction filter on every handler."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction(secrets)
+
+
+def install_redaction(secrets: Iterable[str]) -> None:
+    redactor = RedactSecrets(list(secrets))
+    for handler in logging.getLogger().handlers:
+        handler.filters = [f for f in handler.filters if not isinstance(f, RedactSecrets)]
+        handler.addFilter(redactor)
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.filters = [f for f in logger.filters if not isinstance(f, RedactSecrets)]
+        logger.addFilter(redactor)
