@@ -89,10 +89,10 @@ class BatchManager:
     def _run_for(self, state: BatchState, stored: int) -> BatchRun:
         rotation = self._rotation(state)
         if stored:
-            rows = self.store.read().execute(
-                "SELECT topic, difficulty, sample_type FROM samples WHERE batch_id = ?", (state.batch_id,))
-            rotation.seed(Slot(t, r["difficulty"], r["sample_type"] or DEFAULT_SAMPLE_TYPE)
-                          for r in rows if (t := find_topic(r["topic"])) is not None)
+            done = self.store.columns(("topic", "difficulty", "sample_type"), filters={"batch_id": state.batch_id})
+            rows = zip(done["topic"], done["difficulty"], done["sample_type"])
+            rotation.seed(Slot(t, difficulty, sample_type or DEFAULT_SAMPLE_TYPE)
+                          for topic, difficulty, sample_type in rows if (t := find_topic(topic)) is not None)
         return BatchRun(state, engine=self.engine, store=self.store, repo=self.repo, rotation=rotation,
                         settings=self.settings, publish=self._publish, quality=self.quality,
                         simulated=self.simulated, stored=stored)

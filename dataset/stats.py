@@ -11,7 +11,6 @@ estimated offline as ceil(characters / 4). `encoding` in the response says which
 """
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any, Callable, Mapping
 
@@ -31,6 +30,9 @@ LIGHT_SCHEMA: dict[str, Any] = {
 }
 LENGTH_COLUMNS = {"question": "q_len", "answer": "a_len", "reasoning": "r_len", "case_citation": "c_len"}
 CHARS_PER_TOKEN = 4
+LOAD_FIELDS = ("id", "topic", "difficulty", "sample_type", "provider", "model", "batch_id", "prompt_tokens",
+               "completion_tokens", "quality_score", "quality_flags", "simulated", "duplicate_of")
+LOAD_LENGTHS = {**{column: field for field, column in LENGTH_COLUMNS.items()}, "t_len": "topic"}
 RECORD_COLUMNS = ["id", "question", "answer", "reasoning", "topic", "difficulty", "case_citation", "sample_type",
                   "provider", "model", "batch_id", "created_at", "updated_at", "prompt_tokens",
                   "completion_tokens", "latency", "attempts", "simulated", "quality_score", "quality_flags",
@@ -84,20 +86,12 @@ class StatsFrame:
                     self._pending.pop(sample_id, None)
 
     def _load(self) -> pl.DataFrame:
-        rows = self.store.read().execute(
-            "SELECT id, topic, difficulty, sample_type, provider, model, batch_id, length(question) AS q_len, "
-            "length(answer) AS a_len, length(reasoning) AS r_len, length(case_citation) AS c_len, "
-            "length(topic) AS t_len, prompt_tokens, completion_tokens, quality_score, quality_flags, simulated, "
-            "duplicate_of "
-            "FROM samples ORDER BY seq").fetchall()
-        data = []
-        for r in rows:
-            row = dict(r)
-            row["practice_area"] = practice_area_of(row["topic"]) if row["topic"] else ""
-            row["flags"] = json.loads(row.pop("quality_flags") or "[]")
-            row["simulated"] = bool(row["simulated"])
-            data.append(row)
-        return pl.DataFrame(data, schema=LIGHT_SCHEMA, orient="row") if data else pl.DataFrame(schema=LIGHT_SCHEMA)
+        data = self.store.columns(LOAD_FIELDS, lengths=LOAD_LENGTHS)
+        if not data["id"]:
+            return pl.DataFrame(schema=LIGHT_SCHEMA)
+        data["practice_area"] = [practice_area_of(topic) if topic else "" for topic in data["topic"]]
+        data["flags"] = data.pop("quality_flags")
+        return pl.DataFrame({name: data[name] for name in LIGHT_SCHEMA}, schema=LIGHT_SCHEMA)
 
     def frame(self) -> pl.DataFrame:
         with self._lock:

@@ -55,8 +55,7 @@ class QualityService:
 
     def build(self) -> None:
         """Index every stored question, then apply the changes that arrived meanwhile."""
-        rows = self.store.read().execute("SELECT id, question FROM samples ORDER BY seq")
-        for sample_id, question in rows:
+        for sample_id, question in self.store.iter_questions():
             self.index.add(sample_id, question)
         with self._events_lock:
             buffered, self._buffer = self._buffer or [], None

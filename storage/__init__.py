@@ -1,0 +1,31 @@
+"""Storage: the only package that talks to the database. Nothing outside it runs SQL.
+
+Today's backend is one SQLite file (`database.Database`: per-thread connections, write
+transactions). A PostgreSQL backend implements the same two classes and exceptions; callers
+work only with plain values (dicts, lists, `BatchState`), never with driver types.
+
+Schema (`schema`): every table in one ordered list of numbered migrations, recorded in
+`schema_migrations`, applied when a store opens; files from before versioning are adopted.
+
+`store.Store(path)`, the samples:
+    add(record) / add_many(records) -> stored records      (DuplicateId on a known id; all or nothing)
+    update(id, changes) -> record | None                    (merge, refresh updated_at)
+    delete(id) -> bool
+    get(id) -> record | None; exists(ids) -> set of ids present
+    count(filters) / list(filters, limit, offset, newest_first) / iter_records(...) / random(n, filters)
+    search(text, field, limit)                              (case-insensitive substring, never a regex)
+    iter_questions() -> (id, question) pairs in insertion order
+    columns(fields, lengths=, filters=) -> {name: [values]} (column-wise read; lengths of texts, not texts)
+    on_change(listener) and `version`                       (a `Change` after every commit; a cache key)
+    writable() -> bool; size_bytes() -> int; close()
+  Filters: topic, difficulty, sample_type, provider, model, batch_id, practice_area, simulated,
+  flag, exclude_flags, min_score, ids.
+
+`batches.BatchRepository(store)`, batches and their attempt log (same database):
+    save(state); get(batch_id); with_status(status); history(limit); stored_samples(batch_id)
+    log_attempts(batch_id, slot, attempts, sample_id); attempts(batch_id, limit); rejection_counts()
+
+`errors`: StoreError, DuplicateId, SchemaError, SchemaTooNew (a database newer than this server).
+
+Layering: storage imports only `config`, `state` and libraries, never a package above it.
+"""

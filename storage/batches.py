@@ -1,52 +1,27 @@
-"""Batch rows and the attempt log, in the dataset's database."""
+"""Batch rows and the attempt log, in the dataset's database (tables: `storage.schema`)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any, Iterable
 
 from state import BatchState, utc_now
 from storage.store import Store
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-    id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    completed_at TEXT,
-    updated_at TEXT NOT NULL,
-    state TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS batches_status ON batches(status);
-CREATE TABLE IF NOT EXISTS batch_attempts (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    batch_id TEXT NOT NULL,
-    slot INTEGER NOT NULL,
-    provider TEXT,
-    model TEXT,
-    outcome TEXT NOT NULL,
-    category TEXT,
-    latency REAL,
-    prompt_tokens INTEGER,
-    completion_tokens INTEGER,
-    message TEXT,
-    sample_id TEXT,
-    at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS batch_attempts_batch ON batch_attempts(batch_id);
-"""
-
-
 
 class BatchRepository:
-    """Batch rows and the attempt log, in the dataset's SQLite database."""
+    """Batch rows and the attempt log, in the dataset's database (the one `store` opened)."""
 
     def __init__(self, store: Store):
         self.store = store
-        self.store.read().executescript(SCHEMA)
+        self.database = store.database
+
+    def _read(self) -> sqlite3.Connection:
+        return self.database.connection()
 
     def save(self, state: BatchState) -> None:
         now = utc_now()
-        with self.store.transaction() as db:
+        with self.database.transaction() as db:
             db.execute(
                 "INSERT INTO batches (id, status, started_at, completed_at, updated_at, state) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
@@ -62,22 +37,22 @@ class BatchRepository:
                 for a in attempts]
         if not rows:
             return
-        with self.store.transaction() as db:
+        with self.database.transaction() as db:
             db.executemany(
                 "INSERT INTO batch_attempts (batch_id, slot, provider, model, outcome, category, latency, "
                 "prompt_tokens, completion_tokens, message, sample_id, at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def get(self, batch_id: str) -> BatchState | None:
-        row = self.store.read().execute("SELECT state FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        row = self._read().execute("SELECT state FROM batches WHERE id = ?", (batch_id,)).fetchone()
         return BatchState.from_dict(json.loads(row[0])) if row else None
 
     def with_status(self, status: str) -> list[BatchState]:
-        rows = self.store.read().execute("SELECT state FROM batches WHERE status = ? ORDER BY started_at",
-                                         (status,)).fetchall()
+        rows = self._read().execute("SELECT state FROM batches WHERE status = ? ORDER BY started_at",
+                                    (status,)).fetchall()
         return [BatchState.from_dict(json.loads(r[0])) for r in rows]
 
     def history(self, limit: int = 200) -> list[BatchState]:
-        rows = self.store.read().execute(
+        rows = self._read().execute(
             "SELECT state FROM batches ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,)).fetchall()
         return [BatchState.from_dict(json.loads(r[0])) for r in rows]
 
@@ -87,7 +62,7 @@ class BatchRepository:
     def rejection_counts(self) -> dict[str, int]:
         """Quality-check rejections in the attempt log, by flag code."""
         counts: dict[str, int] = {}
-        rows = self.store.read().execute("SELECT message FROM batch_attempts WHERE outcome = 'rejected'")
+        rows = self._read().execute("SELECT message FROM batch_attempts WHERE outcome = 'rejected'")
         for (message,) in rows:
             head = (message or "").split("|", 1)[0].removeprefix("quality:")
             for code in filter(None, (c.strip() for c in head.split(","))):
@@ -95,7 +70,7 @@ class BatchRepository:
         return counts
 
     def attempts(self, batch_id: str, limit: int = 1000) -> list[dict[str, Any]]:
-        rows = self.store.read().execute(
+        rows = self._read().execute(
             "SELECT slot, provider, model, outcome, category, latency, prompt_tokens, completion_tokens, message, "
             "sample_id, at FROM batch_attempts WHERE batch_id = ? ORDER BY seq LIMIT ?", (batch_id, limit)).fetchall()
         return [dict(r) for r in rows]

@@ -1,9 +1,8 @@
-"""The dataset store: SQLite in WAL mode, the source of truth for samples.
+"""The dataset store: the samples table, the source of truth for samples.
 
-Every write is one transaction (`BEGIN IMMEDIATE`, so concurrent writers queue instead of losing
-each other's updates); an insert costs the same at 100,000 rows as at 1,000. Each thread gets
-its own connection. Listeners hear about every committed change, which keeps the in-memory
-statistics frame (`stats.py`) current without re-reading the table.
+Every write is one transaction, so an insert costs the same at 100,000 rows as at 1,000 and
+concurrent writers lose nothing (`storage.database`). Listeners hear about every committed change,
+which keeps the in-memory statistics frame (`dataset/stats.py`) current without re-reading the table.
 """
 from __future__ import annotations
 
@@ -11,11 +10,13 @@ import json
 import sqlite3
 import threading
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from storage.database import Database
+from storage.errors import DuplicateId, StoreError  # noqa: F401  (re-exported)
 
 CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
 EDITABLE_FIELDS = CONTENT_FIELDS + ("topic", "difficulty", "sample_type")
@@ -26,38 +27,7 @@ METADATA_FIELDS = ("provider", "model", "batch_id", "created_at", "updated_at", 
 COLUMNS = ("id",) + EDITABLE_FIELDS + METADATA_FIELDS + ("extra",)
 FILTER_COLUMNS = ("topic", "difficulty", "sample_type", "provider", "model", "batch_id")
 SEARCH_FIELDS = ("question", "answer", "reasoning", "case_citation", "topic")
-
-ADDED_COLUMNS = {"duplicate_of": "TEXT"}
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS samples (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    question TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    reasoning TEXT NOT NULL,
-    case_citation TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    difficulty TEXT NOT NULL,
-    sample_type TEXT,
-    provider TEXT,
-    model TEXT,
-    batch_id TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    prompt_tokens INTEGER,
-    completion_tokens INTEGER,
-    latency REAL,
-    attempts INTEGER,
-    simulated INTEGER NOT NULL DEFAULT 0,
-    quality_score REAL,
-    quality_flags TEXT,
-    duplicate_of TEXT,
-    extra TEXT
-);
-CREATE INDEX IF NOT EXISTS samples_batch ON samples(batch_id);
-CREATE INDEX IF NOT EXISTS samples_topic ON samples(topic);
-CREATE INDEX IF NOT EXISTS samples_difficulty ON samples(difficulty);
-"""
+ROW = ", ".join(COLUMNS)   # every stored field, named (not `*`: column order differs in adopted files)
 
 
 def utc_now() -> str:
@@ -75,77 +45,29 @@ class Change:
     ids: tuple[str, ...] = ()                # delete
 
 
-class StoreError(Exception):
-    pass
-
-
-class DuplicateId(StoreError):
-    pass
-
-
 class Store:
+    """The samples of one dataset database (its schema brought up to date on opening)."""
+
     def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self.database = Database(path)   # for storage modules only (BatchRepository shares it)
+        self.path = self.database.path
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Change], None]] = []
-        self.version = 0
-        db = self._connection()
-        db.executescript(SCHEMA)
-        present = {row[1] for row in db.execute("PRAGMA table_info(samples)")}
-        for column, kind in ADDED_COLUMNS.items():   # databases made by earlier versions
-            if column not in present:
-                db.execute(f"ALTER TABLE samples ADD COLUMN {column} {kind}")
-
-    # -- connections -----------------------------------------------------------------------
-
-    def _connection(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")   # durable across a process crash in WAL mode
-            db.execute("PRAGMA foreign_keys=ON")
-            self._local.db = db
-            with self._lock:
-                self._connections.append((threading.current_thread(), db))
-        return db
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: taken at once (BEGIN IMMEDIATE), committed or rolled back whole."""
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
-    def read(self) -> sqlite3.Connection:
-        return self._connection()
+        self.version = 0                  # bumped on every committed change (a cache key)
 
     def close(self) -> None:
-        """Close this thread's connection and those of finished threads. A connection another
-        thread may still be using is left to that thread (closing it under a running query would
-        crash the interpreter); it closes when the thread ends."""
-        current = threading.current_thread()
-        with self._lock:
-            keep = []
-            for thread, db in self._connections:
-                if thread is current or not thread.is_alive():
-                    try:
-                        db.close()
-                    except sqlite3.Error:
-                        pass
-                else:
-                    keep.append((thread, db))
-            self._connections = keep
-        self._local = threading.local()
+        """Close this thread's connection (and finished threads'); see `Database.close`."""
+        self.database.close()
+
+    def writable(self) -> bool:
+        """Whether a write could start now (changes nothing)."""
+        return self.database.writable()
+
+    def size_bytes(self) -> int:
+        return self.database.size_bytes()
+
+    def _read(self) -> sqlite3.Connection:
+        return self.database.connection()
 
     def on_change(self, listener: Callable[[Change], None]) -> None:
         self._listeners.append(listener)
@@ -155,16 +77,6 @@ class Store:
             self.version += 1
         for listener in list(self._listeners):
             listener(change)
-
-    def writable(self) -> bool:
-        """Whether a write could start now (takes the write lock and releases it; changes nothing)."""
-        db = self._connection()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("ROLLBACK")
-            return True
-        except sqlite3.Error:
-            return False
 
     # -- conversion ------------------------------------------------------------------------
 
@@ -207,7 +119,7 @@ class Store:
             rows.append(row)
         sql = f"INSERT INTO samples ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + n for n in COLUMNS)})"
         try:
-            with self.transaction() as db:
+            with self.database.transaction() as db:
                 db.executemany(sql, rows)
         except sqlite3.IntegrityError as exc:
             raise DuplicateId(str(exc)) from None
@@ -217,8 +129,8 @@ class Store:
 
     def update(self, sample_id: str, changes: Mapping[str, Any]) -> dict[str, Any] | None:
         """Merge `changes` into a row, keep its other fields, refresh `updated_at`; None if absent."""
-        with self.transaction() as db:
-            row = db.execute("SELECT * FROM samples WHERE id = ?", (sample_id,)).fetchone()
+        with self.database.transaction() as db:
+            row = db.execute(f"SELECT {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
             if row is None:
                 return None
             merged = {**self.to_record(row), **changes, "id": sample_id, "updated_at": utc_now()}
@@ -230,7 +142,7 @@ class Store:
         return record
 
     def delete(self, sample_id: str) -> bool:
-        with self.transaction() as db:
+        with self.database.transaction() as db:
             deleted = db.execute("DELETE FROM samples WHERE id = ?", (sample_id,)).rowcount
         if deleted:
             self._notify(Change("delete", ids=(sample_id,)))
@@ -274,15 +186,15 @@ class Store:
 
     def count(self, filters: Mapping[str, Any] | None = None) -> int:
         where, params = self._where(filters)
-        return self.read().execute(f"SELECT COUNT(*) FROM samples{where}", params).fetchone()[0]
+        return self._read().execute(f"SELECT COUNT(*) FROM samples{where}", params).fetchone()[0]
 
     def get(self, sample_id: str) -> dict[str, Any] | None:
-        row = self.read().execute("SELECT * FROM samples WHERE id = ?", (sample_id,)).fetchone()
+        row = self._read().execute(f"SELECT {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
         return self.to_record(row) if row else None
 
     def exists(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        db = self.read()
+        db = self._read()
         for start in range(0, len(ids), 500):
             chunk = list(ids[start:start + 500])
             marks = ", ".join("?" for _ in chunk)
@@ -298,8 +210,8 @@ class Store:
         """Records in insertion order (or newest first), fetched in chunks."""
         where, params = self._where(filters)
         order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT * FROM samples{where} ORDER BY seq {order} LIMIT ? OFFSET ?"
-        cursor = self.read().execute(sql, [*params, -1 if limit is None else limit, offset])
+        sql = f"SELECT {ROW} FROM samples{where} ORDER BY seq {order} LIMIT ? OFFSET ?"
+        cursor = self._read().execute(sql, [*params, -1 if limit is None else limit, offset])
         while True:
             rows = cursor.fetchmany(chunk)
             if not rows:
@@ -309,7 +221,7 @@ class Store:
 
     def random(self, count: int, filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         where, params = self._where(filters)
-        rows = self.read().execute(f"SELECT * FROM samples{where} ORDER BY random() LIMIT ?", [*params, count])
+        rows = self._read().execute(f"SELECT {ROW} FROM samples{where} ORDER BY random() LIMIT ?", [*params, count])
         return [self.to_record(r) for r in rows]
 
     def search(self, text: str, field: str | None, limit: int) -> list[dict[str, Any]]:
@@ -317,17 +229,38 @@ class Store:
         fields = [field] if field else list(SEARCH_FIELDS)
         pattern = f"%{_like_escape(text)}%"
         where = " OR ".join(f"{f} LIKE ? ESCAPE '\\'" for f in fields)
-        rows = self.read().execute(f"SELECT * FROM samples WHERE {where} ORDER BY seq LIMIT ?",
-                                   [*([pattern] * len(fields)), limit])
+        rows = self._read().execute(f"SELECT {ROW} FROM samples WHERE {where} ORDER BY seq LIMIT ?",
+                                    [*([pattern] * len(fields)), limit])
         return [self.to_record(r) for r in rows]
 
-    def size_bytes(self) -> int:
-        total = 0
-        for suffix in ("", "-wal"):
-            candidate = Path(str(self.path) + suffix)
-            if candidate.exists():
-                total += candidate.stat().st_size
-        return total
+    def iter_questions(self, chunk: int = 1000) -> Iterator[tuple[str, str]]:
+        """(id, question) of every sample in insertion order, fetched in chunks."""
+        cursor = self._read().execute("SELECT id, question FROM samples ORDER BY seq")
+        while rows := cursor.fetchmany(chunk):
+            for sample_id, question in rows:
+                yield sample_id, question
+
+    def columns(self, fields: Sequence[str], *, lengths: Mapping[str, str] | None = None,
+                filters: Mapping[str, Any] | None = None) -> dict[str, list[Any]]:
+        """A column-wise read, in insertion order: each of `fields` as a list of values
+        (`quality_flags` decoded to lists, `simulated` to bools), plus, for each `name: field` in
+        `lengths`, the character length of that field under `name` (the texts stay in the database)."""
+        lengths = dict(lengths or {})
+        names = [*fields, *lengths]
+        unknown = [f for f in (*fields, *lengths.values()) if f not in COLUMNS or f == "extra"]
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(f"bad column request: fields {list(fields)}, lengths {lengths}")
+        where, params = self._where(filters)
+        selected = [*fields, *(f"length({field})" for field in lengths.values())]
+        rows = self._read().execute(f"SELECT {', '.join(selected)} FROM samples{where} ORDER BY seq",
+                                    params).fetchall()
+        values = zip(*rows) if rows else ([] for _ in names)
+        result: dict[str, list[Any]] = {name: list(column) for name, column in zip(names, values)}
+        if "quality_flags" in fields:
+            result["quality_flags"] = [json.loads(flags) if flags else [] for flags in result["quality_flags"]]
+        if "simulated" in fields:
+            result["simulated"] = [bool(value) for value in result["simulated"]]
+        return result
 
 
 def _like_escape(text: str) -> str:

@@ -108,3 +108,23 @@ def test_statistics_frame_stays_exact_while_loading_under_writes(tmp_path):
         assert built.filter(built["id"] == "old1")["difficulty"].to_list() == ["expert"]
         store.add(record(f"old2_{attempt}"))  # keep the next round comparable
     store.close()
+
+
+def test_column_reads_and_questions_in_insertion_order(tmp_path):
+    store = Store(tmp_path / "r.sqlite3")
+    store.add(record("a", batch_id="b1", quality_flags=["short_answer"], simulated=True))
+    store.add(record("b", question="Why?", batch_id="b2"))
+    store.add(record("c", batch_id="b1"))
+    assert list(store.iter_questions()) == [("a", "Question a?"), ("b", "Why?"), ("c", "Question c?")]
+    read = store.columns(("id", "quality_flags", "simulated"), lengths={"q_len": "question"})
+    assert read == {"id": ["a", "b", "c"], "quality_flags": [["short_answer"], [], []],
+                    "simulated": [True, False, False], "q_len": [11, 4, 11]}
+    assert store.columns(("id", "difficulty"), filters={"batch_id": "b1"}) == {"id": ["a", "c"],
+                                                                             "difficulty": ["basic", "basic"]}
+    assert store.columns(("id",), filters={"batch_id": "none"}) == {"id": []}
+    for bad in ({"fields": ("id; DROP TABLE samples",)}, {"fields": ("extra",)},
+                {"fields": ("id",), "lengths": {"id": "question"}}):
+        with pytest.raises(ValueError):
+            store.columns(bad["fields"], lengths=bad.get("lengths"))
+    assert store.count() == 3
+    store.close()

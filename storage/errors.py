@@ -1,0 +1,25 @@
+"""Errors the storage layer raises; callers see these, never a database driver's own exceptions."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class StoreError(Exception):
+    """Base class of every storage error."""
+
+
+class DuplicateId(StoreError):
+    """An insert named a sample id that is already stored."""
+
+
+class SchemaError(StoreError):
+    """The database's layout is not one this server can use."""
+
+
+class SchemaTooNew(SchemaError):
+    """The database was migrated by a newer server than this one; refusing to touch it."""
+
+    def __init__(self, path: Path | str, found: int, supported: int):
+        self.path, self.found, self.supported = Path(path), found, supported
+        super().__init__(f"{self.path}: database schema version {found} is newer than this server's "
+                         f"({supported}); run a newer server, or point DATA_DIR at another database")

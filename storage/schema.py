@@ -1,0 +1,192 @@
+"""The database schema, in one place: an ordered list of numbered migrations.
+
+`migrate()` runs when a database is opened. It reads the file's version (the highest `version` in
+`schema_migrations`, one row per applied migration with its name and time), refuses a file newer
+than `LATEST` (`SchemaTooNew`), and otherwise applies the missing migrations in order, each once,
+all inside one write transaction: a file ends at `LATEST` or stays as it was.
+
+Files made before versioning have the tables but no `schema_migrations`, and possibly lack
+columns added later. `adopt_pre_versioning` brings such a file to version 1 in place (creating
+the tables it lacks and adding `PRE_VERSIONING_COLUMNS`), keeping every row, then checks that
+its layout matches version 1; the migrations after 1 then run as for any other file.
+
+A new migration: append `Migration(LATEST + 1, "what it changes", function)`; never edit one
+that has shipped.
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from storage.errors import SchemaError, SchemaTooNew
+
+VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)"""
+
+# Version 1: the layout of the last release before versioning. `IF NOT EXISTS` throughout, so the
+# same statements adopt a pre-versioning file (creating only what it lacks).
+V1_STATEMENTS = (
+    """CREATE TABLE IF NOT EXISTS samples (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        question TEXT NOT NULL,
+        answer TEXT NOT NULL,
+        reasoning TEXT NOT NULL,
+        case_citation TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        difficulty TEXT NOT NULL,
+        sample_type TEXT,
+        provider TEXT,
+        model TEXT,
+        batch_id TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        latency REAL,
+        attempts INTEGER,
+        simulated INTEGER NOT NULL DEFAULT 0,
+        quality_score REAL,
+        quality_flags TEXT,
+        duplicate_of TEXT,
+        extra TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS samples_batch ON samples(batch_id)",
+    "CREATE INDEX IF NOT EXISTS samples_topic ON samples(topic)",
+    "CREATE INDEX IF NOT EXISTS samples_difficulty ON samples(difficulty)",
+    """CREATE TABLE IF NOT EXISTS batches (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        completed_at TEXT,
+        updated_at TEXT NOT NULL,
+        state TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS batches_status ON batches(status)",
+    """CREATE TABLE IF NOT EXISTS batch_attempts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        batch_id TEXT NOT NULL,
+        slot INTEGER NOT NULL,
+        provider TEXT,
+        model TEXT,
+        outcome TEXT NOT NULL,
+        category TEXT,
+        latency REAL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        message TEXT,
+        sample_id TEXT,
+        at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS batch_attempts_batch ON batch_attempts(batch_id)",
+)
+V1_TABLES = ("samples", "batches", "batch_attempts")
+
+# Columns that pre-versioning releases added to existing files with ALTER TABLE: (table, column, type).
+PRE_VERSIONING_COLUMNS = (("samples", "duplicate_of", "TEXT"),)
+
+
+def _create_v1(db: sqlite3.Connection) -> None:
+    for statement in V1_STATEMENTS:
+        db.execute(statement)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "samples, batches and batch_attempts tables", _create_v1),
+)
+LATEST = MIGRATIONS[-1].version
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+@lru_cache(maxsize=1)
+def _v1_layout() -> dict[str, frozenset[str]]:
+    """Each version-1 table's columns, read from the DDL itself (in a scratch in-memory database)."""
+    scratch = sqlite3.connect(":memory:")
+    try:
+        _create_v1(scratch)
+        return {table: frozenset(_columns(scratch, table)) for table in V1_TABLES}
+    finally:
+        scratch.close()
+
+
+def recorded_version(db: sqlite3.Connection) -> int | None:
+    """The file's schema version; None if it has no version record (new, or pre-versioning)."""
+    if "schema_migrations" not in _tables(db):
+        return None
+    return db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+
+
+def adopt_pre_versioning(db: sqlite3.Connection, path: Path | str) -> None:
+    """Bring a file made before versioning to the version-1 layout, keeping its rows: add the
+    columns older releases added on the fly, then create the tables and indexes it lacks.
+    `SchemaError` if a table lacks any other column (the file was not made by this application)."""
+    present = _tables(db)
+    for table, expected in _v1_layout().items():
+        if table not in present:
+            continue
+        have = _columns(db, table)
+        addable = {column: kind for t, column, kind in PRE_VERSIONING_COLUMNS if t == table}
+        missing = expected - have - addable.keys()
+        if missing:
+            raise SchemaError(f"{path}: table {table} lacks column(s) {', '.join(sorted(missing))}; "
+                              "the file was not made by this application")
+        for column, kind in addable.items():
+            if column not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    _create_v1(db)
+
+
+def _record(db: sqlite3.Connection, version: int, name: str) -> None:
+    db.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+               (version, name, datetime.now(timezone.utc).isoformat()))
+
+
+def migrate(db: sqlite3.Connection, path: Path | str) -> int:
+    """Bring the database on `db` (an autocommit connection) to `LATEST`; returns that version.
+    Raises `SchemaTooNew` for a file a newer server has migrated, `SchemaError` for a foreign layout."""
+    found = recorded_version(db)
+    if found is not None and found > LATEST:
+        raise SchemaTooNew(path, found, LATEST)
+    if found == LATEST:
+        return LATEST
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        found = recorded_version(db) or 0   # again, under the write lock: another process may have migrated
+        if found > LATEST:
+            raise SchemaTooNew(path, found, LATEST)
+        db.execute(VERSION_TABLE)
+        if found == 0 and _tables(db) & set(V1_TABLES):
+            adopt_pre_versioning(db, path)
+            _record(db, 1, f"{MIGRATIONS[0].name} (adopted a pre-versioning file)")
+            found = 1
+        for migration in MIGRATIONS:
+            if migration.version > found:
+                migration.apply(db)
+                _record(db, migration.version, migration.name)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return LATEST
