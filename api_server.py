@@ -20,6 +20,7 @@ from flask import Flask
 
 from config.providers import AppConfig, ConfigError
 from config.settings import Settings, SettingsError
+from storage.errors import SchemaError
 from web.app import create_app as create_web_app
 from web.logs import configure_logging
 from web.services import Services
@@ -55,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         services = Services.build(settings, demo=demo)
     except (ConfigError, SettingsError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except SchemaError as exc:
+        print(f"database error: {exc}", file=sys.stderr)
         return 2
     configure_logging(services.secrets())
     app = create_web_app(services)

@@ -281,6 +281,22 @@ def test_a_database_from_a_newer_server_is_refused(tmp_path):
     assert [v for v, _ in recorded(path)] == [*(m.version for m in MIGRATIONS), LATEST + 1]
 
 
+def test_the_server_refuses_a_newer_database_with_one_line(tmp_path, monkeypatch, capsys):
+    import api_server
+
+    store = Store(tmp_path / "dataset.sqlite3")
+    store.close()
+    db = sqlite3.connect(tmp_path / "dataset.sqlite3")
+    db.execute("INSERT INTO schema_migrations VALUES (?, 'from the future', '2999-01-01')", (LATEST + 1,))
+    db.commit()
+    db.close()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    assert api_server.main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("database error: ") and "dataset.sqlite3" in err and "\n" not in err
+
+
 # -- no SQL outside storage/ -----------------------------------------------------------------
 
 SQL_METHODS = {"execute", "executemany", "executescript"}
