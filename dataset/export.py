@@ -1,5 +1,8 @@
 """The dataset as Parquet, JSON Lines or CSV: one definition of the exported columns, shared by
-`GET /api/export` (streamed) and publishing to the Hugging Face Hub."""
+`GET /api/export` (streamed) and publishing to the Hugging Face Hub.
+
+CSV cells that a spreadsheet would run as a formula are prefixed with `'` (OWASP's rule); JSON
+Lines and Parquet carry the text exactly as stored."""
 from __future__ import annotations
 
 import csv
@@ -27,6 +30,17 @@ def jsonl_lines(records: Iterator[dict[str, Any]]) -> Iterator[str]:
         yield json.dumps(export_row(record), ensure_ascii=False) + "\n"
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value: Any) -> Any:
+    """A text cell a spreadsheet will show, not run: prefixed with `'` if it could start a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
 def csv_chunks(records: Iterator[dict[str, Any]]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=RECORD_COLUMNS)
@@ -34,7 +48,7 @@ def csv_chunks(records: Iterator[dict[str, Any]]) -> Iterator[str]:
     for number, record in enumerate(records, 1):
         row = export_row(record)
         row["quality_flags"] = ";".join(row.get("quality_flags") or [])
-        writer.writerow(row)
+        writer.writerow({column: neutralise(value) for column, value in row.items()})
         if number % 500 == 0:
             yield buffer.getvalue()
             buffer.seek(0)
