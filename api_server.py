@@ -21,6 +21,7 @@ from flask import Flask
 from config.providers import AppConfig, ConfigError
 from config.settings import Settings, SettingsError
 from storage.errors import SchemaError
+from storage.lock import DataDirLock, DataDirLocked
 from web.app import create_app as create_web_app
 from web.logs import configure_logging
 from web.services import Services
@@ -53,10 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from simulator.demo import start_demo
 
             settings, demo = start_demo(settings)
+        lock = DataDirLock(settings.database_path.parent).acquire(address=f"http://{settings.host}:{settings.port}")
         services = Services.build(settings, demo=demo)
     except (ConfigError, SettingsError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except DataDirLocked as exc:
+        print(f"data directory in use: {exc}", file=sys.stderr)
+        return 3
     except SchemaError as exc:
         print(f"database error: {exc}", file=sys.stderr)
         return 2
@@ -82,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.run()
     except (OSError, ValueError):
         pass  # the listening socket closed on shutdown
+    services.close()
+    lock.release()
     if demo is not None:
         demo.stop()
     return 0

@@ -139,3 +139,16 @@ def test_sigterm_leaves_the_batch_to_resume(server_factory, fake):
                      and not s["running"] and s, timeout=60)
     assert state["status"] == "completed" and state["samples_generated"] == 30
     assert restarted.get("/api/stats")["total"] == 30
+
+
+def test_a_second_server_on_the_same_data_directory_exits_at_once(server_factory, tmp_path, fake):
+    first = server_factory()
+    second = ServerProcess(tmp_path, fake)       # same DATA_DIR, another port
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "api_server"], cwd=ROOT, env=second.env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 3 and time.monotonic() - started < 15
+    message = result.stderr.strip().splitlines()[-1]
+    assert str(tmp_path / "data") in message and f"pid {first.proc.pid}" in message
+    assert f"127.0.0.1:{first.port}" in message
+    assert first.get("/api/health")["status"] == "ok"    # the first one is untouched
