@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify
 from quality.service import REJECT_CODES
 from generation.requests import RequestProblem, check_difficulty, check_sample_type
 from dataset.stats import basic_stats, detailed_stats, token_stats
-from storage.store import EDITABLE_FIELDS, REQUIRED_IMPORT_FIELDS, DuplicateId, new_sample_id
+from storage.store import COLUMNS, EDITABLE_FIELDS, REQUIRED_IMPORT_FIELDS, DuplicateId, new_sample_id
 from web.errors import ApiError
 from web.operation import operation
 from web.queries import DataQuery, RandomQuery, SearchQuery
@@ -20,6 +20,7 @@ from web.validation import DownloadBody, ImportBody, NewSample, SampleFields
 bp = Blueprint("data", __name__)
 
 QUALITY_FIELDS = ("quality_score", "quality_flags", "duplicate_of", "quality")
+SCALAR_COLUMNS = tuple(f for f in COLUMNS if f not in QUALITY_FIELDS + ("extra",))  # the checks set the others
 TOTAL = {"X-Total-Count": "how many samples match the filters"}
 ATTACHMENT = {"Content-Disposition": "attachment; filename=..."}
 CHANGED = ok("message", "total_samples", message=STRING, total_samples=INT)
@@ -168,6 +169,23 @@ def download_samples(body: DownloadBody):
     return response
 
 
+def _storable(item: dict[str, Any]) -> None:
+    """400 unless SQLite can store the record: plain values in its columns, valid Unicode throughout."""
+    wrong = [f for f in SCALAR_COLUMNS if f in item and not _scalar(item[f])]
+    if wrong:
+        raise ApiError(400, f"field(s) must be text, a number, true/false or null: {', '.join(wrong)}")
+    try:
+        json.dumps(item, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "text must be valid Unicode (no lone surrogate escapes)") from None
+
+
+def _scalar(value: Any) -> bool:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -2**63 <= value < 2**63
+    return value is None or isinstance(value, (str, float, bool))
+
+
 def _parse_import(content: str) -> list[dict[str, Any]]:
     """Every line as a record; 400 naming the first bad line."""
     records = []
@@ -192,6 +210,7 @@ def _parse_import(content: str) -> list[dict[str, Any]]:
         try:
             _checked({"difficulty": item["difficulty"], "sample_type": item.get("sample_type")
                       if isinstance(item.get("sample_type"), str) else None})
+            _storable(item)
         except ApiError as exc:
             raise ApiError(400, f"line {number}: {exc.message}") from None
         records.append(item)
