@@ -95,6 +95,19 @@ def test_import_names_the_bad_line_and_imports_nothing(client, content, words):
     assert dataset_size(client) == 0
 
 
+@pytest.mark.parametrize("extra, words", [
+    ({"provider": {"name": "groq"}}, ["line 1", "provider"]),
+    ({"prompt_tokens": 10**30}, ["line 1", "prompt_tokens"]),
+    ({"question": "What is a trust \ud800 in English law?"}, ["line 1", "Unicode"]),
+    ({"notes": ["\udfff"]}, ["line 1", "Unicode"]),
+])
+def test_import_refuses_what_the_store_cannot_hold(client, extra, words):
+    line = {"id": "a", "question": "What is an easement in land law?", "answer": "A right.", "case_citation": "c",
+            "topic": "Property Law - Mortgages", "difficulty": "basic", "reasoning": "Step 1: y", **extra}
+    assert_error(client.post("/api/import/jsonl", json={"content": json.dumps(line)}), 400, *words)
+    assert dataset_size(client) == 0
+
+
 def test_import_requires_content_string(client):
     assert_error(client.post("/api/import/jsonl", json={"content": ["a"]}), 400, "content")
     assert_error(client.post("/api/import/jsonl", json={}), 400, "content")

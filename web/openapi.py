@@ -1,133 +1,130 @@
-"""`GET /api/openapi.json`: every endpoint, its parameters, request body and response shape.
+"""`GET /api/openapi.json`, generated from the routes' `@operation` declarations.
 
-Request bodies come from the same pydantic models the routes validate with, so the description
-cannot drift from what the server accepts.
+Every rule in the app's URL map whose view is declared becomes an operation: path parameters
+from the rule, query parameters and the request body from the pydantic models the route
+validates with, the answer from its response schema. apispec assembles the document.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from flask import Blueprint, jsonify
+from apispec import APISpec
+from flask import Blueprint, Flask, current_app, jsonify
 from pydantic import BaseModel
+from werkzeug.routing import Rule
 
-from config.catalog import DIFFICULTIES
-from web import validation as v
+from web.operation import Operation, declared, operation
+from web.schemas import COMPONENTS, OBJ, ref
 
 bp = Blueprint("openapi", __name__)
 
-OBJ: dict[str, Any] = {"type": "object"}
-SAMPLE = {"type": "object", "required": ["id", "question", "answer", "reasoning", "topic", "difficulty",
-                                         "case_citation"],
-          "properties": {k: {"type": ["string", "null"]} for k in (
-              "id", "question", "answer", "reasoning", "topic", "difficulty", "case_citation", "sample_type",
-              "provider", "model", "batch_id", "created_at", "updated_at")}}
-ERROR = {"type": "object", "required": ["success", "error"],
-         "properties": {"success": {"const": False}, "error": {"type": "string"}}}
+WRITE_METHODS = ("POST", "PUT", "DELETE", "PATCH")
+REF_TEMPLATE = "#/components/schemas/{model}"
+_ARGUMENT = re.compile(r"<(?:(?P<converter>[a-zA-Z_]\w*)(?:\([^)]*\))?:)?(?P<name>[a-zA-Z_]\w*)>")
+_CONVERTED = {"int": {"type": "integer"}, "float": {"type": "number"}}
+_STATUS_TEXT = {400: "invalid input (the message names the field)", 401: "missing or wrong bearer token",
+                404: "not found", 409: "conflict", 413: "request body too large", 502: "upstream failure",
+                503: "no provider can serve this now (Retry-After when waiting helps)"}
 
 
-def ok(*required: str, **properties: Any) -> dict[str, Any]:
-    props = {"success": {"type": "boolean"}, **properties}
-    return {"type": "object", "required": ["success", *required], "properties": props}
+def _model_schema(model: type[BaseModel], spec: APISpec) -> dict[str, Any]:
+    """The model's JSON schema; its nested definitions become components."""
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+    for name, definition in schema.pop("$defs", {}).items():
+        if name not in spec.components.schemas:
+            spec.components.schema(name, definition)
+    return schema
 
 
-def obj(*required: str, **properties: Any) -> dict[str, Any]:
-    return {"type": "object", "required": list(required), "properties": properties}
+def _query_parameters(model: type[BaseModel], spec: APISpec) -> list[dict[str, Any]]:
+    schema = _model_schema(model, spec)
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        prop.pop("title", None)
+        description = prop.pop("description", "")
+        options = [s for s in prop.pop("anyOf", ()) if s.get("type") != "null"]  # absent, not null, in a query
+        if len(options) == 1:
+            prop = {**options[0], **prop}
+        elif options:
+            prop["anyOf"] = options
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
+        parameters.append({"name": name, "in": "query", "required": name in required, "schema": prop,
+                           **({"description": description} if description else {})})
+    return parameters
 
 
-def arr(items: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "array", "items": items}
+def _path(rule: Rule) -> tuple[str, list[dict[str, Any]]]:
+    """The rule as an OpenAPI path template, and its path parameters."""
+    parameters = [{"name": m["name"], "in": "path", "required": True,
+                   "schema": _CONVERTED.get(m["converter"] or "", {"type": "string", "minLength": 1})}
+                  for m in _ARGUMENT.finditer(rule.rule)]
+    return _ARGUMENT.sub(lambda m: "{" + m["name"] + "}", rule.rule), parameters
 
 
-def q(name: str, schema: dict[str, Any], description: str = "", required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+def _responses(op: Operation, method: str) -> dict[str, Any]:
+    headers = {name: {"description": text, "schema": {"type": "string"}} for name, text in op.headers.items()}
+    ok: dict[str, Any] = {"description": op.summary,
+                          "content": {media: {"schema": op.response} for media in op.media}}
+    if headers:
+        ok["headers"] = headers
+    statuses = set(op.errors)
+    if op.query is not None or op.body is not None:
+        statuses.add(400)
+    if op.body is not None:
+        statuses.add(413)
+    if method in WRITE_METHODS and not op.public:
+        statuses.add(401)
+    errors = {str(status): {"description": _STATUS_TEXT.get(status, "error"),
+                            "content": {"application/json": {"schema": ref("Error")}}} for status in sorted(statuses)}
+    return {"200": ok, **errors}
 
 
-def path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+def _operation(op: Operation, rule: Rule, method: str, spec: APISpec) -> dict[str, Any]:
+    _, parameters = _path(rule)
+    if op.query is not None:
+        parameters += _query_parameters(op.query, spec)
+    out: dict[str, Any] = {"operationId": rule.endpoint, "summary": op.summary,
+                           "tags": [rule.endpoint.split(".")[0]], "parameters": parameters,
+                           "responses": _responses(op, method)}
+    if op.description:
+        out["description"] = op.description
+    if op.body is not None:
+        out["requestBody"] = {"required": op.body_required,
+                              "content": {"application/json": {"schema": _model_schema(op.body, spec)}}}
+    if method in WRITE_METHODS and not op.public:
+        out["security"] = [{"bearer": []}, {}]   # the token is needed only when API_TOKEN is set
+    return out
 
 
-FILTERS = [q("topic", {"type": "string"}), q("practice_area", {"type": "string"}),
-           q("difficulty", {"type": "string", "enum": list(DIFFICULTIES)}), q("sample_type", {"type": "string"}),
-           q("provider", {"type": "string"}), q("model", {"type": "string"}), q("batch_id", {"type": "string"}),
-           q("flag", {"type": "string"}, "quality flag code"), q("simulated", {"type": "string", "enum": ["true", "false"]})]
-STRING = {"type": "string"}
-INT = {"type": "integer"}
-
-# (method, path, summary, parameters, request model, response schema, extra statuses)
-ENDPOINTS: list[tuple[str, str, str, list[dict[str, Any]], type[BaseModel] | None, dict[str, Any], tuple[int, ...]]] = [
-    ("get", "/api/health", "Liveness and readiness", [], None,
-     obj("status", "dataset_exists", "groq_configured", "batch_generation_running"), ()),
-    ("get", "/api/topics", "The 42 topics", [], None, obj("topics", topics=arr(obj("practice_area", "topic"))), ()),
-    ("get", "/api/sample-types", "Sample types and the balanced mix", [], None,
-     ok("sample_types", "default", sample_types=arr(obj("id", "name"))), ()),
-    ("get", "/api/providers", "Providers and their state", [], None,
-     ok("providers", "default_provider", providers=arr(obj("id", "name", "enabled"))), ()),
-    ("get", "/api/models", "Models from configuration (no network)", [], None,
-     ok("models", models=arr(obj("id", "provider"))), ()),
-    ("get", "/api/data", "Samples as a bare array (total in X-Total-Count)",
-     [q("limit", {"type": "integer", "minimum": 0}), q("offset", {"type": "integer", "minimum": 0}), *FILTERS],
-     None, arr(SAMPLE), (400,)),
-    ("get", "/api/stats", "Dataset statistics", [], None,
-     obj("total", "difficulty_distribution", "top_topics", "file_size_kb", "total_topics", "total_difficulties"), ()),
-    ("get", "/api/stats/detailed", "Detailed statistics", [], None, ok("stats"), ()),
-    ("get", "/api/stats/tokens", "Token statistics and cost estimates", [], None, ok("stats"), ()),
-    ("post", "/api/generate", "Generate one sample (stored unless save is false)", [], v.GenerateBody,
-     ok("sample", "tokens_used", "elapsed", sample=SAMPLE), (400, 401, 502, 503)),
-    ("post", "/api/import/jsonl", "Import samples from JSON lines", [], v.ImportBody,
-     ok("message", "total_samples"), (400, 401, 409)),
-    ("post", "/api/add", "Add one sample", [], v.NewSample, ok("total_samples"), (400, 401, 409)),
-    ("get", "/api/sample/{sample_id}", "One sample", [path("sample_id")], None, ok("sample"), (404,)),
-    ("put", "/api/sample/{sample_id}", "Edit a sample (merge)", [path("sample_id")], v.SampleFields,
-     ok("message", "total_samples"), (400, 401, 404)),
-    ("delete", "/api/sample/{sample_id}", "Delete a sample", [path("sample_id")], None,
-     ok("message", "total_samples"), (401, 404)),
-    ("get", "/api/sample/{sample_id}/download", "One sample as a JSON attachment", [path("sample_id")], None,
-     SAMPLE, (404,)),
-    ("post", "/api/samples/download", "Several samples as a JSONL attachment", [], v.DownloadBody, STRING,
-     (400, 404)),
-    ("get", "/api/samples/random", "Random samples",
-     [q("count", {"type": "integer", "minimum": 1, "maximum": 100}),
-      q("difficulty", {"type": "string", "enum": list(DIFFICULTIES)})], None, ok("samples", "count"), (400,)),
-    ("get", "/api/search", "Plain-text search",
-     [q("q", {"type": "string", "minLength": 1}, required=True),
-      q("field", {"type": "string", "enum": ["question", "answer", "reasoning", "case_citation", "topic", "all"]}),
-      q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})], None,
-     ok("results", "count", "query", "field"), (400,)),
-    ("get", "/api/export", "Export the dataset",
-     [q("format", {"type": "string", "enum": ["parquet", "jsonl", "csv"]}), *FILTERS], None, STRING, (400,)),
-    ("get", "/api/batch/{batch_id}/samples", "Samples of one batch", [path("batch_id")], None,
-     ok("batch_id", "samples", "count", "batch_info"), (404,)),
-]
-EXTRA_ENDPOINTS: list = []  # other modules (batch, quality) append their endpoints here
-
-
-def _operation(method: str, summary: str, parameters: list, model: type[BaseModel] | None,
-               response: dict[str, Any], statuses: tuple[int, ...]) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "parameters": parameters,
-                          "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": response}}}}}
-    for status in statuses:
-        op["responses"][str(status)] = {"description": "error", "content": {"application/json": {"schema": ERROR}}}
-    if model is not None:
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schema.pop("$defs", None)
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
-    return op
-
-
-def spec() -> dict[str, Any]:
+def build(app: Flask) -> dict[str, Any]:
+    """The OpenAPI document of every declared route of `app`."""
+    spec = APISpec(title="UK Law Dataset Generator API", version="1.0.0", openapi_version="3.1.0",
+                   info={"description": "Generates UK-law training samples through Groq and Cerebras with fallback."},
+                   servers=[{"url": "/"}])
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    for name, schema in COMPONENTS.items():
+        spec.components.schema(name, schema)
     paths: dict[str, dict[str, Any]] = {}
-    for method, route, summary, parameters, model, response, statuses in ENDPOINTS + EXTRA_ENDPOINTS:
-        paths.setdefault(route, {})[method] = _operation(method, summary, parameters, model, response, statuses)
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "UK Law Dataset Generator API", "version": "1.0.0",
-                 "description": "Generates UK-law training samples through Groq and Cerebras with fallback."},
-        "servers": [{"url": "/"}],
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-        "paths": paths,
-    }
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        op = declared(app.view_functions[rule.endpoint])
+        if op is None:
+            continue
+        template, _ = _path(rule)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            paths.setdefault(template, {})[method.lower()] = _operation(op, rule, method, spec)
+    for template, operations in paths.items():
+        spec.path(path=template, operations=operations)
+    return spec.to_dict()
 
 
 @bp.get("/api/openapi.json")
+@operation("This document: every endpoint, its parameters, request body and answers", response=OBJ)
 def openapi_json():
-    return jsonify(spec())
+    document = current_app.extensions.get("openapi")
+    if document is None:  # routes are all registered before the first request
+        document = current_app.extensions["openapi"] = build(current_app)
+    return jsonify(document)

@@ -5,17 +5,23 @@ import json
 import queue
 from typing import Any, Iterator
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from batch.manager import BatchConflict, BatchManager, NoProviders
 from generation.requests import RequestProblem
 from web.prometheus import prometheus_text, provider_stats
-from web import openapi
 from web.errors import ApiError
+from web.operation import operation
+from web.queries import BatchStatusQuery
+from web.schemas import BOOL, INT, NUMBER, OBJ, STRING, arr, listing, nullable, obj, ok, ref
 from web.services import services
-from web.validation import BatchStartBody, BatchStopBody, parse_body
+from web.validation import BatchStartBody, BatchStopBody
 
 bp = Blueprint("batch", __name__)
+STATES = {"type": "object", "additionalProperties": ref("BatchState")}
+SSE_EVENT = obj("data", data={"type": "string", "contentMediaType": "application/json", "contentSchema": {"oneOf": [
+    obj("type", "batches", type={"const": "all_batches"}, batches=STATES),
+    obj("type", "batch_id", "batch", type={"const": "batch_update"}, batch_id=STRING, batch=ref("BatchState"))]}})
 
 
 def manager() -> BatchManager:
@@ -23,8 +29,10 @@ def manager() -> BatchManager:
 
 
 @bp.post("/api/generate/batch/start")
-def start():
-    body = parse_body(BatchStartBody)
+@operation("Start a batch that grows the dataset to target_count", body=BatchStartBody, errors=(409, 503),
+           response=ok("message", "batch_id", "total", "target_count", message=STRING, batch_id=STRING,
+                       provider=nullable(STRING), model=nullable(STRING), total=INT, target_count=INT))
+def start(body: BatchStartBody):
     try:
         state = manager().start(target_count=body.target_count, provider=body.provider, model=body.model,
                                 topic=body.topic, difficulty=body.difficulty,
@@ -41,8 +49,10 @@ def start():
 
 
 @bp.post("/api/generate/batch/stop")
-def stop():
-    body = parse_body(BatchStopBody, required=False)
+@operation("Stop one batch ({batch_id}) or every running one ({} or no body)", body=BatchStopBody,
+           body_required=False, errors=(404,),
+           response=ok("message", message=STRING, batch_id=STRING, stopped=BOOL, stopped_batch_ids=arr(STRING)))
+def stop(body: BatchStopBody):
     try:
         stopped, message = manager().stop(body.batch_id or None)
     except KeyError:
@@ -57,8 +67,11 @@ def stop():
 
 
 @bp.get("/api/generate/batch/status")
-def status():
-    batch_id = request.args.get("batch_id")
+@operation("With batch_id: that batch's state; without: recent batches keyed by id (no success key)",
+           query=BatchStatusQuery, errors=(404,), response={"anyOf": [
+               ref("BatchState"), obj("batches", "count", batches=STATES, count=INT)]})
+def status(query: BatchStatusQuery):
+    batch_id = query.batch_id
     if batch_id:
         state = manager().state(batch_id)
         if state is None:
@@ -70,12 +83,15 @@ def status():
 
 
 @bp.get("/api/generate/batch/history")
+@operation("Batches, newest first", response=listing("batches", ref("HistoryRecord")))
 def history():
     records = manager().history()
     return jsonify({"success": True, "batches": records, "count": len(records)})
 
 
 @bp.get("/api/batch/<batch_id>/attempts")
+@operation("Every attempt a batch made", errors=(404,),
+           response=listing("attempts", OBJ, "batch_id", batch_id=STRING))
 def attempts(batch_id: str):
     mgr = manager()
     if mgr.history_record(batch_id) is None:
@@ -89,6 +105,11 @@ def _frame(payload: dict[str, Any]) -> str:
 
 
 @bp.get("/api/generate/batch/stream")
+@operation("Server-Sent Events: an all_batches frame, then a batch_update frame on every change", response=SSE_EVENT,
+           media="text/event-stream", description=(
+               'Frames are `data: <json>` lines: first `{"type": "all_batches", "batches": {<id>: <state>}}`, '
+               'then `{"type": "batch_update", "batch_id": ..., "batch": <state>}`; a `: heartbeat` comment '
+               "during silence. The stream does not end."))
 def stream():
     mgr = manager()
     heartbeat = services().config.batch.heartbeat_seconds
@@ -115,6 +136,9 @@ def stream():
 
 
 @bp.get("/api/batches/stuck")
+@operation("Running batches without a worker or without progress (reads only)", response=listing(
+    "stuck_batches", obj("batch_id", "model", "elapsed_minutes", "samples_generated", "target"),
+    "stuck_after_minutes", stuck_after_minutes=NUMBER))
 def stuck():
     found = manager().stuck()
     return jsonify({"success": True, "stuck_batches": found, "count": len(found),
@@ -122,11 +146,14 @@ def stuck():
 
 
 @bp.get("/api/stats/providers")
+@operation("Per provider and model: outcomes, latency, tokens, cost, switches", response=ok(
+    "providers", "switches_total", "recent_switches", providers=OBJ, switches_total=INT, recent_switches=arr(OBJ)))
 def stats_providers():
     return jsonify({"success": True, **provider_stats(services())})
 
 
 @bp.get("/api/stats/rejected-outputs")
+@operation("Latest raw model outputs that failed validation", response=listing("outputs", OBJ))
 def rejected_outputs():
     """The latest model outputs the parser rejected, raw, for diagnosis."""
     outputs = services().engine.rejected_outputs()
@@ -134,25 +161,7 @@ def rejected_outputs():
 
 
 @bp.get("/metrics")
+@operation("Prometheus metrics", response=STRING, media="text/plain")
 def metrics():
     return Response(prometheus_text(services()), mimetype="text/plain; version=0.0.4")
 
-
-J = openapi.obj
-openapi.EXTRA_ENDPOINTS.extend([
-    ("post", "/api/generate/batch/start", "Start a batch that grows the dataset to target_count", [],
-     BatchStartBody, openapi.ok("batch_id"), (400, 401, 409, 503)),
-    ("post", "/api/generate/batch/stop", "Stop one batch ({batch_id}) or all ({})", [], BatchStopBody,
-     openapi.ok("message"), (401, 404)),
-    ("get", "/api/generate/batch/status", "Batch state(s)", [openapi.q("batch_id", {"type": "string"})], None,
-     openapi.OBJ, (404,)),
-    ("get", "/api/generate/batch/history", "Batches, newest first", [], None, openapi.ok("batches", "count"), ()),
-    ("get", "/api/batches/stuck", "Running batches without a worker or without progress (reads only)", [], None,
-     openapi.ok("stuck_batches", "count"), ()),
-    ("get", "/api/batch/{batch_id}/attempts", "Every attempt a batch made", [openapi.path("batch_id")], None,
-     openapi.ok("attempts"), (404,)),
-    ("get", "/api/stats/providers", "Per provider and model: outcomes, latency, tokens, cost, switches", [], None,
-     openapi.ok("providers"), ()),
-    ("get", "/api/stats/rejected-outputs", "Latest raw model outputs that failed validation", [], None,
-     openapi.ok("outputs", "count"), ()),
-])

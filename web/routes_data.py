@@ -4,61 +4,26 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from flask import Blueprint, Response, jsonify, request
-from pydantic import ValidationError
+from flask import Blueprint, Response, jsonify
 
-from config.catalog import DIFFICULTIES
-from quality.checks import FLAGS
 from quality.service import REJECT_CODES
 from generation.requests import RequestProblem, check_difficulty, check_sample_type
 from dataset.stats import basic_stats, detailed_stats, token_stats
-from storage.store import EDITABLE_FIELDS, FILTER_COLUMNS, REQUIRED_IMPORT_FIELDS, SEARCH_FIELDS, DuplicateId, new_sample_id
+from storage.store import COLUMNS, EDITABLE_FIELDS, REQUIRED_IMPORT_FIELDS, DuplicateId, new_sample_id
 from web.errors import ApiError
+from web.operation import operation
+from web.queries import DataQuery, RandomQuery, SearchQuery
+from web.schemas import INT, NUMBER, OBJ, STRING, arr, listing, nullable, obj, ok, ref
 from web.services import services
-from web.validation import (DownloadBody, NewSample, SampleFields, describe, json_object, parse_body, query_choice,
-                            query_int)
+from web.validation import DownloadBody, ImportBody, NewSample, SampleFields
 
 bp = Blueprint("data", __name__)
 
-FILTER_PARAMS = FILTER_COLUMNS + ("practice_area", "flag")
-FLAG_CODES = tuple(FLAGS)
 QUALITY_FIELDS = ("quality_score", "quality_flags", "duplicate_of", "quality")
-
-
-def filters_from_query() -> dict[str, Any]:
-    filters: dict[str, Any] = {}
-    for name in FILTER_PARAMS:
-        value = request.args.get(name)
-        if value is not None and value.strip():
-            filters[name] = value.strip()
-    if "difficulty" in filters and filters["difficulty"] not in DIFFICULTIES:
-        raise ApiError(400, f"query parameter difficulty must be one of {', '.join(DIFFICULTIES)}")
-    for name in ("flag", "without_flag"):
-        code = request.args.get(name, "").strip()
-        if code and code not in FLAG_CODES:
-            raise ApiError(400, f"query parameter {name} must be a quality flag: {', '.join(FLAG_CODES)}")
-    if request.args.get("without_flag", "").strip():
-        filters["exclude_flags"] = [request.args["without_flag"].strip()]
-    clean = request.args.get("clean", "").strip()
-    if clean:
-        if clean not in ("true", "false"):
-            raise ApiError(400, "query parameter clean must be true or false")
-        if clean == "true":
-            filters["exclude_flags"] = [*filters.get("exclude_flags", []), *REJECT_CODES]
-    min_score = request.args.get("min_score", "").strip()
-    if min_score:
-        try:
-            filters["min_score"] = float(min_score)
-        except ValueError:
-            raise ApiError(400, "query parameter min_score must be a number between 0 and 1") from None
-        if not 0 <= filters["min_score"] <= 1:
-            raise ApiError(400, "query parameter min_score must be a number between 0 and 1")
-    simulated = request.args.get("simulated")
-    if simulated is not None and simulated.strip():
-        if simulated not in ("true", "false"):
-            raise ApiError(400, "query parameter simulated must be true or false")
-        filters["simulated"] = simulated == "true"
-    return filters
+SCALAR_COLUMNS = tuple(f for f in COLUMNS if f not in QUALITY_FIELDS + ("extra",))  # the checks set the others
+TOTAL = {"X-Total-Count": "how many samples match the filters"}
+ATTACHMENT = {"Content-Disposition": "attachment; filename=..."}
+CHANGED = ok("message", "total_samples", message=STRING, total_samples=INT)
 
 
 def _json_array(records: Iterator[dict[str, Any]]) -> Iterator[str]:
@@ -95,36 +60,54 @@ def _admitted(record: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.get("/api/data")
-def data():
+@operation("Samples as a bare array (the matching total in X-Total-Count)", query=DataQuery,
+           response=arr(ref("Sample")), headers=TOTAL)
+def data(query: DataQuery):
     svc = services()
-    filters = filters_from_query()
-    limit = query_int("limit", None, 0, 10_000_000)
-    offset = query_int("offset", 0, 0, 10_000_000) or 0
+    filters = query.filters()
     total = svc.store.count(filters)
-    records = svc.store.iter_records(filters, limit=limit, offset=offset)
+    records = svc.store.iter_records(filters, limit=query.limit, offset=query.offset)
     response = Response(_json_array(records), mimetype="application/json")
     response.headers["X-Total-Count"] = str(total)
     return response
 
 
+BASIC_STATS = obj("total", "difficulty_distribution", "top_topics", "file_size_kb", "total_topics",
+                  "total_difficulties", total=INT, columns=arr(STRING), file_size_kb=NUMBER, total_topics=INT,
+                  difficulty_distribution=arr(obj("difficulty", "len")), top_topics=arr(obj("topic", "len")),
+                  total_difficulties=INT)
+DETAILED_STATS = obj("total_samples", "difficulty_breakdown", "practice_areas", "avg_lengths", "unique_topics",
+                     "unique_practice_areas", total_samples=INT, difficulty_breakdown=arr(obj("difficulty", "count")),
+                     topic_breakdown=arr(obj("topic", "len")), practice_areas=arr(obj("practice_area", "len")),
+                     avg_lengths=OBJ, unique_topics=INT, unique_practice_areas=INT)
+TOKEN_STATS = obj("total_tokens", "total_samples", "avg_tokens_per_sample", "tokens_by_field", "tokens_by_difficulty",
+                  "tokens_by_practice_area", "estimated_costs", "encoding", total_tokens=INT, total_samples=INT,
+                  avg_tokens_per_sample=NUMBER, tokens_by_field=OBJ, tokens_by_difficulty=OBJ, estimated_costs=OBJ,
+                  tokens_by_practice_area=arr(obj("practice_area", "total_tokens")), encoding=STRING)
+
+
 @bp.get("/api/stats")
+@operation("Dataset statistics (no success key)", response=BASIC_STATS)
 def stats():
     svc = services()
     return jsonify(svc.stats.cached("basic", lambda f: basic_stats(f, svc.store.size_bytes())))
 
 
 @bp.get("/api/stats/detailed")
+@operation("Detailed statistics", response=ok("stats", stats=DETAILED_STATS))
 def stats_detailed():
     return jsonify({"success": True, "stats": services().stats.cached("detailed", detailed_stats)})
 
 
 @bp.get("/api/stats/tokens")
+@operation("Token statistics and cost estimates", response=ok("stats", stats=TOKEN_STATS))
 def stats_tokens():
     svc = services()
     return jsonify({"success": True, "stats": svc.stats.cached("tokens", lambda f: token_stats(f, svc.config))})
 
 
 @bp.get("/api/sample/<sample_id>")
+@operation("One sample", response=ok("sample", sample=ref("Sample")), errors=(404,))
 def get_sample(sample_id: str):
     record = services().store.get(sample_id)
     if record is None:
@@ -133,8 +116,8 @@ def get_sample(sample_id: str):
 
 
 @bp.put("/api/sample/<sample_id>")
-def update_sample(sample_id: str):
-    body = parse_body(SampleFields)
+@operation("Edit a sample: the given fields merge into it", body=SampleFields, response=CHANGED, errors=(404, 409))
+def update_sample(sample_id: str, body: SampleFields):
     if body.id is not None and body.id != sample_id:
         raise ApiError(400, f"body id {body.id!r} does not match the URL's {sample_id!r}")
     changes = {k: v for k, v in body.model_dump(exclude={"id"}).items() if k in EDITABLE_FIELDS and v is not None}
@@ -150,6 +133,7 @@ def update_sample(sample_id: str):
 
 
 @bp.delete("/api/sample/<sample_id>")
+@operation("Delete a sample", response=CHANGED, errors=(404,))
 def delete_sample(sample_id: str):
     svc = services()
     if not svc.store.delete(sample_id):
@@ -158,6 +142,7 @@ def delete_sample(sample_id: str):
 
 
 @bp.get("/api/sample/<sample_id>/download")
+@operation("One sample as a JSON attachment", response=ref("Sample"), headers=ATTACHMENT, errors=(404,))
 def download_sample(sample_id: str):
     record = services().store.get(sample_id)
     if record is None:
@@ -168,8 +153,10 @@ def download_sample(sample_id: str):
 
 
 @bp.post("/api/samples/download")
-def download_samples():
-    body = parse_body(DownloadBody)
+@operation("Several samples as a JSON Lines attachment (reads only: no token needed)", body=DownloadBody,
+           response=STRING, media="application/x-ndjson", errors=(404,), public=True,
+           headers={**ATTACHMENT, "X-Missing-Count": "how many of the requested ids do not exist"})
+def download_samples(body: DownloadBody):
     store = services().store
     wanted = list(dict.fromkeys(body.sample_ids))
     found = {r["id"]: r for r in store.iter_records({"ids": wanted})}
@@ -180,6 +167,23 @@ def download_samples():
     response.headers["Content-Disposition"] = 'attachment; filename="samples.jsonl"'
     response.headers["X-Missing-Count"] = str(len(wanted) - len(found))
     return response
+
+
+def _storable(item: dict[str, Any]) -> None:
+    """400 unless SQLite can store the record: plain values in its columns, valid Unicode throughout."""
+    wrong = [f for f in SCALAR_COLUMNS if f in item and not _scalar(item[f])]
+    if wrong:
+        raise ApiError(400, f"field(s) must be text, a number, true/false or null: {', '.join(wrong)}")
+    try:
+        json.dumps(item, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "text must be valid Unicode (no lone surrogate escapes)") from None
+
+
+def _scalar(value: Any) -> bool:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -2**63 <= value < 2**63
+    return value is None or isinstance(value, (str, float, bool))
 
 
 def _parse_import(content: str) -> list[dict[str, Any]]:
@@ -206,6 +210,7 @@ def _parse_import(content: str) -> list[dict[str, Any]]:
         try:
             _checked({"difficulty": item["difficulty"], "sample_type": item.get("sample_type")
                       if isinstance(item.get("sample_type"), str) else None})
+            _storable(item)
         except ApiError as exc:
             raise ApiError(400, f"line {number}: {exc.message}") from None
         records.append(item)
@@ -215,12 +220,12 @@ def _parse_import(content: str) -> list[dict[str, Any]]:
 
 
 @bp.post("/api/import/jsonl")
-def import_jsonl():
-    body = json_object()
-    content = body.get("content")
-    if not isinstance(content, str) or not content.strip():
-        raise ApiError(400, "content must be a non-empty string of JSON lines")
-    records = _parse_import(content)
+@operation("Import samples from JSON lines; duplicates are skipped and listed", body=ImportBody, errors=(409,),
+           response=ok("message", "imported", "total_samples", message=STRING, imported=INT, duplicates=arr(STRING),
+                       duplicate_questions=arr(obj("id", "duplicate_of")), flagged_for_review=INT,
+                       total_samples=INT))
+def import_jsonl(body: ImportBody):
+    records = _parse_import(body.content)
     svc = services()
     existing = svc.store.exists([r["id"] for r in records])
     fresh, duplicates, duplicate_questions, seen = [], [], [], set()
@@ -249,11 +254,9 @@ def import_jsonl():
 
 
 @bp.post("/api/add")
-def add_sample():
-    try:
-        body = NewSample.model_validate(json_object())
-    except ValidationError as exc:
-        raise ApiError(400, f"invalid sample: {describe(exc)}") from None
+@operation("Add one sample", body=NewSample, response=ok("id", "total_samples", id=STRING, total_samples=INT),
+           errors=(409,))
+def add_sample(body: NewSample):
     record = _checked(body.model_dump())
     record["id"] = record["id"] or new_sample_id(record.get("provider") or "manual")
     svc = services()
@@ -267,27 +270,25 @@ def add_sample():
 
 
 @bp.get("/api/samples/random")
-def random_samples():
-    count = query_int("count", 5, 1, 100)
-    difficulty = query_choice("difficulty", DIFFICULTIES)
-    samples = services().store.random(count or 5, {"difficulty": difficulty})
+@operation("Random samples", query=RandomQuery, response=listing("samples", ref("Sample")))
+def random_samples(query: RandomQuery):
+    samples = services().store.random(query.count, {"difficulty": query.difficulty})
     return jsonify({"success": True, "samples": samples, "count": len(samples)})
 
 
 @bp.get("/api/search")
-def search():
-    query = (request.args.get("q") or "").strip()
-    if not query:
-        raise ApiError(400, "query parameter q is required")
-    if len(query) > 500:
-        raise ApiError(400, "query parameter q is too long (500 characters at most)")
-    field = query_choice("field", SEARCH_FIELDS + ("all",), "all")
-    limit = query_int("limit", 50, 1, 1000)
-    results = services().store.search(query, None if field == "all" else field, limit or 50)
-    return jsonify({"success": True, "results": results, "count": len(results), "query": query, "field": field})
+@operation("Plain-text search (a substring, never a pattern)", query=SearchQuery,
+           response=listing("results", ref("Sample"), "query", "field", query=STRING, field=STRING))
+def search(query: SearchQuery):
+    field = None if query.field == "all" else query.field
+    results = services().store.search(query.q, field, query.limit)
+    return jsonify({"success": True, "results": results, "count": len(results), "query": query.q,
+                    "field": query.field})
 
 
 @bp.get("/api/batch/<batch_id>/samples")
+@operation("Samples of one batch", errors=(404,), response=listing(
+    "samples", ref("Sample"), "batch_id", "batch_info", batch_id=STRING, batch_info=nullable(ref("HistoryRecord"))))
 def batch_samples(batch_id: str):
     svc = services()
     samples = svc.store.list({"batch_id": batch_id})

@@ -6,20 +6,24 @@ from datetime import datetime, timezone
 from flask import Blueprint, Response
 
 from dataset.export import csv_chunks, jsonl_lines, parquet_bytes
-from web.routes_data import filters_from_query
+from web.operation import operation
+from web.queries import ExportQuery
+from web.schemas import BINARY
 from web.services import services
-from web.validation import query_choice
 
 bp = Blueprint("export", __name__)
 
-FORMATS = ("parquet", "jsonl", "csv")
 MIME = {"parquet": "application/vnd.apache.parquet", "jsonl": "application/x-ndjson", "csv": "text/csv"}
 
 
 @bp.get("/api/export")
-def export():
-    fmt = query_choice("format", FORMATS, "jsonl")
-    filters = filters_from_query()
+@operation("The dataset (or the samples matching the filters) as a Parquet, JSON Lines or CSV attachment",
+           query=ExportQuery, response=BINARY, media=tuple(MIME.values()),
+           headers={"Content-Disposition": "attachment; filename=uk_law_dataset_<time>.<format>",
+                    "X-Total-Count": "how many samples the file holds"})
+def export(query: ExportQuery):
+    fmt = query.format
+    filters = query.filters()
     svc = services()
     records = svc.store.iter_records(filters)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

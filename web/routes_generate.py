@@ -9,8 +9,10 @@ from fallback.router import AllCooling, GaveUp, NoRecovery, RoutingError, Stoppe
 from generation.requests import RequestProblem, build_request, sample_record
 from storage.store import utc_now
 from web.errors import ApiError
+from web.operation import operation
+from web.schemas import BOOL, INT, NUMBER, OBJ, STRING, arr, nullable, obj, ok, ref
 from web.services import services
-from web.validation import GenerateBody, parse_body
+from web.validation import GenerateBody
 
 bp = Blueprint("generate", __name__)
 REGENERATE_ON_REJECTION = 2   # a sample the quality checks reject is generated again, at most this often
@@ -34,8 +36,12 @@ def routing_error_response(exc: RoutingError) -> ApiError:
 
 
 @bp.post("/api/generate")
-def generate():
-    body = parse_body(GenerateBody)
+@operation("Generate one sample (stored unless save is false or the quality checks reject it)", body=GenerateBody,
+           errors=(502, 503), response=ok(
+               "sample", "saved", "tokens_used", "elapsed", sample=ref("Sample"), saved=BOOL,
+               rejected=nullable(obj("codes", "detail", codes=arr(STRING))), tokens_used=INT, elapsed=NUMBER,
+               provider=STRING, model=STRING, attempts=arr(OBJ), switches=arr(OBJ)))
+def generate(body: GenerateBody):
     svc = services()
     try:
         request = build_request(svc.config, svc.rotation, practice_area=body.practice_area, topic=body.topic,

@@ -6,18 +6,30 @@ import time
 from flask import Blueprint, jsonify
 
 from config.catalog import BALANCE, DEFAULT_SAMPLE_TYPE, SAMPLE_TYPES, TOPICS
+from web.operation import operation
+from web.schemas import BOOL, INT, NUMBER, OBJ, STRING, arr, nullable, obj, ok
 from web.services import services
 
 bp = Blueprint("meta", __name__)
 
 
+TOPIC = obj("practice_area", "topic", "difficulty", practice_area=STRING, topic=STRING, difficulty=STRING)
+
+
 @bp.get("/api/topics")
+@operation("The topics, by practice area (no success key)", response=obj("topics", topics=arr(TOPIC)))
 def topics():
     return jsonify({"topics": [{"practice_area": t.practice_area, "topic": t.topic, "difficulty": t.difficulty}
                                for t in TOPICS]})
 
 
+SAMPLE_TYPE = obj("id", "name", id=STRING, name=STRING, description=STRING, focus=STRING, example=STRING,
+                  sections=arr(STRING))
+
+
 @bp.get("/api/sample-types")
+@operation("Sample types and the balanced mix",
+           response=ok("sample_types", "default", sample_types=arr(SAMPLE_TYPE), default=STRING))
 def sample_types():
     entries = [{"id": t.id, "name": t.name, "description": t.description, "focus": t.focus,
                 "example": t.example, "sections": list(t.sections)} for t in SAMPLE_TYPES.values()]
@@ -28,7 +40,14 @@ def sample_types():
     return jsonify({"success": True, "sample_types": entries, "default": DEFAULT_SAMPLE_TYPE})
 
 
+PROVIDER = obj("id", "name", "enabled", id=STRING, name=STRING, enabled=BOOL, kind=STRING, default_model=STRING,
+               requests_per_minute=nullable(INT), tokens_per_minute=nullable(INT), models=arr(STRING),
+               missing_setting=nullable(STRING), state=STRING)
+
+
 @bp.get("/api/providers")
+@operation("Providers and their state",
+           response=ok("providers", "default_provider", providers=arr(PROVIDER), default_provider=nullable(STRING)))
 def providers():
     svc = services()
     out = []
@@ -44,7 +63,14 @@ def providers():
     return jsonify({"success": True, "providers": out, "default_provider": svc.default_provider()})
 
 
+MODEL = obj("id", "provider", id=STRING, name=STRING, provider=STRING, provider_name=STRING,
+            context_window=nullable(INT), owned_by=nullable(STRING), thinking=BOOL, legacy=BOOL, limits=OBJ,
+            price_per_1m=OBJ, max_completion_tokens=nullable(INT))
+
+
 @bp.get("/api/models")
+@operation("Models from configuration (no network)", response=ok(
+    "models", "default_provider", "default_model", models=arr(MODEL), default_provider=STRING, default_model=STRING))
 def models():
     svc = services()
     out = []
@@ -64,6 +90,12 @@ def models():
 
 
 @bp.get("/api/health")
+@operation("Liveness and readiness (no success key)", response=obj(
+    "status", "live", "ready", "dataset_exists", "groq_configured", "batch_generation_running",
+    status={"type": "string", "enum": ["ok", "degraded"]}, live=BOOL, ready=BOOL, dataset_exists=BOOL,
+    total_samples=nullable(INT), store=OBJ, groq_configured=BOOL, cerebras_configured=BOOL,
+    providers_configured=arr(STRING), providers=OBJ, batch_generation_running=BOOL, demo=BOOL,
+    uptime_seconds=NUMBER, problems=arr(STRING)))
 def health():
     svc = services()
     writable = svc.store.writable()

@@ -6,16 +6,18 @@ from flask import Blueprint, jsonify
 from dataset.publishing import FORMATS, PublishError, push_to_hub
 from quality.service import checks_applied
 from quality.stats import quality_stats
-from web import openapi
 from web.errors import ApiError
-from web.routes_data import filters_from_query
+from web.operation import operation
+from web.queries import FilterQuery
+from web.schemas import STRING, ok
 from web.services import services
-from web.validation import HuggingFacePushBody, parse_body
+from web.validation import HuggingFacePushBody
 
 bp = Blueprint("quality", __name__)
 
 
 @bp.get("/api/stats/quality")
+@operation("Quality flags, rejection reasons, duplicate clusters, coverage gaps", response=ok("stats"))
 def stats_quality():
     svc = services()
     stats = dict(svc.stats.cached("quality", quality_stats))
@@ -26,8 +28,10 @@ def stats_quality():
 
 
 @bp.post("/api/huggingface/push")
-def huggingface_push():
-    body = parse_body(HuggingFacePushBody, required=False)
+@operation("Publish the dataset (or the samples matching the filters) to the Hub with a generated card",
+           query=FilterQuery, body=HuggingFacePushBody, body_required=False, errors=(502,),
+           response=ok("message", "repo_url", message=STRING, repo_url=STRING))
+def huggingface_push(query: FilterQuery, body: HuggingFacePushBody):
     svc = services()
     fmt = body.format or "parquet"
     if fmt not in FORMATS:
@@ -37,7 +41,7 @@ def huggingface_push():
         raise ApiError(400, "no Hugging Face token: send one as 'token' or set HF_TOKEN")
     if body.repo_name is not None and not body.repo_name.strip():
         raise ApiError(400, "repo_name must not be empty")
-    filters = filters_from_query()
+    filters = query.filters()
     if svc.store.count(filters) == 0:
         raise ApiError(400, "the dataset is empty: nothing to publish")
     try:
@@ -48,10 +52,3 @@ def huggingface_push():
         raise ApiError(exc.status, str(exc)) from None
     return jsonify({"success": True, "message": f"published {svc.store.count(filters)} samples", "repo_url": url})
 
-
-openapi.EXTRA_ENDPOINTS.extend([
-    ("get", "/api/stats/quality", "Quality flags, rejection reasons, duplicate clusters, coverage gaps", [], None,
-     openapi.ok("stats"), ()),
-    ("post", "/api/huggingface/push", "Publish the dataset with a generated card", [], HuggingFacePushBody,
-     openapi.ok("message", "repo_url"), (400, 401, 502)),
-])

@@ -1,10 +1,10 @@
-"""Request validation: JSON bodies through pydantic models, query parameters through helpers.
+"""Request validation: JSON bodies and query strings through pydantic models.
 
 Every problem becomes a 400 naming the field, before anything changes.
 """
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from flask import request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
@@ -19,6 +19,7 @@ MAX_INSTRUCTION = 2_000
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    what: ClassVar[str] = "request"   # how error messages name the body
 
 
 class GenerateBody(Body):
@@ -47,7 +48,8 @@ class BatchStopBody(Body):
 
 
 class ImportBody(Body):
-    content: StrictStr = Field(min_length=1)
+    model_config = ConfigDict(str_strip_whitespace=False)  # line numbers in errors count from the first line
+    content: StrictStr = Field(min_length=1, description="one JSON object per line")
 
 
 class SampleFields(Body):
@@ -64,6 +66,7 @@ class SampleFields(Body):
 
 
 class NewSample(Body):
+    what: ClassVar[str] = "sample"
     id: StrictStr | None = Field(default=None, min_length=1, max_length=200)
     question: StrictStr = Field(min_length=1, max_length=MAX_TEXT)
     answer: StrictStr = Field(min_length=1, max_length=MAX_TEXT)
@@ -88,11 +91,12 @@ class HuggingFacePushBody(Body):
     private: StrictBool = False
 
 
-def describe(error: ValidationError) -> str:
+def describe(error: ValidationError, prefix: str = "") -> str:
+    """Every problem as "<prefix><field>: <what is wrong>", joined by "; "."""
     parts = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "body"
-        parts.append(f"{where}: {item['msg']}")
+        parts.append(f"{prefix}{where}: {item['msg']}")
     return "; ".join(parts)
 
 
@@ -112,29 +116,18 @@ def json_object(required: bool = True) -> dict[str, Any]:
 
 
 def parse_body(model: type[M], required: bool = True) -> M:
+    """The JSON body through a body model; 400 "invalid <what>: <field>: <problem>"."""
     try:
         return model.model_validate(json_object(required))
     except ValidationError as exc:
-        raise ApiError(400, f"invalid request: {describe(exc)}") from None
+        what = getattr(model, "what", "request")
+        raise ApiError(400, f"invalid {what}: {describe(exc)}") from None
 
 
-def query_int(name: str, default: int | None, low: int, high: int) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+def parse_query(model: type[M]) -> M:
+    """`request.args` through a query model; blank values count as absent, the first of repeats wins."""
+    raw = {name: value.strip() for name, value in request.args.items() if value.strip()}
     try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"query parameter {name} must be a whole number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ApiError(400, f"query parameter {name} must be between {low} and {high}, got {value}")
-    return value
-
-
-def query_choice(name: str, choices: tuple[str, ...] | list[str], default: str | None = None) -> str | None:
-    raw = request.args.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    if raw not in choices:
-        raise ApiError(400, f"query parameter {name} must be one of {', '.join(choices)}; got {raw!r}")
-    return raw
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ApiError(400, describe(exc, "invalid query parameter ")) from None
