@@ -1,21 +1,26 @@
-# Two commands do all the setup: `make run` and `make test`.
+# Two commands do all the setup: `make run` and `make test`. `make lock` refreshes the lock files.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run demo test bench clean
+# pyproject.toml lists the top-level dependencies; the lock files pin every package with PyPI's hashes.
+UV_VERSION := 0.13.9
+LOCK_ARGS  ?=
+COMPILE    := $(BIN)/uv pip compile pyproject.toml --universal --generate-hashes --quiet $(LOCK_ARGS)
+
+.PHONY: run demo test bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.runtime: requirements.txt constraints.txt pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt
+$(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-$(VENV)/.dev: requirements.txt requirements-dev.txt constraints.txt pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+$(VENV)/.dev: requirements-dev.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(VENV)/.runtime $@
 
@@ -30,6 +35,14 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+
+# Re-resolve pyproject.toml into the locks, keeping every pin already there unless LOCK_ARGS says
+# otherwise (e.g. LOCK_ARGS=--upgrade, or LOCK_ARGS="--upgrade-package flask"). The runtime lock is
+# constrained to the dev lock, so the two agree on every shared version.
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(COMPILE) --extra dev -o requirements-dev.txt
+	$(COMPILE) -c requirements-dev.txt -o requirements.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache

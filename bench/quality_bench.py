@@ -177,7 +177,7 @@ def main() -> None:
     reworded = [paraphrase(q, rng) for q in rng.sample(questions, CHECKS)]
     describe("check, new question", timed_each(fresh, index.check))
     describe("check, paraphrase of an indexed question", timed_each(reworded, index.check))
-    candidates = [len(index._lsh.query(index._probe(q).sketch)) for q in fresh[:500]]  # diagnostics only
+    candidates = [len(index._candidates(index._probe(q))) for q in fresh[:500]]  # diagnostics only
     print(f"  LSH candidates per check (new questions): mean {statistics.fmean(candidates):.1f}, "
           f"max {max(candidates)}")
     caught = sum(index.check(q)[1] is not None or index.check(q)[0] is not None for q in reworded[:500])

@@ -1,7 +1,8 @@
-"""Per provider and model: attempts by outcome and category, latency percentiles, tokens; and the
-log of switches from one (provider, model) to another."""
+"""Per provider and model: attempts by outcome and category, latency percentiles and a latency
+histogram, tokens; and the log of switches from one (provider, model) to another."""
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
@@ -27,12 +28,44 @@ class SwitchEvent:
         return asdict(self)
 
 
+# Upper bounds (seconds) of the latency histogram's buckets: a fast model answers in well under a
+# second, a long completion from a busy one takes a minute or two. Past the last bound: +Inf.
+LATENCY_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+
+
+@dataclass
+class LatencyHistogram:
+    """Counts of observed latencies per bucket (not cumulative; the last counts those above every
+    bound), their sum and count. Every observation is kept in it, unlike the percentile window."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # a value on a bound is in its bucket
+        self.total += seconds
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations at or below it) per bucket, ending with (inf, count)."""
+        running, out = 0, []
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self.counts):
+            running += count
+            out.append((bound, running))
+        return out
+
+    def copy(self) -> "LatencyHistogram":
+        return LatencyHistogram(list(self.counts), self.total, self.count)
+
+
 @dataclass
 class _ModelStats:
     attempts: int = 0
     successes: int = 0
     failures: Counter = field(default_factory=Counter)
     latencies: deque = field(default_factory=lambda: deque(maxlen=1000))
+    histograms: dict[str, LatencyHistogram] = field(default_factory=dict)  # by outcome: success, failure
     prompt_tokens: int = 0
     completion_tokens: int = 0
     last_failure: dict[str, Any] | None = None
@@ -74,6 +107,8 @@ class Metrics:
                 stats.last_failure = {"category": category, "message": message, "at": utc_now_iso()}
             if latency is not None:
                 stats.latencies.append(latency)
+                outcome = "success" if category is None else "failure"
+                stats.histograms.setdefault(outcome, LatencyHistogram()).observe(latency)
             stats.prompt_tokens += prompt_tokens or 0
             stats.completion_tokens += completion_tokens or 0
 
@@ -90,6 +125,12 @@ class Metrics:
     def switches(self) -> list[dict[str, Any]]:
         with self._lock:
             return [e.to_dict() for e in self._switches]
+
+    def latency_histograms(self, provider: str, model: str) -> dict[str, LatencyHistogram]:
+        """Copies of the model's latency histograms by outcome ("success", "failure"); only observed ones."""
+        with self._lock:
+            stats = self._models.get((provider, model))
+            return {outcome: h.copy() for outcome, h in sorted(stats.histograms.items())} if stats else {}
 
     def model_report(self, provider: str, model: str) -> dict[str, Any]:
         with self._lock:

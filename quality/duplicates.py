@@ -32,9 +32,11 @@ lowering ``threshold``). A question identical in every fact but the legal topic 
 and *is* reported: the topic is one word among many. Questions that only swap two roles ("is A
 liable to B" / "is B liable to A") also look alike: the pairs are unordered.
 
-The LSH buckets live in a compact dict-of-ids storage instead of datasketch's default
-dict-of-sets (datasketch's ``UnorderedStorage``/``OrderedStorage`` interface, swapped in after
-construction; checked against datasketch 2.0): about 1.8 KB per question instead of 4.8 KB.
+The LSH is a few lines here: each signature (datasketch's public ``MinHash``) is cut into bands
+and each band hashed to a bucket of a per-band dict holding one id, or a list of ids when several
+share it. Nothing of datasketch but its top-level names is used, so its upgrades do not reach in;
+an id's buckets are not stored but recomputed from its features when it is removed (about
+1.7 KB per question in all, measured at 100,000).
 """
 from __future__ import annotations
 
@@ -44,12 +46,11 @@ import threading
 import unicodedata
 import zlib
 from array import array
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from datasketch import MinHash, MinHashLSH
-from datasketch.storage import OrderedStorage, UnorderedStorage
+from datasketch import MinHash
 
 LSH_BANDS, LSH_ROWS = 16, 4  # 64 permutations; P(candidate) 0.89 at Jaccard 0.6, 0.99 at 0.7, 0.12 at 0.3
 DEFAULT_THRESHOLD = 0.6
@@ -141,88 +142,61 @@ def jaccard(a: Iterable[int], b: array) -> float:
     return shared / (len(first) + len(b) - shared)
 
 
-class _Buckets(UnorderedStorage):
-    """One LSH band: bucket hash -> an id, or a list of ids when several share the bucket."""
+class _BandIndex:
+    """Banded LSH over MinHash signatures: `bands` dicts from a band's hash to the ids sharing it.
 
-    def __init__(self) -> None:
-        self._buckets: dict[Hashable, Hashable | list[Hashable]] = {}
+    A bucket holds a bare id, or a list of ids once two share it (most buckets hold one id, and a
+    bare reference is far smaller than a set). Not thread-safe: `DuplicateIndex` holds its lock.
+    """
 
-    def keys(self):  # type: ignore[override]
-        return self._buckets.keys()
+    def __init__(self, bands: int, rows: int) -> None:
+        self.bands, self.rows = bands, rows
+        self._tables: list[dict[int, str | list[str]]] = [{} for _ in range(bands)]
 
-    def get(self, key):  # type: ignore[override]
-        found = self._buckets.get(key)
-        return () if found is None else found if type(found) is list else (found,)
+    def keys(self, sketch: MinHash) -> list[int]:
+        """One 32-bit hash per band of the signature."""
+        data = sketch.hashvalues.tobytes()
+        width = len(data) // self.bands
+        return [zlib.crc32(data[start:start + width]) for start in range(0, width * self.bands, width)]
 
-    def insert(self, key, *vals, **kwargs) -> None:  # type: ignore[override]
-        for value in vals:
-            found = self._buckets.get(key)
+    def insert(self, sample_id: str, keys: list[int]) -> None:
+        """Put an id in its buckets; the caller never inserts an id twice (it removes it first)."""
+        for table, key in zip(self._tables, keys):
+            found = table.get(key)
             if found is None:
-                self._buckets[key] = value
+                table[key] = sample_id
             elif type(found) is list:
-                found.append(value)  # an id is never inserted twice: `add` removes it first
-            elif found != value:
-                self._buckets[key] = [found, value]
+                found.append(sample_id)
+            else:
+                table[key] = [found, sample_id]
 
-    def remove(self, *keys, **kwargs) -> None:  # type: ignore[override]
-        for key in keys:
-            self._buckets.pop(key, None)
+    def remove(self, sample_id: str, keys: list[int]) -> None:
+        for table, key in zip(self._tables, keys):
+            found = table.get(key)
+            if type(found) is list:
+                found.remove(sample_id)
+                if len(found) == 1:
+                    table[key] = found[0]
+            elif found == sample_id:
+                del table[key]
 
-    def remove_val(self, key, val, **kwargs) -> None:  # type: ignore[override]
-        found = self._buckets.get(key)
-        if type(found) is list:
-            found.remove(val)
-            if len(found) == 1:
-                self._buckets[key] = found[0]
-        elif found == val:
-            del self._buckets[key]
+    def candidates(self, keys: list[int]) -> set[str]:
+        """Ids sharing at least one bucket with these keys."""
+        found: set[str] = set()
+        for table, key in zip(self._tables, keys):
+            ids = table.get(key)
+            if ids is None:
+                continue
+            if type(ids) is list:
+                found.update(ids)
+            else:
+                found.add(ids)  # type: ignore[arg-type]
+        return found
 
-    def size(self) -> int:  # type: ignore[override]
-        return len(self._buckets)
-
-    def itemcounts(self, **kwargs) -> dict:  # type: ignore[override]
-        return {key: len(self.get(key)) for key in self._buckets}
-
-    def has_key(self, key) -> bool:  # type: ignore[override]
-        return key in self._buckets
-
-    def shared(self) -> Iterable[list[Hashable]]:
-        """The buckets holding more than one id."""
-        return (ids for ids in self._buckets.values() if type(ids) is list)
-
-
-class _Keys(OrderedStorage):
-    """Id -> its bucket hashes, as a tuple (datasketch's default keeps a growable list)."""
-
-    def __init__(self) -> None:
-        self._keys: dict[Hashable, tuple] = {}
-
-    def keys(self):  # type: ignore[override]
-        return self._keys.keys()
-
-    def get(self, key):  # type: ignore[override]
-        return self._keys.get(key, ())
-
-    def insert(self, key, *vals, **kwargs) -> None:  # type: ignore[override]
-        self._keys[key] = self._keys.get(key, ()) + vals
-
-    def remove(self, *keys, **kwargs) -> None:  # type: ignore[override]
-        for key in keys:
-            self._keys.pop(key, None)
-
-    def remove_val(self, key, val, **kwargs) -> None:  # type: ignore[override]
-        values = list(self._keys.get(key, ()))
-        values.remove(val)
-        self._keys[key] = tuple(values)
-
-    def size(self) -> int:  # type: ignore[override]
-        return len(self._keys)
-
-    def itemcounts(self, **kwargs) -> dict:  # type: ignore[override]
-        return {key: len(vals) for key, vals in self._keys.items()}
-
-    def has_key(self, key) -> bool:  # type: ignore[override]
-        return key in self._keys
+    def shared(self) -> Iterator[list[str]]:
+        """Copies of the buckets holding more than one id."""
+        for table in self._tables:
+            yield from (list(ids) for ids in table.values() if type(ids) is list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +213,7 @@ class _Probe:
     exact_key: bytes
     hashes: array
     hash_set: frozenset[int]
-    sketch: MinHash | None  # None when the question has no content words
+    keys: list[int] | None  # its LSH band hashes; None when the question has no content words
 
 
 def _exact_key(folded: str) -> bytes:
@@ -263,15 +237,22 @@ class DuplicateIndex:
         self._seq = 0
         self._entries: dict[str, _Entry] = {}
         self._exact: dict[bytes, tuple[str, ...]] = {}
-        self._lsh = MinHashLSH(num_perm=self._num_perm, params=(bands, rows), hashfunc=zlib.crc32)
-        self._lsh.hashtables = [_Buckets() for _ in range(bands)]
-        self._lsh.keys = _Keys()
+        self._lsh = _BandIndex(bands, rows)
+
+    def _band_keys(self, hashes: array) -> list[int] | None:
+        return self._lsh.keys(_minhash(hashes, self._num_perm)) if hashes else None
 
     def _probe(self, question: str) -> _Probe:
         folded = _fold(question)
         hashes = _feature_hashes(_terms(folded))
-        sketch = _minhash(hashes, self._num_perm) if hashes else None
-        return _Probe(_exact_key(folded), hashes, frozenset(hashes), sketch)
+        return _Probe(_exact_key(folded), hashes, frozenset(hashes), self._band_keys(hashes))
+
+    def _candidates(self, probe: _Probe) -> set[str]:
+        """Ids the LSH proposes for a probe, before the exact check (for diagnostics)."""
+        if probe.keys is None:
+            return set()
+        with self._lock:
+            return self._lsh.candidates(probe.keys)
 
     def __len__(self) -> int:
         with self._lock:
@@ -289,8 +270,8 @@ class DuplicateIndex:
             self._seq += 1
             self._entries[sample_id] = _Entry(self._seq, probe.exact_key, probe.hashes)
             self._exact[probe.exact_key] = self._exact.get(probe.exact_key, ()) + (sample_id,)
-            if probe.sketch is not None:
-                self._lsh.insert(sample_id, probe.sketch, check_duplication=False)
+            if probe.keys is not None:
+                self._lsh.insert(sample_id, probe.keys)
 
     def remove(self, sample_id: str) -> bool:
         """Forget a sample; False when it was not indexed."""
@@ -306,8 +287,9 @@ class DuplicateIndex:
             self._exact[entry.exact_key] = ids
         else:
             del self._exact[entry.exact_key]
-        if sample_id in self._lsh:
-            self._lsh.remove(sample_id)
+        keys = self._band_keys(entry.hashes)  # the same features give the same buckets
+        if keys is not None:
+            self._lsh.remove(sample_id, keys)
         return True
 
     def _exact_locked(self, key: bytes, exclude_id: str | None) -> str | None:
@@ -326,10 +308,10 @@ class DuplicateIndex:
             return self._near_locked(probe, exclude_id)
 
     def _near_locked(self, probe: _Probe, exclude_id: str | None) -> list[tuple[str, float]]:
-        if probe.sketch is None:
+        if probe.keys is None:
             return []
         found = []
-        for candidate in self._lsh.query(probe.sketch):
+        for candidate in self._lsh.candidates(probe.keys):
             if candidate == exclude_id:
                 continue
             entry = self._entries[candidate]
@@ -359,8 +341,7 @@ class DuplicateIndex:
         with self._lock:
             entries = dict(self._entries)
             exact_groups = [ids for ids in self._exact.values() if len(ids) > 1]
-            tables: list[_Buckets] = self._lsh.hashtables  # type: ignore[assignment]
-            buckets = [list(ids) for table in tables for ids in table.shared()]
+            buckets = list(self._lsh.shared())
         parent = {key: key for key in entries}
 
         def root(key: str) -> str:

@@ -7,7 +7,6 @@ Demo data lives in its own directory and every record is marked `simulated`.
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 
 from config.providers import load_config
 from config.settings import Settings
@@ -45,5 +44,5 @@ def start_demo(settings: Settings, *, latency: tuple[float, float] = (0.4, 1.6),
                                                         "is no longer supported.", "model_decommissioned"))
     env = {**settings.env, "GROQ_API_KEY": DEMO_GROQ_KEY, "CEREBRAS_API_KEY": DEMO_CEREBRAS_KEY,
            "GROQ_BASE_URL": server.url, "CEREBRAS_BASE_URL": server.url}
-    demo_settings = replace(settings, env=env, data_dir=settings.data_dir / "demo")
+    demo_settings = settings.replace(env=env, data_dir=settings.data_dir / "demo")
     return demo_settings, DemoProviders(server)

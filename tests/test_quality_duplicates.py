@@ -129,3 +129,44 @@ def test_concurrent_adds_and_checks_are_consistent() -> None:
 def test_threshold_is_validated() -> None:
     with pytest.raises(ValueError):
         DuplicateIndex(threshold=0)
+
+
+def _datasketch_uses(source: str) -> list[str]:
+    """Every datasketch module or name the source imports or reaches by attribute, dotted."""
+    import ast
+
+    used: list[str] = []
+    aliases: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "datasketch":
+                    if alias.name != "datasketch":
+                        used.append(alias.name)  # a submodule
+                    aliases.add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "datasketch":
+            used.extend(f"{node.module}.{alias.name}" for alias in node.names)
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            used.append(f"datasketch.{node.attr}")
+    return used
+
+
+def test_the_index_uses_only_datasketchs_public_top_level_names() -> None:
+    import datasketch
+
+    import quality.duplicates as module
+
+    with open(module.__file__, encoding="utf-8") as handle:
+        used = _datasketch_uses(handle.read())
+    assert used, "the index is expected to use datasketch's MinHash"
+    private = [name for name in used if name.count(".") != 1 or name.split(".")[1] not in datasketch.__all__]
+    assert private == [], f"quality/duplicates.py reaches into datasketch internals: {private}"
+
+
+def test_the_import_guard_catches_private_modules() -> None:
+    assert _datasketch_uses("from datasketch.storage import OrderedStorage") == ["datasketch.storage.OrderedStorage"]
+    assert _datasketch_uses("import datasketch.lsh") == ["datasketch.lsh"]
+    assert _datasketch_uses("import datasketch as ds\nds.storage.UnorderedStorage") == ["datasketch.storage"]
+    assert _datasketch_uses("import datasketch\ndatasketch.MinHash(num_perm=8)") == ["datasketch.MinHash"]
+    assert _datasketch_uses("from datasketch import MinHash, MinHashLSH") == ["datasketch.MinHash", "datasketch.MinHashLSH"]

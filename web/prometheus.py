@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 _STARTED = time.time()
 
@@ -48,7 +48,10 @@ class _Collector:
         engine = svc.engine
         attempts = CounterMetricFamily("llm_attempts", "Calls to a model by outcome and failure category",
                                        labels=["provider", "model", "outcome", "category"])
-        latency = GaugeMetricFamily("llm_latency_seconds", "Recent call latency percentiles",
+        duration = HistogramMetricFamily("llm_request_duration_seconds", "Call latency by outcome, every call",
+                                         labels=["provider", "model", "outcome"])
+        latency = GaugeMetricFamily("llm_latency_seconds", "Recent call latency percentiles (last 1000 calls); "
+                                    "llm_request_duration_seconds is the histogram to aggregate",
                                     labels=["provider", "model", "quantile"])
         tokens = CounterMetricFamily("llm_tokens", "Tokens reported by the providers",
                                      labels=["provider", "model", "kind"])
@@ -62,6 +65,9 @@ class _Collector:
                     attempts.add_metric([name, model.id, "success", ""], stats["successes"])
                 for category, count in stats["failures_by_category"].items():
                     attempts.add_metric([name, model.id, "failure", category], count)
+                for outcome, histogram in engine.metrics.latency_histograms(name, model.id).items():
+                    buckets = [(_bound(bound), count) for bound, count in histogram.cumulative()]
+                    duration.add_metric([name, model.id, outcome], buckets, histogram.total)
                 for quantile, value in stats["latency_seconds"].items():
                     if value is not None:
                         latency.add_metric([name, model.id, quantile], value)
@@ -72,13 +78,18 @@ class _Collector:
                 if client.configured:
                     up.add_metric([name, model.id], 1.0 if engine.model_state(name, model.id)["state"] == "ok" else 0.0)
                 switches.add_metric([name, model.id], stats["switches_from"])
-        yield from (attempts, latency, tokens, cost, up, switches)
+        yield from (attempts, duration, latency, tokens, cost, up, switches)
         samples = GaugeMetricFamily("dataset_samples", "Samples in the dataset")
         samples.add_metric([], svc.store.count())
         yield samples
         running = GaugeMetricFamily("batch_running", "Batches running now")
         running.add_metric([], len(svc.batches.running_ids()) if svc.batches else 0)
         yield running
+
+
+def _bound(seconds: float) -> str:
+    """A bucket's `le` label as Prometheus writes it ("0.5", "10.0", "+Inf")."""
+    return "+Inf" if seconds == float("inf") else repr(float(seconds))
 
 
 def prometheus_text(svc: Any) -> bytes:
