@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from typing import Any, Sequence
 
-from dotenv import dotenv_values
 from flask import Flask
 
 from config.providers import AppConfig, ConfigError
@@ -34,21 +32,15 @@ def create_app(settings: Settings | None = None, config: AppConfig | None = None
     return create_web_app(Services.build(settings or Settings.from_env(), config, demo=demo))
 
 
-def _load_env(path: str = ".env") -> dict[str, str]:
-    values = {k: v for k, v in dotenv_values(path).items() if v is not None} if os.path.exists(path) else {}
-    return {**values, **os.environ}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="UK-law dataset generator API server")
     parser.add_argument("--demo", action="store_true", help="run against built-in simulated providers (no keys)")
     parser.add_argument("--host", help="bind address (default HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default PORT or 5001)")
     args = parser.parse_args(argv)
-    env = _load_env()
     try:
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
-        settings = Settings.from_env(env, **overrides)
+        settings = Settings.load(**overrides)   # the environment, over `.env` in the working directory
         demo = None
         if args.demo:
             from simulator.demo import start_demo
