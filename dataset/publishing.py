@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator
 import polars as pl
 
 from dataset.export import export_bytes
+from dataset.stats import LIGHT_SCHEMA, light_row
 
 FORMATS = {"parquet": "data/train.parquet", "json": "data/train.jsonl", "jsonl": "data/train.jsonl",
            "csv": "data/train.csv"}
@@ -122,22 +123,46 @@ before relying on it — it is training data, not legal advice.
 """
 
 
-def push_to_hub(*, records: Iterator[dict[str, Any]], frame: pl.DataFrame, token: str, repo_name: str | None,
-                fmt: str, private: bool, endpoint: str, quality_checks: Iterable[str]) -> str:
-    """Create (or reuse) the dataset repo and commit the data file and card; returns its URL."""
+def push_to_hub(*, records: Iterator[dict[str, Any]], token: str, repo_name: str | None, fmt: str, private: bool,
+                endpoint: str, quality_checks: Iterable[str], frame: pl.DataFrame | None = None) -> str:
+    """Create (or reuse) the dataset repo and commit the data file and card; returns its URL.
+
+    The card's counts are taken from exactly the rows in `records` as they are written, so they
+    describe the file pushed whatever filter chose the rows (`frame`, the whole dataset's
+    statistics frame, is not used for them and is accepted only for existing callers).
+
+    Only what the Hub answered (an HTTP error) or a failure to reach it becomes a `PublishError`;
+    anything else is a bug of ours and propagates as itself."""
     from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HFValidationError, HfHubHTTPError, OfflineModeIsEnabled
+    from httpx2 import RequestError  # the HTTP client huggingface_hub uses: connection, timeout, protocol
 
     data_path = FORMATS[fmt]
+    pushed: list[dict[str, Any]] = []
+
+    def counted() -> Iterator[dict[str, Any]]:
+        for record in records:
+            pushed.append(light_row(record))
+            yield record
+
+    # Everything local first: a bug here never reaches (or half-creates) anything on the Hub.
+    data = export_bytes(counted(), EXPORT_FORMAT[fmt])
+    if not pushed:
+        raise PublishError(400, "the dataset is empty: nothing to publish")
+    summary = summarise(pl.DataFrame(pushed, schema=LIGHT_SCHEMA))
+    card = dataset_card(summary, data_path, quality_checks, "UK Law Q&A (synthetic)")
+
     api = HfApi(endpoint=endpoint, token=token)
+    repo_id = (repo_name or DEFAULT_REPO).strip()
     try:
-        name = (repo_name or DEFAULT_REPO).strip()
-        repo_id = name if "/" in name else f"{api.whoami()['name']}/{name}"
+        if "/" not in repo_id:
+            user = api.whoami().get("name")
+            if not user:
+                raise PublishError(502, "the Hugging Face Hub did not say whose token this is; try again later")
+            repo_id = f"{user}/{repo_id}"
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        summary = summarise(frame)
-        card = dataset_card(summary, data_path, quality_checks, "UK Law Q&A (synthetic)")
         api.create_commit(repo_id, repo_type="dataset", commit_message=f"Upload {summary.total} samples",
-                          operations=[CommitOperationAdd(data_path, export_bytes(records, EXPORT_FORMAT[fmt])),
+                          operations=[CommitOperationAdd(data_path, data),
                                       CommitOperationAdd("README.md", card.encode())])
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
@@ -146,8 +171,8 @@ def push_to_hub(*, records: Iterator[dict[str, Any]], frame: pl.DataFrame, token
         if status is not None and 400 <= status < 500:
             raise PublishError(400, f"Hugging Face refused the request ({status}): check the repository name") from None
         raise PublishError(502, f"Hugging Face answered {status}; try again later") from None
-    except (ValueError, KeyError) as exc:
+    except HFValidationError as exc:   # the repository name, checked before anything is sent
         raise PublishError(400, f"cannot publish: {exc}") from None
-    except Exception as exc:  # network failures arrive as several libraries' exception types
+    except (RequestError, OfflineModeIsEnabled) as exc:
         raise PublishError(502, f"cannot reach the Hugging Face Hub ({type(exc).__name__})") from None
     return f"{endpoint.rstrip('/')}/datasets/{repo_id}"

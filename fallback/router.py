@@ -174,7 +174,12 @@ class Router:
             if choice is None:
                 continue  # waited for a recovery; look again
             pair, reservation = choice
-            result = self._attempt(run, pair, reservation, call)
+            try:
+                result = self._attempt(run, pair, reservation, call)
+            finally:
+                # Whatever the attempt did, raised or returned, the pair's half-open probe (if
+                # this run holds it) is given back, after its success or cooldown is recorded.
+                self.health.end_probe(*pair)
             if result is not None:
                 return result
 
@@ -207,12 +212,17 @@ class Router:
             if not self.health.try_probe(name, model_id):   # an untried model's first answer is pending
                 waiting.append((self.clock() + PROBE_WAIT, pair, None))
                 continue
-            tokens = prompt_tokens + client.config.completion_budget(model)
-            reservation = self.limiter.reserve(name, model_id, tokens)
-            if isinstance(reservation, Reservation):
-                self._note_skips(run, pair, waiting)
-                return pair, reservation
-            self.health.end_probe(name, model_id)
+            handed_over = False   # from here the probe is ours until `run` takes it with the pair
+            try:
+                tokens = prompt_tokens + client.config.completion_budget(model)
+                reservation = self.limiter.reserve(name, model_id, tokens)
+                if isinstance(reservation, Reservation):
+                    self._note_skips(run, pair, waiting)
+                    handed_over = True
+                    return pair, reservation
+            finally:
+                if not handed_over:
+                    self.health.end_probe(name, model_id)
             if reservation != float("inf"):
                 waiting.append((self.clock() + reservation, pair, None))
         return self._nothing_now(run, waiting)
@@ -279,6 +289,8 @@ class Router:
         self.metrics.record_switch(event)
 
     def _attempt(self, run: _Run, pair: Pair, reservation: Reservation, call: Call) -> Routed | None:
+        """One call on `pair`: the result, or None after a classified failure. `run` releases the
+        pair's half-open probe afterwards, whatever happens here."""
         name, model_id = pair
         client = self.providers[name]
         model = client.config.model(model_id)
@@ -290,15 +302,11 @@ class Router:
             value, completion = call(client, model)
         except Exception as exc:  # every failure is classified; nothing escapes unexamined
             latency = time.perf_counter() - started
-            try:
-                self._after_failure(run, pair, reservation, exc, started_at, latency)
-            finally:
-                self.health.end_probe(name, model_id)
+            self._after_failure(run, pair, reservation, exc, started_at, latency)
             return None
         self.limiter.settle(reservation, self._charged(client, completion.total_tokens))
         self.limiter.observe(name, model_id, read_rate_limits(completion.headers, client.kind))
         self.health.record_success(name, model_id)
-        self.health.end_probe(name, model_id)
         self.metrics.record_attempt(name, model_id, category=None, latency=completion.latency,
                                     prompt_tokens=completion.prompt_tokens,
                                     completion_tokens=completion.completion_tokens)

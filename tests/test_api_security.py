@@ -111,7 +111,8 @@ def test_no_secret_in_responses_or_logs(make_app, fake, caplog):
     assert "[redacted" in text
     everything = text + "".join(client.get(p).get_data(as_text=True) for p in (
         "/api/health", "/api/providers", "/api/stats/providers", "/metrics", "/api/generate/batch/status"))
-    logs = "\n".join(handler_record.getMessage() for handler_record in caplog.records)
+    logs = "\n".join(handler_record.getMessage() + (handler_record.exc_text or "")   # tracebacks too
+                      for handler_record in caplog.records)
     for secret in (GROQ_KEY, CEREBRAS_KEY):
         assert secret not in everything
         assert secret not in logs

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import math
-import threading
 
 import pytest
 
-from fallback.limiter import RateLimiter, Reservation
+from fallback.limiter import RateLimiter, Reservation, _Window
 from config.providers import Limits
 from providers.headers import read_rate_limits
 from tests.conftest import ManualClock
+from tests.racing import race, switch
 
 KEY = ("groq", "m")
 
@@ -77,19 +77,63 @@ def test_headers_teach_limits_the_configuration_did_not_know():
     assert rl.snapshot(*KEY)["rpd"]["limit"] == 100
 
 
-def test_concurrent_reservations_never_exceed_the_limit():
-    rl = limiter(ManualClock(), rpm=50, tpm=10_000)
-    granted = []
+class _RacyWindow(_Window):
+    """A window that lets other threads run between measuring the room left and reporting it,
+    and inside its own read-modify-write of `used`: the gaps the limiter's lock must close."""
 
-    def worker():
-        for _ in range(20):
-            result = rl.reserve(*KEY, 100)
-            if isinstance(result, Reservation):
-                granted.append(result)
+    def wait_for(self, amount: float, now: float) -> float:
+        wait = super().wait_for(amount, now)
+        switch()
+        return wait
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(granted) == 50
+    def add(self, amount: float, at: float):
+        switch()
+        return super().add(amount, at)
+
+    def adjust(self, entry, amount: float) -> None:
+        switch()
+        super().adjust(entry, amount)
+
+
+class RacyLimiter(RateLimiter):
+    """The real limiter, with every window a `_RacyWindow`."""
+
+    def _windows_for(self, provider: str, model: str):
+        windows = super()._windows_for(provider, model)
+        for window in windows.values():
+            window.__class__ = _RacyWindow
+        return windows
+
+
+ROUNDS = 10
+
+
+def test_racing_reservations_never_admit_more_than_the_limit():
+    for _ in range(ROUNDS):
+        rl = RacyLimiter({KEY: Limits(rpm=5, tpm=5 * 100)}, ManualClock())
+        granted = [r for r in race(lambda i: rl.reserve(*KEY, 100)) if isinstance(r, Reservation)]
+        assert len(granted) == 5          # 16 threads asked at once: exactly the limit got in
+        race(lambda i: rl.settle(granted[i], 100) if i < len(granted) else None)
+        assert rl.snapshot(*KEY) == {"rpm": {"limit": 5, "remaining": 0}, "tpm": {"limit": 500, "remaining": 0}}
+
+
+def test_racing_reserve_and_settle_keep_the_books():
+    """Threads reserve 1,000 tokens and settle to the 400 really used, all at once: the window's
+    count stays exactly the sum of what was settled, and a reservation is only admitted while it
+    fits, so at most 1 + (10,000 - 1,000) / 400 = 23 get in."""
+    for _ in range(ROUNDS):
+        rl = RacyLimiter({KEY: Limits(tpm=10_000)}, ManualClock())
+
+        def work(i: int) -> int:
+            admitted = 0
+            for _ in range(4):
+                reservation = rl.reserve(*KEY, 1000)
+                if not isinstance(reservation, Reservation):
+                    break
+                admitted += 1
+                rl.settle(reservation, 400)
+            return admitted
+
+        admitted = sum(race(work))
+        assert admitted <= 23
+        assert rl.snapshot(*KEY)["tpm"]["remaining"] == 10_000 - 400 * admitted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import random
 
 import polars as pl
@@ -12,7 +13,7 @@ import pytest
 from config.catalog import find_topic
 from generation.prompts import SampleSpec, build_messages
 from simulator.content import make_sample
-from simulator.server import Reply
+from simulator.server import Reply, refused_url
 from tests.conftest import wait_for
 from tests.hub_standin import VALID_TOKEN
 
@@ -166,6 +167,7 @@ def test_publish_to_the_hub_stand_in(client, hub):
     ({}, 400, "no Hugging Face token"),
     ({"token": VALID_TOKEN, "format": "xlsx"}, 400, "format"),
     ({"token": VALID_TOKEN, "repo_name": "  "}, 400, "repo_name"),
+    ({"token": VALID_TOKEN, "repo_name": "bad name!!"}, 400, "cannot publish: Repo id must use alphanumeric"),
 ])
 def test_publish_errors(client, body, status, words):
     client.post("/api/import/jsonl", json={"content": line("e1", good(seed=13))})
@@ -176,3 +178,56 @@ def test_publish_errors(client, body, status, words):
 def test_publishing_an_empty_dataset_is_refused(client):
     response = client.post("/api/huggingface/push", json={"token": VALID_TOKEN})
     assert response.status_code == 400 and "empty" in response.get_json()["error"]
+
+
+def _table(card: str, header: str) -> dict[str, int]:
+    """A two-column count table of the dataset card, by its header line."""
+    lines = card.split(header, 1)[1].split("\n\n", 1)[0].strip().splitlines()[1:]
+    return {cells[0]: int(cells[1]) for cells in (line.strip("| ").split(" | ") for line in lines)}
+
+
+def test_the_card_describes_exactly_the_rows_pushed(client, hub):
+    client.post("/api/import/jsonl", json={"content": "\n".join([
+        line("c1", good(seed=21)), line("c2", good("Tax Law - VAT", "expert", seed=22), "Tax Law - VAT", "expert"),
+        line("usa", us_law(good(seed=23)))])})
+    response = client.post("/api/huggingface/push?clean=true", json={"token": VALID_TOKEN, "repo_name": "clean"})
+    assert response.status_code == 200, response.get_json()
+    files = hub.files["tester/clean"]
+    published = pl.read_parquet(io.BytesIO(files["data/train.parquet"]))
+    assert sorted(published["id"].to_list()) == ["c1", "c2"]      # the us_law sample stayed home
+    card = files["README.md"].decode()
+    assert "A **synthetic** dataset of 2 questions" in card and "size_categories:\n- n<1K" in card
+    assert _table(card, "| practice area | samples |") == {"Tort Law": 1, "Tax Law": 1}
+    assert _table(card, "| difficulty | samples |") == {"basic": 1, "expert": 1}
+    assert _table(card, "| sample type | samples |") == {"case_analysis": 2}
+
+
+@pytest.mark.parametrize("target, bug", [
+    ("dataset.publishing.dataset_card", RuntimeError("card template bug")),
+    ("dataset.publishing.export_bytes", KeyError("no such column")),
+    ("huggingface_hub.HfApi.create_commit", TypeError("create_commit() got an unexpected keyword argument")),
+])
+def test_a_local_bug_while_publishing_is_not_reported_as_the_hub(client, hub, monkeypatch, caplog, target, bug):
+    """Our own bug surfaces as an internal error with its traceback in the log, never as "cannot
+    reach the Hugging Face Hub" (or as a 400 blaming the request)."""
+    client.post("/api/import/jsonl", json={"content": line("b1", good(seed=24))})
+
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(target, broken)
+    response = client.post("/api/huggingface/push", json={"token": VALID_TOKEN, "repo_name": "bugs"})
+    assert response.status_code == 500, response.get_json()
+    assert response.get_json()["error"] == "internal error; see the server log"
+    [logged] = [r for r in caplog.records if r.getMessage() == f"unhandled error: {type(bug).__name__}"]
+    text = logging.Formatter().format(logged)
+    assert "Traceback (most recent call last)" in text and "in broken" in text and str(bug) in text
+    assert not hub.files.get("tester/bugs")   # nothing was committed
+
+
+def test_an_unreachable_hub_is_reported_as_such(make_app):
+    client = make_app(env_overrides={"HF_ENDPOINT": refused_url()}).test_client()
+    client.post("/api/import/jsonl", json={"content": line("n1", good(seed=25))})
+    response = client.post("/api/huggingface/push", json={"token": VALID_TOKEN, "repo_name": "net"})
+    assert response.status_code == 502
+    assert response.get_json()["error"] == "cannot reach the Hugging Face Hub (ConnectError)"

@@ -6,6 +6,7 @@ import random
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -368,3 +369,49 @@ def test_an_untried_model_takes_one_request_at_a_time(fake, make_engine):
         t.join()
     assert len(results) == 6 and fake.count("g-large") == 1  # the other five never piled onto it
     assert engine.model_state("groq", "g-large")["reason"] == "model_gone"
+
+
+class _Interrupted(BaseException):
+    """An exception nothing in the router expects (like KeyboardInterrupt or SystemExit)."""
+
+
+def _fails_once(exc: BaseException, real: Any = None) -> Any:
+    """A stand-in that raises `exc` the first time, then behaves like `real` (or returns None)."""
+    raised = []
+
+    def stand_in(*args: Any, **kwargs: Any) -> Any:
+        if not raised:
+            raised.append(exc)
+            raise exc
+        return real(*args, **kwargs) if real is not None else None
+
+    return stand_in
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc
+
+
+@pytest.mark.parametrize("where", ["call", "after_success", "reserve"])
+def test_an_unexpected_exception_never_keeps_the_half_open_probe(fake, make_engine, monkeypatch, where):
+    """Whatever an attempt raises (a BaseException in the call, a bug in our own bookkeeping after a
+    success, a bug while reserving budget), the untried model's one probe is given back: the next
+    request may go to it instead of waiting for a probe that will never end."""
+    engine = make_engine()
+    call = None
+    if where == "call":
+        call, expected = (lambda client, model: _raise(_Interrupted("stop"))), _Interrupted
+    elif where == "after_success":
+        monkeypatch.setattr(engine.limiter, "observe", _fails_once(RuntimeError("bug after success"), engine.limiter.observe))
+        expected = RuntimeError
+    else:
+        monkeypatch.setattr(engine.limiter, "reserve", _fails_once(KeyError("bug in reserve"), engine.limiter.reserve))
+        expected = KeyError
+    with pytest.raises(expected):
+        if call is not None:
+            engine.router.run(call, prompt_tokens=10, provider="groq", model="g-large")
+        else:
+            engine.generate(request("groq", "g-large"))
+    assert engine.health.try_probe("groq", "g-large")     # free: nobody holds the probe
+    engine.health.end_probe("groq", "g-large")
+    assert engine.generate(request("groq", "g-large")).model == "g-large"

@@ -10,7 +10,13 @@ LOGGERS = ("api", "batch", "waitress", "werkzeug")
 
 
 class RedactSecrets(logging.Filter):
-    """Removes API keys and tokens from every log record, whatever logged it."""
+    """Removes API keys and tokens from every log record, whatever logged it.
+
+    A record's traceback is kept, redacted: it is formatted here into `exc_text` (which every
+    `logging.Formatter` prints instead of formatting `exc_info` itself), and `exc_info` is
+    cleared so no handler can format the unredacted exception again."""
+
+    _formatter = logging.Formatter()
 
     def __init__(self, secrets: Sequence[str]):
         super().__init__()
@@ -21,10 +27,14 @@ class RedactSecrets(logging.Filter):
         cleaned = redact(message, self.secrets)
         if cleaned != message:
             record.msg, record.args = cleaned, ()
-        if record.exc_info and record.exc_info[1] is not None:
-            exc = record.exc_info[1]
-            record.msg = redact(f"{record.getMessage()} ({type(exc).__name__}: {exc})", self.secrets)
-            record.args, record.exc_info, record.exc_text = (), None, None
+        if record.exc_info:
+            if not record.exc_text:
+                record.exc_text = self._formatter.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self.secrets)
         return True
 
 
