@@ -17,6 +17,9 @@ from typing import Any, Callable
 from errors import Failure, Scope
 
 
+PROVEN, OWNED, BUSY = "proven", "owned", "busy"   # what `claim_probe` answers
+
+
 @dataclass
 class _Cooldown:
     until: float = 0.0          # monotonic seconds
@@ -84,17 +87,22 @@ class HealthBoard:
         with self._lock:
             return self._in_a_row.get((provider, model), 0)
 
-    def try_probe(self, provider: str, model: str) -> bool:
-        """False while an unproven pair already has its one request in flight; otherwise the
-        caller may send (and, for an unproven pair, must `end_probe` afterwards)."""
+    def claim_probe(self, provider: str, model: str) -> str:
+        """"proven": send freely; "owned": the caller holds the pair's one half-open probe and must
+        `end_probe` afterwards; "busy": an unproven pair already has its request in flight."""
         key = (provider, model)
         with self._lock:
             if key in self._proven:
-                return True
+                return PROVEN
             if key in self._probing:
-                return False
+                return BUSY
             self._probing.add(key)
-            return True
+            return OWNED
+
+    def try_probe(self, provider: str, model: str) -> bool:
+        """False while an unproven pair already has its one request in flight; otherwise the
+        caller may send (and, for an unproven pair, must `end_probe` afterwards)."""
+        return self.claim_probe(provider, model) != BUSY
 
     def end_probe(self, provider: str, model: str) -> None:
         with self._lock:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from errors import Category, Failure, classify
-from fallback.health import Blocked, HealthBoard
+from fallback.health import BUSY, OWNED, Blocked, HealthBoard
 from fallback.limiter import RateLimiter, Reservation
 from fallback.metrics import Metrics, SwitchEvent, utc_now_iso
 from fallback.policy import Action, Decision, Policy
@@ -173,13 +173,14 @@ class Router:
                 raise choice
             if choice is None:
                 continue  # waited for a recovery; look again
-            pair, reservation = choice
+            pair, reservation, owns_probe = choice
             try:
                 result = self._attempt(run, pair, reservation, call)
             finally:
-                # Whatever the attempt did, raised or returned, the pair's half-open probe (if
+                # Whatever the attempt did, raised or returned, the pair's half-open probe (only if
                 # this run holds it) is given back, after its success or cooldown is recorded.
-                self.health.end_probe(*pair)
+                if owns_probe:
+                    self.health.end_probe(*pair)
             if result is not None:
                 return result
 
@@ -193,7 +194,7 @@ class Router:
             raise self._error(DeadlineExceeded, f"no sample within {self.engine.sample_deadline_seconds:g}s",
                               run, retry_after=self._earliest_recovery(run.plan))
 
-    def _choose(self, run: _Run, prompt_tokens: int) -> tuple[Pair, Reservation] | RoutingError | None:
+    def _choose(self, run: _Run, prompt_tokens: int) -> tuple[Pair, Reservation, bool] | RoutingError | None:
         """The next pair with its budget reserved; None after waiting; or the error to raise."""
         waiting: list[tuple[float, Pair, Blocked | None]] = []
         for pair in run.plan:
@@ -209,19 +210,21 @@ class Router:
             model = client.config.model(model_id)
             if model is None:
                 continue
-            if not self.health.try_probe(name, model_id):   # an untried model's first answer is pending
+            probe = self.health.claim_probe(name, model_id)
+            if probe == BUSY:   # an untried model's first answer is pending
                 waiting.append((self.clock() + PROBE_WAIT, pair, None))
                 continue
-            handed_over = False   # from here the probe is ours until `run` takes it with the pair
+            owns_probe = probe == OWNED
+            handed_over = False   # from here a probe we own is ours until `run` takes it with the pair
             try:
                 tokens = prompt_tokens + client.config.completion_budget(model)
                 reservation = self.limiter.reserve(name, model_id, tokens)
                 if isinstance(reservation, Reservation):
                     self._note_skips(run, pair, waiting)
                     handed_over = True
-                    return pair, reservation
+                    return pair, reservation, owns_probe
             finally:
-                if not handed_over:
+                if owns_probe and not handed_over:
                     self.health.end_probe(name, model_id)
             if reservation != float("inf"):
                 waiting.append((self.clock() + reservation, pair, None))

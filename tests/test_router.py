@@ -415,3 +415,27 @@ def test_an_unexpected_exception_never_keeps_the_half_open_probe(fake, make_engi
     assert engine.health.try_probe("groq", "g-large")     # free: nobody holds the probe
     engine.health.end_probe("groq", "g-large")
     assert engine.generate(request("groq", "g-large")).model == "g-large"
+
+
+def test_a_run_never_releases_a_probe_it_does_not_hold(make_engine):
+    """A run that went out on a proven model must not free the probe another run took after the
+    model was switched off meanwhile: that would let a second request onto an unproven model."""
+    engine = make_engine()
+    engine.health.record_success("groq", "g-large")            # proven: runs go out without a probe
+    claims = []
+
+    def call(client, model):
+        engine.health.cool("groq", "g-large", 0.0, _failure(), switched=True)  # switched off: unproven again
+        claims.append(engine.health.claim_probe("groq", "g-large"))  # another run takes the probe
+        raise _Interrupted("stop")
+
+    with pytest.raises(_Interrupted):
+        engine.router.run(call, prompt_tokens=10, provider="groq", model="g-large")
+    assert claims == ["owned"]
+    assert engine.health.claim_probe("groq", "g-large") == "busy"   # the other run still holds it
+
+
+def _failure():
+    from errors import Failure, Scope
+
+    return Failure(Category.SERVER_ERROR, Scope.MODEL, None, "test")
