@@ -7,6 +7,7 @@ which keeps the in-memory statistics frame (`dataset/stats.py`) current without 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import uuid
@@ -28,6 +29,7 @@ COLUMNS = ("id",) + EDITABLE_FIELDS + METADATA_FIELDS + ("extra",)
 FILTER_COLUMNS = ("topic", "difficulty", "sample_type", "provider", "model", "batch_id")
 SEARCH_FIELDS = ("question", "answer", "reasoning", "case_citation", "topic")
 ROW = ", ".join(COLUMNS)   # every stored field, named (not `*`: column order differs in adopted files)
+log = logging.getLogger("storage")
 
 
 def utc_now() -> str:
@@ -73,10 +75,16 @@ class Store:
         self._listeners.append(listener)
 
     def _notify(self, change: Change) -> None:
+        """Tell every listener about a committed change. The write has happened whatever a listener
+        does: its exception is logged, never passed to the writer (who would take the write for failed)."""
         with self._lock:
             self.version += 1
         for listener in list(self._listeners):
-            listener(change)
+            try:
+                listener(change)
+            except Exception:
+                log.exception("%s: a change listener failed on a committed %s; the write stands",
+                              self.path, change.kind)
 
     # -- conversion ------------------------------------------------------------------------
 
