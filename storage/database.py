@@ -6,6 +6,12 @@ Only storage modules use this class; callers work with `Store` and `BatchReposit
 
 A thread's connection is closed when the thread ends (its thread-local handle is released and a
 finalizer closes the connection), so short-lived threads (batch workers) leave no descriptors behind.
+
+A write that fails for a reason outside the program (disk full, read-only file, failing disk, lock
+held too long) raises `WriteFailed` naming the file, SQLite's reason and what to do; other errors
+(a constraint, a bug) pass through unchanged. `write_problem()` is the real check: a small write in
+a short transaction. `limit_pages()` caps the file's growth with SQLite's own `max_page_count`, so
+tests and drills meet a genuine "database or disk is full".
 """
 from __future__ import annotations
 
@@ -15,22 +21,65 @@ import sqlite3
 import threading
 import weakref
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from storage.errors import WriteFailed
 from storage.schema import migrate
 
 log = logging.getLogger("storage")
 
+BUSY_TIMEOUT = 30.0          # seconds a write waits for another writer's lock
+PROBE_BUSY_TIMEOUT = 1.0     # ... and the write check, which must answer quickly
+
+# SQLite's primary result codes for failures outside the program, and what to do about each.
+SQLITE_PERM, SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR = 3, 5, 6, 8, 10
+SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 11, 13, 14, 26
+FIX_PERMISSIONS = "fix permissions: the server's user must be able to write the file and its directory"
+ADVICE = {
+    SQLITE_FULL: "free space on its disk",
+    SQLITE_IOERR: "check the disk and free space on it",
+    SQLITE_READONLY: FIX_PERMISSIONS,
+    SQLITE_PERM: FIX_PERMISSIONS,
+    SQLITE_CANTOPEN: FIX_PERMISSIONS,
+    SQLITE_BUSY: "another process or a long write holds the database; it is retried",
+    SQLITE_LOCKED: "another process or a long write holds the database; it is retried",
+    SQLITE_CORRUPT: "the file is damaged: restore it from a backup",
+    SQLITE_NOTADB: "the file is damaged: restore it from a backup",
+}
+_MESSAGES = (("disk is full", SQLITE_FULL), ("disk i/o error", SQLITE_IOERR), ("readonly", SQLITE_READONLY),
+             ("unable to open", SQLITE_CANTOPEN), ("locked", SQLITE_BUSY), ("malformed", SQLITE_CORRUPT),
+             ("not a database", SQLITE_NOTADB))
+
+
+def result_code(exc: sqlite3.Error) -> int | None:
+    """SQLite's primary result code for an error (from the message if the driver gave none)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF
+    text = str(exc).lower()
+    return next((found for fragment, found in _MESSAGES if fragment in text), None)
+
+
+def write_failure(path: Path, exc: BaseException) -> BaseException:
+    """`WriteFailed` for a failure outside the program, else the exception itself."""
+    if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+        advice = ADVICE.get(result_code(exc) or -1)
+        if advice is not None:
+            return WriteFailed(path, str(exc), advice)
+    return exc
+
 
 class _Handle:
     """A thread's connection, held in thread-local storage: when the thread ends, the handle goes
-    and its finalizer closes the connection."""
+    and its finalizer closes the connection. `page_limit`: the max_page_count set on it."""
 
-    __slots__ = ("db", "__weakref__")
+    __slots__ = ("db", "page_limit", "__weakref__")
 
-    def __init__(self, db: sqlite3.Connection):
+    def __init__(self, db: sqlite3.Connection, page_limit: int):
         self.db = db
+        self.page_limit = page_limit
 
 
 def _close_connection(connections: dict[int, tuple[threading.Thread, sqlite3.Connection]],
@@ -55,6 +104,8 @@ class Database:
         self._finalizers: dict[int, weakref.finalize] = {}
         self._keys = itertools.count()
         self._lock = threading.RLock()
+        self._page_limit: int | None = None      # limit_pages(); None: SQLite's own maximum
+        self._default_page_limit: int | None = None
         try:
             self.schema_version = migrate(self.connection(), self.path)
         except BaseException:
@@ -63,18 +114,24 @@ class Database:
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (autocommit outside `transaction()`), opened on first use."""
+        return self._handle().db
+
+    def _handle(self) -> _Handle:
         handle = getattr(self._local, "handle", None)
         if handle is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
             try:
                 db.row_factory = sqlite3.Row
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")   # durable across a process crash in WAL mode
                 db.execute("PRAGMA foreign_keys=ON")
+                page_limit = db.execute("PRAGMA max_page_count").fetchone()[0]
             except BaseException:
                 db.close()
                 raise
-            handle = _Handle(db)
+            if self._default_page_limit is None:
+                self._default_page_limit = page_limit
+            handle = _Handle(db, page_limit)
             key = next(self._keys)
             with self._lock:
                 self._connections[key] = (threading.current_thread(), db)
@@ -82,35 +139,73 @@ class Database:
                 finalizer.atexit = False   # at exit a daemon thread may still be using it
                 self._finalizers[key] = finalizer
             self._local.handle = handle
-        return handle.db
+        return handle
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: taken at once (BEGIN IMMEDIATE), committed or rolled back whole.
         If anything fails, COMMIT included, the transaction is rolled back (unless SQLite already
-        did), so the connection is ready for the next one."""
-        db = self.connection()
-        db.execute("BEGIN IMMEDIATE")
+        did), so the connection is ready for the next one. A failure outside the program raises
+        `WriteFailed`."""
+        handle = self._handle()
+        db = handle.db
         try:
+            db.execute("BEGIN IMMEDIATE")
+            self._apply_page_limit(handle)
             yield db
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if db.in_transaction:
                 try:
                     db.execute("ROLLBACK")
-                except sqlite3.Error as exc:   # keep the original error; say why the rollback failed
-                    log.warning("%s: rollback failed: %s", self.path, exc)
-            raise
+                except sqlite3.Error as rollback:   # keep the original error; say why the rollback failed
+                    log.warning("%s: rollback failed: %s", self.path, rollback)
+            failure = write_failure(self.path, exc)
+            if failure is exc:
+                raise
+            raise failure from exc
+
+    def _apply_page_limit(self, handle: _Handle) -> None:
+        wanted = self._page_limit if self._page_limit is not None else self._default_page_limit
+        if wanted is not None and handle.page_limit != wanted:
+            handle.db.execute(f"PRAGMA max_page_count = {int(wanted)}")
+            handle.page_limit = wanted
+
+    def limit_pages(self, pages: int | None) -> None:
+        """Cap the file at `pages` pages on every connection (SQLite's `max_page_count`, never below
+        the file's size at the next write, so 1 means "no growth"), or lift the cap (None). A write
+        that needs a new page then fails with SQLite's own "database or disk is full". For tests
+        and drills of a full disk."""
+        self._page_limit = pages
+
+    def write_problem(self, busy_timeout: float = PROBE_BUSY_TIMEOUT) -> str | None:
+        """Try a small real write: None if it worked, else what is wrong (one line). In one short
+        transaction that waits at most `busy_timeout` seconds for the write lock: a page-sized row
+        inserted and rolled back to a savepoint (can the file grow?), then one small row rewritten
+        and committed (does a commit reach the disk?)."""
+        db = self.connection()
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        try:
+            with self.transaction() as tx:
+                now = datetime.now(timezone.utc).isoformat()
+                page_size = tx.execute("PRAGMA page_size").fetchone()[0]
+                tx.execute("SAVEPOINT grow")
+                tx.execute("INSERT INTO storage_probe (id, at, filler) VALUES (2, ?, zeroblob(?))", (now, page_size))
+                tx.execute("ROLLBACK TO grow")
+                tx.execute("RELEASE grow")
+                tx.execute("INSERT INTO storage_probe (id, at) VALUES (1, ?) "
+                           "ON CONFLICT(id) DO UPDATE SET at = excluded.at", (now,))
+        except WriteFailed as exc:
+            return str(exc)
+        except sqlite3.Error as exc:
+            return f"cannot write {self.path}: {exc}"
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        return None
 
     def writable(self) -> bool:
-        """Whether a write could start now (takes the write lock and releases it; changes nothing)."""
-        db = self.connection()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("ROLLBACK")
-            return True
-        except sqlite3.Error:
-            return False
+        """Whether a small write works now (`write_problem()` found nothing)."""
+        return self.write_problem() is None
 
     def close(self) -> None:
         """Close this thread's connection and any left by finished threads. A connection another

@@ -12,6 +12,15 @@ class DuplicateId(StoreError):
     """An insert named a sample id that is already stored."""
 
 
+class WriteFailed(StoreError):
+    """A write could not be made (disk full, read-only file, failing disk, database locked too long).
+    Nothing was changed; the same write may work later. `reason` is SQLite's, `advice` what to do."""
+
+    def __init__(self, path: Path | str, reason: str, advice: str):
+        self.path, self.reason, self.advice = Path(path), reason, advice
+        super().__init__(f"cannot write {self.path}: {reason}; {advice}")
+
+
 class SchemaError(StoreError):
     """The database's layout is not one this server can use."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from storage.database import Database
-from storage.errors import DuplicateId, StoreError  # noqa: F401  (re-exported)
+from storage.errors import DuplicateId, StoreError, WriteFailed  # noqa: F401  (re-exported)
 
 CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
 EDITABLE_FIELDS = CONTENT_FIELDS + ("topic", "difficulty", "sample_type")
@@ -62,8 +62,13 @@ class Store:
         self.database.close()
 
     def writable(self) -> bool:
-        """Whether a write could start now (changes nothing)."""
+        """Whether a small write works now (see `write_problem`)."""
         return self.database.writable()
+
+    def write_problem(self) -> str | None:
+        """Try a small real write in a short transaction (waiting at most a second for the write
+        lock): None if it worked, else what is wrong, naming the file and what to do."""
+        return self.database.write_problem()
 
     def size_bytes(self) -> int:
         return self.database.size_bytes()
