@@ -27,7 +27,9 @@ Schema (`schema`): every table in one ordered list of numbered migrations, recor
     log_attempts(batch_id, slot, attempts, sample_id); attempts(batch_id, limit); rejection_counts()
 
 `errors`: StoreError, DuplicateId, SchemaError, SchemaTooNew (a database newer than this server),
-WriteFailed (disk full, read-only, failing disk, lock held too long: the write changed nothing).
+WriteFailed (disk full, read-only, failing disk, lock held too long: the write changed nothing);
+at start-up DatabaseDamaged (truncated, garbage header, PRAGMA quick_check failed) and
+DatabaseUnwritable (read-only file or directory, no space), each one line: file, problem, fix.
 `Database.limit_pages(n)` caps the file's growth (SQLite's max_page_count): a real "disk full" for tests.
 
 Layering: storage imports only `config`, `state` and libraries, never a package above it.

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from storage.errors import WriteFailed
+from storage.errors import DatabaseDamaged, DatabaseUnwritable, WriteFailed
 from storage.schema import migrate
 
 log = logging.getLogger("storage")
@@ -65,9 +65,39 @@ def result_code(exc: sqlite3.Error) -> int | None:
 def write_failure(path: Path, exc: BaseException) -> BaseException:
     """`WriteFailed` for a failure outside the program, else the exception itself."""
     if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
-        advice = ADVICE.get(result_code(exc) or -1)
+        code = result_code(exc)
+        advice = ADVICE.get(code or -1)
         if advice is not None:
-            return WriteFailed(path, str(exc), advice)
+            return WriteFailed(path, str(exc), advice, code)
+    return exc
+
+
+def damaged(path: Path, what: str) -> DatabaseDamaged:
+    return DatabaseDamaged(f"{path}: {what}; restore it from a backup, or inspect it with: "
+                           f"sqlite3 {path} 'PRAGMA integrity_check'")
+
+
+def unwritable(path: Path, what: str, code: int | None) -> DatabaseUnwritable:
+    where = path.parent
+    if code == SQLITE_FULL:
+        advice = f"free space on the disk holding {where}"
+    elif code == SQLITE_IOERR:
+        advice = f"check the disk holding {where} and free space on it"
+    else:
+        advice = (f"fix permissions (or remount read-write): the server's user must be able to write {path} "
+                  f"and its directory {where} (SQLite keeps {path.name}-wal and {path.name}-shm there)")
+    return DatabaseUnwritable(f"{path}: {what}; {advice}")
+
+
+def startup_failure(path: Path, exc: sqlite3.Error) -> BaseException:
+    """The one-line start-up error for a database that cannot be opened, read or migrated."""
+    code = result_code(exc)
+    if code == SQLITE_CORRUPT:
+        return damaged(path, f"the database file is damaged, perhaps truncated ({exc})")
+    if code == SQLITE_NOTADB:
+        return damaged(path, f"not a SQLite database, or its header is damaged ({exc})")
+    if code in (SQLITE_READONLY, SQLITE_PERM, SQLITE_CANTOPEN, SQLITE_FULL, SQLITE_IOERR):
+        return unwritable(path, f"cannot open or write the database ({exc})", code)
     return exc
 
 
@@ -97,8 +127,15 @@ class Database:
     """One SQLite file. Each thread gets its own connection, closed when the thread ends."""
 
     def __init__(self, path: Path | str):
+        """Open the file, check it (`PRAGMA quick_check`), bring its schema up to date and try a
+        small write. A damaged file raises `DatabaseDamaged`, one that cannot be written
+        `DatabaseUnwritable`; a full disk or a busy lock is only logged (reads still work, writes
+        wait for space: see `write_problem`)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise unwritable(self.path, f"cannot create its directory ({exc.strerror})", None) from None
         self._local = threading.local()
         self._connections: dict[int, tuple[threading.Thread, sqlite3.Connection]] = {}
         self._finalizers: dict[int, weakref.finalize] = {}
@@ -107,10 +144,35 @@ class Database:
         self._page_limit: int | None = None      # limit_pages(); None: SQLite's own maximum
         self._default_page_limit: int | None = None
         try:
-            self.schema_version = migrate(self.connection(), self.path)
+            self.schema_version = self._open()
         except BaseException:
             self.close()
             raise
+
+    def _open(self) -> int:
+        try:
+            db = self.connection()
+            problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                lines = [line for problem in problems for line in problem.splitlines() if not line.startswith("***")]
+                detail = "; ".join(lines)
+                raise damaged(self.path, "the integrity check (PRAGMA quick_check) failed: "
+                                         f"{detail[:200] + ' ...' if len(detail) > 200 else detail}")
+            version = migrate(db, self.path)
+        except sqlite3.Error as exc:
+            failure = startup_failure(self.path, exc)
+            if failure is exc:
+                raise
+            raise failure from None
+        try:
+            self._try_write(PROBE_BUSY_TIMEOUT)
+        except WriteFailed as exc:
+            if exc.code in (SQLITE_READONLY, SQLITE_PERM, SQLITE_CANTOPEN):
+                raise unwritable(self.path, f"the database is read-only ({exc.reason})", exc.code) from None
+            if exc.code in (SQLITE_CORRUPT, SQLITE_NOTADB):
+                raise damaged(self.path, f"the database file is damaged ({exc.reason})") from None
+            log.warning("%s; serving reads, writes wait until they work again", exc)
+        return version
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (autocommit outside `transaction()`), opened on first use."""
@@ -183,6 +245,16 @@ class Database:
         transaction that waits at most `busy_timeout` seconds for the write lock: a page-sized row
         inserted and rolled back to a savepoint (can the file grow?), then one small row rewritten
         and committed (does a commit reach the disk?)."""
+        try:
+            self._try_write(busy_timeout)
+        except WriteFailed as exc:
+            return str(exc)
+        except sqlite3.Error as exc:
+            return f"cannot write {self.path}: {exc}"
+        return None
+
+    def _try_write(self, busy_timeout: float) -> None:
+        """The small write of `write_problem`; raises `WriteFailed` if it fails."""
         db = self.connection()
         db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         try:
@@ -195,13 +267,8 @@ class Database:
                 tx.execute("RELEASE grow")
                 tx.execute("INSERT INTO storage_probe (id, at) VALUES (1, ?) "
                            "ON CONFLICT(id) DO UPDATE SET at = excluded.at", (now,))
-        except WriteFailed as exc:
-            return str(exc)
-        except sqlite3.Error as exc:
-            return f"cannot write {self.path}: {exc}"
         finally:
             db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-        return None
 
     def writable(self) -> bool:
         """Whether a small write works now (`write_problem()` found nothing)."""

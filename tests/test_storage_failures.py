@@ -221,12 +221,12 @@ def small_disk(tmp_path):
 
 
 def fill(disk: Path) -> Path:
+    """Write a file until the disk has no space left (unbuffered: nothing is left to flush)."""
     filler = disk / "filler"
-    with open(filler, "wb") as handle:
+    with open(filler, "wb", buffering=0) as handle:
         try:
             while True:
                 handle.write(b"\0" * 65536)
-                handle.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     return filler
