@@ -18,7 +18,7 @@ from flask import Flask
 
 from config.providers import AppConfig, ConfigError
 from config.settings import Settings, SettingsError
-from storage.errors import SchemaError
+from storage.errors import StoreError
 from storage.lock import DataDirLock, DataDirLocked
 from web.app import create_app as create_web_app
 from web.logs import configure_logging
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataDirLocked as exc:
         print(f"data directory in use: {exc}", file=sys.stderr)
         return 3
-    except SchemaError as exc:
+    except StoreError as exc:   # schema too new or foreign, file damaged or unwritable: one line
         print(f"database error: {exc}", file=sys.stderr)
         return 2
     configure_logging(services.secrets())

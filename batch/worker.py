@@ -2,8 +2,13 @@
 
 A slot is claimed only while `stored + in_flight < total`, and a sample is stored only under the
 batch lock after checking the batch is neither stopped nor complete, so a batch never overshoots
-and nothing is stored after a stop. Waiting (every model cooling or out of budget) is visible in
-the state; only a failure nothing can recover from ends the batch with an error.
+and nothing is stored after a stop. Every claim is released exactly once, with its rotation slot
+and its quality reservation unless the sample was stored. Waiting (every model cooling or out of
+budget) is visible in the state; only a failure nothing can recover from ends the batch with an error.
+
+A write that fails (`WriteFailed`: disk full, read-only file...) pauses the batch: no new provider
+call starts, the state says why (`waiting_reason`, an error entry), and every
+`batch.storage_retry_seconds` one worker tries a small write; when it works the batch carries on.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -22,6 +28,7 @@ from generation.requests import sample_record
 from config.providers import BatchConfig
 from state import COMPLETED, FAILED, STOPPED, BatchState, push_bounded, utc_now
 from storage.batches import BatchRepository
+from storage.errors import WriteFailed
 from storage.store import Store
 
 log = logging.getLogger("batch")
@@ -33,6 +40,16 @@ SKIP_LOG_SECONDS = 60   # budget/cooldown skips of the same model are logged onc
 
 def _iso_in(seconds: float) -> str:
     return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()
+
+
+@dataclass
+class Claim:
+    """One claimed slot: counted in `in_flight` until released (once), with what it holds."""
+
+    number: int
+    slot: Slot | None = None
+    record_id: str | None = None     # a question reserved in the quality index
+    released: bool = False
 
 
 class BatchRun:
@@ -60,6 +77,8 @@ class BatchRun:
         self._last_skip_logged: dict[tuple[str, str], float] = {}
         self._summary_at = 0.0
         self._started_mono = time.monotonic()
+        self._storage_problem: str | None = None   # set while writes fail: the batch is paused
+        self._next_probe = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -107,41 +126,72 @@ class BatchRun:
         self._save()
 
     def _save(self) -> None:
-        self.repo.save(self.state)
-        self.publish(self.state)
+        """Persist and publish the state. If the write fails the state is still published (and
+        kept in memory, where the status endpoints read a live batch) and the batch pauses."""
+        with self.lock:
+            try:
+                self.repo.save(self.state)
+            except WriteFailed as exc:
+                self._storage_failed(exc)
+            self.publish(self.state)
+
+    def _log_attempts(self, number: int, attempts: list[dict[str, Any]], sample_id: str | None = None) -> None:
+        try:
+            self.repo.log_attempts(self.state.batch_id, number, attempts, sample_id)
+        except WriteFailed as exc:
+            with self.lock:
+                self._storage_failed(exc)
+                self.publish(self.state)
 
     # -- the worker loop -------------------------------------------------------------------
 
-    def _claim(self) -> int | None:
+    def _claim(self) -> Claim | None:
         with self.lock:
             if self.stop_event.is_set() or self.stored + self.in_flight >= self.state.total:
                 return None
             self.in_flight += 1
             self.slot_counter += 1
             self.state.in_flight = self.in_flight
-            return self.slot_counter
+            return Claim(self.slot_counter)
 
-    def _unclaim(self) -> None:
+    def _release(self, claim: Claim, *, stored: bool = False) -> None:
+        """End a claim (once): it no longer counts in flight. Unless its sample was stored, its
+        rotation slot and its reserved question are given back."""
         with self.lock:
+            if claim.released:
+                return
+            claim.released = True
             self.in_flight -= 1
             self.state.in_flight = self.in_flight
+        if stored:
+            return
+        if claim.slot is not None:
+            self.rotation.release(claim.slot)
+        if claim.record_id is not None and self.quality is not None:
+            try:
+                self.quality.forget(claim.record_id)
+            except Exception:  # noqa: BLE001 - releasing must not fail the slot; say so
+                log.exception("batch %s: could not release the reservation of %s", self.state.batch_id,
+                              claim.record_id)
 
     def _work(self) -> None:
         while not self.stop_event.is_set():
-            number = self._claim()
-            if number is None:
+            if self._paused():
+                self._wait_for_storage()
+                continue
+            claim = self._claim()
+            if claim is None:
                 return
-            slot = self.rotation.next(exclude=self._skipped_topics())
-            if slot is None:
-                self._unclaim()
+            claim.slot = self.rotation.next(exclude=self._skipped_topics())
+            if claim.slot is None:
+                self._release(claim)
                 self._wait_for_topics()
                 continue
             try:
-                self._run_slot(number, slot)
+                self._run_slot(claim)
             except Exception:  # a bug here must not kill the batch silently
-                log.exception("batch %s: slot %s failed unexpectedly", self.state.batch_id, number)
-                self.rotation.release(slot)
-                self._unclaim()
+                log.exception("batch %s: slot %s failed unexpectedly", self.state.batch_id, claim.number)
+                self._release(claim)
                 self._sleep(1.0)
 
     def _request(self, slot: Slot) -> GenerationRequest:
@@ -149,48 +199,115 @@ class BatchRun:
         return GenerationRequest(slot.topic, slot.difficulty, slot.sample_type, s.provider, s.model,
                                  s.reasoning_instruction)
 
-    def _run_slot(self, number: int, slot: Slot) -> None:
+    def _run_slot(self, claim: Claim) -> None:
+        slot = claim.slot
+        assert slot is not None
         with self.lock:
             self.state.current_sample = slot.topic.label
         try:
             result = self.engine.generate(self._request(slot), cancel=self.stop_event)
         except RoutingError as exc:
-            self.rotation.release(slot)
-            self._unclaim()
-            self.repo.log_attempts(self.state.batch_id, number, [a.to_dict() for a in exc.attempts])
+            self._release(claim)
+            self._log_attempts(claim.number, [a.to_dict() for a in exc.attempts])
             self._on_failure(slot, exc)
             return
         record = sample_record(result, batch_id=self.state.batch_id, simulated=self.simulated)
         if self.quality is not None:
             record, rejection = self.quality.admit(record, strict=True)
             if rejection is not None:  # as invalid output: the slot is tried again
-                self.rotation.release(slot)
-                self._unclaim()
+                self._release(claim)
                 last = result.attempts[-1].to_dict()
-                self.repo.log_attempts(self.state.batch_id, number, [
+                self._log_attempts(claim.number, [
                     *[a.to_dict() for a in result.attempts[:-1]],
                     {**last, "outcome": "rejected", "category": "invalid_output", "message": rejection.message}])
                 self._on_rejected(slot, result, rejection.detail)
                 return
-        self._store(number, slot, result, record)
+            claim.record_id = record["id"]
+        self._store(claim, result, record)
 
-    def _store(self, number: int, slot: Slot, result: GenerationResult, record: dict[str, Any]) -> None:
+    def _store(self, claim: Claim, result: GenerationResult, record: dict[str, Any]) -> None:
+        slot = claim.slot
+        assert slot is not None
         with self.lock:
-            self.in_flight -= 1
-            self.state.in_flight = self.in_flight
             if self.stop_event.is_set() or self.stored >= self.state.total:
-                self.rotation.release(slot)
-                if self.quality is not None:
-                    self.quality.forget(record["id"])
+                self._release(claim)
                 return  # stopped or complete meanwhile: the result is discarded
-            self.store.add(record)
+            try:
+                self.store.add(record)
+            except WriteFailed as exc:   # nothing stored: the sample is dropped, the batch pauses
+                self._release(claim)
+                self._storage_failed(exc)
+                self._save()
+                return
+            self._release(claim, stored=True)
             self.stored += 1
+            self._storage_recovered()
             self._record_success(slot, result)
             if self.stored >= self.state.total:
                 self._finish(COMPLETED)
             else:
                 self._save()
-        self.repo.log_attempts(self.state.batch_id, number, [a.to_dict() for a in result.attempts], record["id"])
+        self._log_attempts(claim.number, [a.to_dict() for a in result.attempts], record["id"])
+
+    # -- storage failures ------------------------------------------------------------------
+
+    def _paused(self) -> bool:
+        with self.lock:
+            return self._storage_problem is not None
+
+    def _storage_failed(self, exc: WriteFailed) -> None:
+        """Under the lock: writes fail, so the batch pauses (no new provider call) until a small
+        write works. The first failure of an outage is an error entry; the reason stays in
+        `waiting_reason` while it lasts."""
+        now = time.monotonic()
+        interval = self.settings.storage_retry_seconds
+        s = self.state
+        if self._storage_problem is None:
+            log.error("batch %s: %s; no new generation until writes work again (checked every %gs)",
+                      s.batch_id, exc, interval)
+            s.add_error({"error": f"storage: {exc}", "kind": "storage", "category": "storage"})
+            self._next_probe = now + interval
+        self._storage_problem = str(exc)
+        if s.running:
+            s.waiting_until = _iso_in(max(0.0, self._next_probe - now))
+            s.waiting_reason = f"storage: {exc}; paused, trying a small write every {interval:g}s"
+
+    def _storage_recovered(self) -> None:
+        """Under the lock: a write worked, the batch carries on."""
+        if self._storage_problem is None:
+            return
+        log.warning("batch %s: writes work again; generation resumes", self.state.batch_id)
+        self._storage_problem = None
+        if (self.state.waiting_reason or "").startswith("storage:"):
+            self.state.waiting_until = self.state.waiting_reason = None
+
+    def _wait_for_storage(self) -> None:
+        """While paused: one worker at a time, every `storage_retry_seconds`, tries a small write."""
+        interval = self.settings.storage_retry_seconds
+        with self.lock:
+            now = time.monotonic()
+            if self._storage_problem is None:
+                return
+            probe = now >= self._next_probe
+            wait = 0.0 if probe else self._next_probe - now
+            if probe:
+                self._next_probe = now + interval
+        if not probe:
+            self._sleep(min(wait, interval))
+            return
+        problem = self.store.write_problem()
+        with self.lock:
+            if self.stop_event.is_set():
+                return
+            if problem is None:
+                self._storage_recovered()
+                self._save()
+                return
+            self._storage_problem = problem
+            if self.state.running:
+                self.state.waiting_until = _iso_in(interval)
+                self.state.waiting_reason = f"storage: {problem}; paused, trying a small write every {interval:g}s"
+            self.publish(self.state)
 
     # -- bookkeeping -----------------------------------------------------------------------
 
@@ -272,7 +389,7 @@ class BatchRun:
             if wait <= 0 and s.consecutive_failures:  # failing with nothing to wait for: back off a little
                 wait = min(0.25 * s.consecutive_failures, 5.0)
             wait = min(max(wait, 0.0), self.settings.max_wait_seconds)
-            if wait > 0:
+            if wait > 0 and self._storage_problem is None:
                 s.waiting_until = _iso_in(wait)
                 s.waiting_reason = exc.message
             self._save()

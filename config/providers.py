@@ -140,6 +140,7 @@ class BatchConfig(_Strict):
     max_wait_seconds: float = Field(default=30, gt=0)
     stuck_after_minutes: float = Field(default=10, gt=0)
     heartbeat_seconds: float = Field(default=15, gt=0, le=30)
+    storage_retry_seconds: float = Field(default=5, gt=0, le=300)
 
 
 class AppConfig(_Strict):

@@ -105,6 +105,10 @@ class QualityService:
         return annotate(record, report), None
 
     def forget(self, sample_id: str) -> None:
-        """Release a reservation whose sample was not stored."""
-        if self.store.get(sample_id) is None:
+        """Release a reservation whose sample was not stored (or whose edit was not saved): the
+        index goes back to what the store holds for that id."""
+        stored = self.store.get(sample_id)
+        if stored is None:
             self.index.remove(sample_id)
+        else:
+            self.index.add(sample_id, stored.get("question") or "")

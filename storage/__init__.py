@@ -17,6 +17,7 @@ Schema (`schema`): every table in one ordered list of numbered migrations, recor
     iter_questions() -> (id, question) pairs in insertion order
     columns(fields, lengths=, filters=) -> {name: [values]} (column-wise read; lengths of texts, not texts)
     on_change(listener) and `version`                       (a `Change` after every commit; a cache key)
+    write_problem() -> None | "cannot write FILE: reason; what to do"   (a small real write, short lock wait)
     writable() -> bool; size_bytes() -> int; close()
   Filters: topic, difficulty, sample_type, provider, model, batch_id, practice_area, simulated,
   flag, exclude_flags, min_score, ids.
@@ -25,7 +26,11 @@ Schema (`schema`): every table in one ordered list of numbered migrations, recor
     save(state); get(batch_id); with_status(status); history(limit); stored_samples(batch_id)
     log_attempts(batch_id, slot, attempts, sample_id); attempts(batch_id, limit); rejection_counts()
 
-`errors`: StoreError, DuplicateId, SchemaError, SchemaTooNew (a database newer than this server).
+`errors`: StoreError, DuplicateId, SchemaError, SchemaTooNew (a database newer than this server),
+WriteFailed (disk full, read-only, failing disk, lock held too long: the write changed nothing);
+at start-up DatabaseDamaged (truncated, garbage header, PRAGMA quick_check failed) and
+DatabaseUnwritable (read-only file or directory, no space), each one line: file, problem, fix.
+`Database.limit_pages(n)` caps the file's growth (SQLite's max_page_count): a real "disk full" for tests.
 
 Layering: storage imports only `config`, `state` and libraries, never a package above it.
 """

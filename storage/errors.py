@@ -12,6 +12,26 @@ class DuplicateId(StoreError):
     """An insert named a sample id that is already stored."""
 
 
+class WriteFailed(StoreError):
+    """A write could not be made (disk full, read-only file, failing disk, database locked too long).
+    Nothing was changed; the same write may work later. `reason` is SQLite's, `advice` what to do,
+    `code` SQLite's primary result code (13: full, 8: read-only, 10: I/O, 5: busy...)."""
+
+    def __init__(self, path: Path | str, reason: str, advice: str, code: int | None = None):
+        self.path, self.reason, self.advice, self.code = Path(path), reason, advice, code
+        super().__init__(f"cannot write {self.path}: {reason}; {advice}")
+
+
+class DatabaseDamaged(StoreError):
+    """At start-up: the file is not a sound SQLite database (truncated, garbage header, failed
+    integrity check). The message is one line: the file, what is wrong, what to do."""
+
+
+class DatabaseUnwritable(StoreError):
+    """At start-up: the database (or its directory) cannot be written (permissions, a read-only
+    file system, a full disk). The message is one line: the file, what is wrong, what to do."""
+
+
 class SchemaError(StoreError):
     """The database's layout is not one this server can use."""
 

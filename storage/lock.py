@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 from pathlib import Path
 from typing import IO, Any
 
-from storage.errors import StoreError
+from storage.errors import DatabaseUnwritable, StoreError
+
+log = logging.getLogger("storage")
 
 
 class DataDirLocked(StoreError):
     """Another live process serves this data directory."""
+
+
+FIX_DIRECTORY = ("fix permissions (or remount read-write): the server's user must be able to create and write "
+                 "files in the data directory")
 
 
 class DataDirLock:
@@ -28,8 +35,12 @@ class DataDirLock:
 
     def acquire(self, **about: Any) -> "DataDirLock":
         """Take the lock or raise `DataDirLocked` naming the directory and the other process."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+", encoding="utf-8")
+        except OSError as exc:
+            raise DatabaseUnwritable(f"{self.path.parent}: cannot create {self.FILE} ({exc.strerror}); "
+                                     f"{FIX_DIRECTORY}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -38,10 +49,12 @@ class DataDirLock:
             handle.close()
             raise DataDirLocked(f"{self.path.parent}: another server ({holder}) is using this data directory; "
                                 f"stop it or set DATA_DIR to another directory") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), **about}))
-        handle.flush()
+        try:   # who holds it, for a refusal to name; written unbuffered, so a full disk loses only that
+            os.ftruncate(handle.fileno(), 0)
+            os.write(handle.fileno(), json.dumps({"pid": os.getpid(), **about}).encode())
+        except OSError as exc:
+            log.warning("%s: could not record this process in it (%s); the lock is held all the same",
+                        self.path, exc.strerror)
         self._file = handle
         return self
 

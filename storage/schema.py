@@ -106,8 +106,13 @@ class Migration:
     apply: Callable[[sqlite3.Connection], None]
 
 
+def _create_storage_probe(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS storage_probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL, filler BLOB)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "samples, batches and batch_attempts tables", _create_v1),
+    Migration(2, "storage_probe: the row the write check rewrites", _create_storage_probe),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -185,8 +190,9 @@ def migrate(db: sqlite3.Connection, path: Path | str) -> int:
             if migration.version > found:
                 migration.apply(db)
                 _record(db, migration.version, migration.name)
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:   # SQLite rolls back by itself after some errors (a full disk)
+            db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
     return LATEST

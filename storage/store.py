@@ -7,6 +7,7 @@ which keeps the in-memory statistics frame (`dataset/stats.py`) current without 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import uuid
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from storage.database import Database
-from storage.errors import DuplicateId, StoreError  # noqa: F401  (re-exported)
+from storage.errors import DuplicateId, StoreError, WriteFailed  # noqa: F401  (re-exported)
 
 CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
 EDITABLE_FIELDS = CONTENT_FIELDS + ("topic", "difficulty", "sample_type")
@@ -28,6 +29,7 @@ COLUMNS = ("id",) + EDITABLE_FIELDS + METADATA_FIELDS + ("extra",)
 FILTER_COLUMNS = ("topic", "difficulty", "sample_type", "provider", "model", "batch_id")
 SEARCH_FIELDS = ("question", "answer", "reasoning", "case_citation", "topic")
 ROW = ", ".join(COLUMNS)   # every stored field, named (not `*`: column order differs in adopted files)
+log = logging.getLogger("storage")
 
 
 def utc_now() -> str:
@@ -60,8 +62,13 @@ class Store:
         self.database.close()
 
     def writable(self) -> bool:
-        """Whether a write could start now (changes nothing)."""
+        """Whether a small write works now (see `write_problem`)."""
         return self.database.writable()
+
+    def write_problem(self) -> str | None:
+        """Try a small real write in a short transaction (waiting at most a second for the write
+        lock): None if it worked, else what is wrong, naming the file and what to do."""
+        return self.database.write_problem()
 
     def size_bytes(self) -> int:
         return self.database.size_bytes()
@@ -73,10 +80,16 @@ class Store:
         self._listeners.append(listener)
 
     def _notify(self, change: Change) -> None:
+        """Tell every listener about a committed change. The write has happened whatever a listener
+        does: its exception is logged, never passed to the writer (who would take the write for failed)."""
         with self._lock:
             self.version += 1
         for listener in list(self._listeners):
-            listener(change)
+            try:
+                listener(change)
+            except Exception:
+                log.exception("%s: a change listener failed on a committed %s; the write stands",
+                              self.path, change.kind)
 
     # -- conversion ------------------------------------------------------------------------
 

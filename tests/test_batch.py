@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import Counter
 
@@ -278,3 +279,34 @@ def test_concurrent_starts_only_one_wins(app, fake):
         t.join()
     assert sorted(results) == [200, 409, 409, 409]
     client.post("/api/generate/batch/stop", json={})
+
+
+def test_a_listener_that_raises_after_the_commit_does_not_make_a_batch_overshoot(app, fake):
+    svc = app.extensions["services"]
+    raised = []
+
+    def fails_once(change) -> None:
+        if not raised:
+            raised.append(change)
+            raise RuntimeError("listener bug")
+
+    svc.store.on_change(fails_once)
+    client = app.test_client()
+    batch_id = start(client, target_count=5)
+    state = wait_for(lambda: finished(client, batch_id))
+    assert raised and state["status"] == "completed" and state["samples_generated"] == 5
+    assert client.get("/api/stats").get_json()["total"] == 5
+    assert client.get(f"/api/batch/{batch_id}/samples").get_json()["count"] == 5
+
+
+def test_batches_do_not_leak_descriptors(make_app, fake):
+    app = make_app({"batch": {**FAST_BATCH["batch"], "max_in_flight": 4}})
+    client = app.test_client()
+    counts = []
+    for round_ in range(6):
+        batch_id = start(client, target_count=4 * (round_ + 1))
+        wait_for(lambda: finished(client, batch_id))
+        svc = app.extensions["services"]
+        wait_for(lambda: not any(run.alive() for run in svc.batches._runs.values()))
+        counts.append(len(os.listdir("/proc/self/fd")))
+    assert counts[-1] - counts[0] < 8, counts   # each batch's 4 threads would leak 8 without closing

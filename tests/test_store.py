@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import signal
 import subprocess
 import sys
@@ -127,4 +128,61 @@ def test_column_reads_and_questions_in_insertion_order(tmp_path):
         with pytest.raises(ValueError):
             store.columns(bad["fields"], lengths=bad.get("lengths"))
     assert store.count() == 3
+    store.close()
+
+
+# -- connections, commits and listeners ------------------------------------------------------
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_finished_threads_connection_is_closed(tmp_path):
+    store = Store(tmp_path / "fd.sqlite3")
+    store.add(record("a"))
+    before = open_descriptors()
+    for n in range(30):   # each thread opens its own connection (the file and its -wal: 2 descriptors)
+        thread = threading.Thread(target=store.add, args=(record(f"t{n}"),))
+        thread.start()
+        thread.join()
+    assert store.count() == 31
+    # Not +60: a thread's connection closes when the thread ends. (SQLite may keep one closed
+    # descriptor of the file for reuse while other connections hold locks on it.)
+    assert open_descriptors() - before <= 2
+    store.close()
+
+
+def test_a_failing_commit_rolls_back_so_the_connection_works_again(tmp_path):
+    store = Store(tmp_path / "commit.sqlite3")
+    db = store.database.connection()
+    # A deferred foreign key is checked at COMMIT: a dangling reference makes COMMIT itself fail.
+    db.execute("CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY)")
+    db.execute("CREATE TEMP TABLE child (parent_id INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
+    with pytest.raises(sqlite3.IntegrityError):
+        with store.database.transaction() as tx:
+            tx.execute("INSERT INTO temp.child VALUES (42)")
+    assert not db.in_transaction
+    store.add(record("after"))            # the same thread's connection takes the next write
+    assert store.get("after")["question"] == "Question after?"
+    store.close()
+    reopened = Store(tmp_path / "commit.sqlite3")
+    assert reopened.count() == 1
+    reopened.close()
+
+
+def test_a_listener_that_raises_does_not_undo_a_committed_write(tmp_path, caplog):
+    store = Store(tmp_path / "listen.sqlite3")
+    heard: list[str] = []
+
+    def broken(change) -> None:
+        raise RuntimeError("listener bug")
+
+    store.on_change(broken)
+    store.on_change(lambda change: heard.extend(r["id"] for r in change.records))
+    stored = store.add(record("kept"))
+    assert stored["id"] == "kept" and store.get("kept") is not None
+    assert heard == ["kept"]              # later listeners still hear about the change
+    assert store.version == 1
+    assert any("listener bug" in r.getMessage() or (r.exc_info and "listener bug" in str(r.exc_info[1]))
+               for r in caplog.records)
     store.close()

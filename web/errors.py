@@ -7,6 +7,8 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from storage.errors import WriteFailed
+
 log = logging.getLogger("api")
 
 
@@ -47,6 +49,11 @@ def register_error_handlers(app: Flask) -> None:
         message = _HTTP_MESSAGES.get(status) or (exc.description or exc.name)
         headers = {"Allow": ", ".join(exc.valid_methods)} if status == 405 and getattr(exc, "valid_methods", None) else {}
         return error_response(status, message, headers)
+
+    @app.errorhandler(WriteFailed)
+    def _write_failed(exc: WriteFailed) -> Response:
+        log.error("write failed: %s", exc)
+        return error_response(503, f"storage: {exc}", {"Retry-After": "30"})
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

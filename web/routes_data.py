@@ -128,7 +128,11 @@ def update_sample(sample_id: str, body: SampleFields):
     if current is None:
         raise ApiError(404, f"no sample with id {sample_id!r}")
     merged = _admitted({**current, **_checked(changes)})
-    svc.store.update(sample_id, {k: merged[k] for k in (*changes, *QUALITY_FIELDS)})
+    try:
+        svc.store.update(sample_id, {k: merged[k] for k in (*changes, *QUALITY_FIELDS)})
+    except Exception:
+        svc.quality.forget(sample_id)   # the index goes back to the stored question
+        raise
     return jsonify({"success": True, "message": f"sample {sample_id} updated", "total_samples": svc.store.count()})
 
 
@@ -241,10 +245,12 @@ def import_jsonl(body: ImportBody):
         fresh.append(admitted)
     try:
         svc.store.add_many(fresh) if fresh else None
-    except DuplicateId:
+    except Exception as exc:   # nothing was stored: release every reservation
         for record in fresh:
             svc.quality.forget(record["id"])
-        raise ApiError(409, "a sample with one of these ids was added meanwhile; retry the import") from None
+        if isinstance(exc, DuplicateId):
+            raise ApiError(409, "a sample with one of these ids was added meanwhile; retry the import") from None
+        raise
     skipped = len(duplicates) + len(duplicate_questions)
     message = f"imported {len(fresh)} sample(s)" + (f", skipped {skipped} duplicate(s)" if skipped else "")
     flagged = sum(1 for r in fresh if set(r["quality_flags"]) & set(REJECT_CODES))
@@ -262,10 +268,14 @@ def add_sample(body: NewSample):
     svc = services()
     if svc.store.get(record["id"]) is not None:
         raise ApiError(409, f"a sample with id {record['id']!r} already exists")
+    admitted = _admitted(record)
     try:
-        svc.store.add({**_admitted(record), "simulated": False})
-    except DuplicateId:
-        raise ApiError(409, f"a sample with id {record['id']!r} already exists") from None
+        svc.store.add({**admitted, "simulated": False})
+    except Exception as exc:   # not stored: release the reservation
+        svc.quality.forget(record["id"])
+        if isinstance(exc, DuplicateId):
+            raise ApiError(409, f"a sample with id {record['id']!r} already exists") from None
+        raise
     return jsonify({"success": True, "id": record["id"], "total_samples": svc.store.count()})
 
 

@@ -62,7 +62,11 @@ def generate(body: GenerateBody):
         if rejection is None:
             break
     if rejection is None and body.save:
-        record = svc.store.add(record)
+        try:
+            record = svc.store.add(record)
+        except Exception:   # not stored: release the reservation
+            svc.quality.forget(record["id"])
+            raise
     else:
         svc.quality.forget(record["id"])
         record["created_at"] = record["updated_at"] = utc_now()

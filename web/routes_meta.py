@@ -98,7 +98,8 @@ def models():
     uptime_seconds=NUMBER, problems=arr(STRING)))
 def health():
     svc = services()
-    writable = svc.store.writable()
+    write_problem = svc.store.write_problem()   # a small real write, waiting at most a second for the lock
+    writable = write_problem is None
     try:
         total = svc.store.count()
     except Exception:  # the store is unreadable: report, never fail the health check
@@ -111,7 +112,8 @@ def health():
         "ready": bool(writable and configured),
         "dataset_exists": bool(total),
         "total_samples": total,
-        "store": {"writable": writable, "path": svc.settings.database_path.name},
+        "store": {"writable": writable, "path": svc.settings.database_path.name,
+                  **({"error": write_problem} if write_problem else {})},
         "groq_configured": "groq" in configured,
         "cerebras_configured": "cerebras" in configured,
         "providers_configured": configured,
@@ -120,7 +122,10 @@ def health():
         "demo": svc.simulated,
         "uptime_seconds": round(time.time() - svc.started, 1),
     }
+    problems = [f"storage: {write_problem}"] if write_problem else []
     if not configured:
         missing = [c.missing_setting for c in svc.engine.providers.values() if c.missing_setting]
-        body["problems"] = [f"no provider configured: set {' or '.join(missing)}"]
+        problems.append(f"no provider configured: set {' or '.join(missing)}")
+    if problems:
+        body["problems"] = problems
     return jsonify(body)
