@@ -8,7 +8,7 @@ import pytest
 
 from simulator.server import groq_error
 from tests.conftest import CEREBRAS_KEY, GROQ_KEY
-from web.logs import install_redaction
+from web.logs import install_redaction, remove_redaction
 
 TOKEN = "s3cret-token-value"
 GENERATE = {"practice_area": "Tort Law", "topic": "Nuisance", "difficulty": "basic"}
@@ -94,9 +94,15 @@ def test_without_keys_the_server_starts_and_generation_names_the_missing_variabl
     assert len(fake.requests) == 0
 
 
-def test_no_secret_in_responses_or_logs(make_app, fake, caplog):
+@pytest.fixture
+def redaction():
+    yield install_redaction
+    remove_redaction()
+
+
+def test_no_secret_in_responses_or_logs(make_app, fake, caplog, redaction):
     app = make_app()
-    install_redaction(app.extensions["services"].secrets())   # what `api_server.main` does at start-up
+    redaction(app.extensions["services"].secrets())   # what `api_server.main` does at start-up
     client = app.test_client()
     leak = f"Invalid API Key {GROQ_KEY} (also {CEREBRAS_KEY}) Authorization: Bearer {GROQ_KEY}"
     for model in ("g-large", "g-small"):

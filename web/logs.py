@@ -53,3 +53,12 @@ def install_redaction(secrets: Iterable[str]) -> None:
         logger = logging.getLogger(name)
         logger.filters = [f for f in logger.filters if not isinstance(f, RedactSecrets)]
         logger.addFilter(redactor)
+
+
+def remove_redaction() -> None:
+    """Take every redaction filter off again (tests that installed one clean up with this)."""
+    for handler in logging.getLogger().handlers:
+        handler.filters = [f for f in handler.filters if not isinstance(f, RedactSecrets)]
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.filters = [f for f in logger.filters if not isinstance(f, RedactSecrets)]
