@@ -1,6 +1,10 @@
 """Request validation: JSON bodies and query strings through pydantic models.
 
-Every problem becomes a 400 naming the field, before anything changes.
+Every problem becomes a 400 naming the field, before anything changes. A body is read only when it
+is declared JSON (`Content-Type: application/json`, parameters allowed, or `application/*+json`);
+any other non-empty body is a 415. A browser sends text/plain, form and untyped bodies to any
+origin without a CORS preflight, so accepting them would let any web page start batches or import
+rows; a JSON content type forces the preflight, which CORS refuses for origins it does not list.
 """
 from __future__ import annotations
 
@@ -100,14 +104,21 @@ def describe(error: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
+JSON_MEDIA_TYPE = "application/json"
+
+
 def json_object(required: bool = True) -> dict[str, Any]:
-    """The request body as a JSON object; 400 for an empty, non-JSON or non-object body."""
+    """The request body as a JSON object; 400 for an empty, non-JSON or non-object body, 415 for a
+    body not declared as JSON. An empty body is `{}` when the body is optional, whatever its type."""
     raw = request.get_data(cache=True)
     if not raw.strip():
         if required:
             raise ApiError(400, "request body is empty; send a JSON object")
         return {}
-    data = request.get_json(force=True, silent=True)
+    if not request.is_json:   # application/json (any parameters) or application/*+json
+        declared = request.mimetype or "no Content-Type"
+        raise ApiError(415, f"request body must be sent as Content-Type: {JSON_MEDIA_TYPE}, not {declared}")
+    data = request.get_json(silent=True)
     if data is None:
         raise ApiError(400, "request body is not valid JSON")
     if not isinstance(data, dict):
