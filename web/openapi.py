@@ -26,7 +26,8 @@ _CONVERTED = {"int": {"type": "integer"}, "float": {"type": "number"}}
 _STATUS_TEXT = {400: "invalid input (the message names the field)", 401: "missing or wrong bearer token",
                 404: "not found", 409: "conflict", 413: "request body too large",
                 415: "the body is not declared Content-Type: application/json", 502: "upstream failure",
-                503: "no provider can serve this now (Retry-After when waiting helps)"}
+                503: "unavailable now: no provider can serve it, or too many open event streams "
+                     "(Retry-After when waiting helps)"}
 
 
 def _model_schema(model: type[BaseModel], spec: APISpec) -> dict[str, Any]:
