@@ -63,8 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from waitress import create_server
 
+    # channel_request_lookahead keeps a busy connection readable, so waitress notices at once when a
+    # client of a long response (the event stream) goes away and reports it to the app.
     server = create_server(app, host=settings.host, port=settings.port, threads=settings.threads,
-                           channel_timeout=300)
+                           channel_timeout=300, channel_request_lookahead=1)
 
     def shutdown(signum: int, frame: Any) -> None:
         log.info("signal %s: shutting down", signum)

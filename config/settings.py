@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     generate_max_wait: float = Field(10.0, ge=0, le=600, allow_inf_nan=False, validation_alias="GENERATE_MAX_WAIT")
     # WSGI worker threads (SSE clients hold one each)
     threads: int = Field(16, ge=2, le=256, validation_alias="SERVER_THREADS")
+    # open Server-Sent Events streams at once (each holds a thread); capped by `sse_stream_limit`
+    sse_max_streams: int = Field(4, ge=1, le=256, validation_alias="SSE_MAX_STREAMS")
     hf_endpoint: str = Field("https://huggingface.co", validation_alias="HF_ENDPOINT")
 
     _env: Mapping[str, str] = PrivateAttr(default_factory=lambda: MappingProxyType({}))
@@ -152,6 +154,12 @@ class Settings(BaseSettings):
     def env(self) -> Mapping[str, str]:
         """The raw variables (read-only), including those that are not settings fields."""
         return self._env
+
+    @property
+    def sse_stream_limit(self) -> int:
+        """How many event streams may be open at once: SSE_MAX_STREAMS, but never more than half of
+        SERVER_THREADS, so ordinary requests always keep at least half the threads."""
+        return min(self.sse_max_streams, self.threads // 2)
 
     @property
     def database_path(self) -> Path:

@@ -7,7 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -38,13 +40,14 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, tmp_path: Path, fake: FakeProviderServer):
+    def __init__(self, tmp_path: Path, fake: FakeProviderServer, *, user_config: str = USER_CONFIG,
+                 **env: str):
         config = tmp_path / "providers.yaml"
-        config.write_text(USER_CONFIG)
+        config.write_text(user_config)
         self.port = free_port()
         self.env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "DATA_DIR": str(tmp_path / "data"),
                     "GROQ_API_KEY": GROQ_KEY, "CEREBRAS_API_KEY": CEREBRAS_KEY, "GROQ_BASE_URL": fake.url,
-                    "CEREBRAS_BASE_URL": fake.url, "PROVIDER_CONFIG_FILE": str(config)}
+                    "CEREBRAS_BASE_URL": fake.url, "PROVIDER_CONFIG_FILE": str(config), **env}
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / "server.log"
         self.proc: subprocess.Popen | None = None
@@ -152,3 +155,76 @@ def test_a_second_server_on_the_same_data_directory_exits_at_once(server_factory
     assert str(tmp_path / "data") in message and f"pid {first.proc.pid}" in message
     assert f"127.0.0.1:{first.port}" in message
     assert first.get("/api/health")["status"] == "ok"    # the first one is untouched
+
+
+def _health_seconds(probe: httpx.Client, server: ServerProcess) -> float:
+    started = time.monotonic()
+    assert probe.get(server.base + "/api/health").status_code == 200
+    return time.monotonic() - started
+
+
+def test_event_streams_are_bounded_so_the_api_keeps_answering(tmp_path, fake):
+    # A long heartbeat: only the server's own check can notice a closed client within seconds.
+    config = USER_CONFIG.replace("heartbeat_seconds: 0.5", "heartbeat_seconds: 15")
+    server = ServerProcess(tmp_path, fake, user_config=config, SSE_MAX_STREAMS="4", SERVER_THREADS="16").start()
+    url = server.base + "/api/generate/batch/stream"
+    hang_up = threading.Event()
+    results: list[tuple] = []
+    held = ExitStack()
+    # Clients made up front (each new one builds an SSL context, which would slow this process, not the server).
+    probe = held.enter_context(httpx.Client(timeout=10))
+    session = held.enter_context(httpx.Client(timeout=10, limits=httpx.Limits(max_connections=64,
+                                                                               max_keepalive_connections=0)))
+
+    def dashboard() -> None:
+        try:
+            with session.stream("GET", url) as response:
+                if response.status_code != 200:
+                    response.read()
+                    results.append((response.status_code, response.headers.get("Retry-After"), response.json()))
+                    return
+                results.append((200, json.loads(next(response.iter_lines())[len("data: "):])))
+                hang_up.wait(timeout=60)
+        except Exception as exc:  # reported by the assertions below
+            results.append(("error", repr(exc)))
+
+    clients = [threading.Thread(target=dashboard, daemon=True) for _ in range(20)]
+    try:
+        for client in clients:
+            client.start()
+        latencies = []
+        wait_for(lambda: latencies.append(_health_seconds(probe, server)) or len(results) == 20, timeout=30,
+                 interval=0.05)
+        latencies += [_health_seconds(probe, server) for _ in range(10)]   # and while the 4 streams stay open
+        assert max(latencies) < 1.0, latencies
+
+        streaming = [r for r in results if r[0] == 200]
+        refused = [r for r in results if r[0] == 503]
+        assert len(streaming) == 4 and len(refused) == 16, results
+        assert all(first == {"type": "all_batches", "batches": {}} for _, first in streaming)
+        for _, retry_after, body in refused:
+            assert int(retry_after) > 0 and body["success"] is False and "event streams" in body["error"]
+
+        hang_up.set()   # the four dashboards close their streams
+        for client in clients:
+            client.join(timeout=10)
+        closed_at = time.monotonic()
+        reopened: list[httpx.Response] = []
+
+        def open_one_more() -> bool:
+            response = session.send(session.build_request("GET", url), stream=True)
+            if response.status_code == 200:
+                held.callback(response.close)
+                reopened.append(response)
+            else:
+                assert response.status_code == 503
+                response.close()
+            return len(reopened) == 4
+
+        wait_for(open_one_more, timeout=10, interval=0.05)
+        assert time.monotonic() - closed_at < 2.5   # every slot back within about a second or two
+        assert _health_seconds(probe, server) < 1.0
+    finally:
+        hang_up.set()
+        held.close()
+        server.stop()

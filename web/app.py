@@ -14,6 +14,7 @@ from config.settings import Settings
 from web import openapi, routes_batch, routes_data, routes_export, routes_generate, routes_meta, routes_quality
 from web.errors import ApiError, register_error_handlers
 from web.services import Services
+from web.streams import StreamSlots
 
 WRITE_METHODS = {"POST", "PUT", "DELETE", "PATCH"}
 # POST endpoints that only read (they take a body because a GET cannot).
@@ -28,6 +29,7 @@ def create_app(services: Services) -> Flask:
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["services"] = services
+    app.extensions["event_streams"] = StreamSlots(settings.sse_stream_limit)
     CORS(app, resources={r"/api/*": {"origins": list(settings.cors_origins)}},
          methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"], allow_headers=["Content-Type", "Authorization"],
          expose_headers=["X-Total-Count", "Retry-After", "Content-Disposition"])

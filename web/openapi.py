@@ -24,8 +24,10 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 _ARGUMENT = re.compile(r"<(?:(?P<converter>[a-zA-Z_]\w*)(?:\([^)]*\))?:)?(?P<name>[a-zA-Z_]\w*)>")
 _CONVERTED = {"int": {"type": "integer"}, "float": {"type": "number"}}
 _STATUS_TEXT = {400: "invalid input (the message names the field)", 401: "missing or wrong bearer token",
-                404: "not found", 409: "conflict", 413: "request body too large", 502: "upstream failure",
-                503: "no provider can serve this now (Retry-After when waiting helps)"}
+                404: "not found", 409: "conflict", 413: "request body too large",
+                415: "the body is not declared Content-Type: application/json", 502: "upstream failure",
+                503: "unavailable now: no provider can serve it, or too many open event streams "
+                     "(Retry-After when waiting helps)"}
 
 
 def _model_schema(model: type[BaseModel], spec: APISpec) -> dict[str, Any]:
@@ -75,7 +77,7 @@ def _responses(op: Operation, method: str) -> dict[str, Any]:
     if op.query is not None or op.body is not None:
         statuses.add(400)
     if op.body is not None:
-        statuses.add(413)
+        statuses |= {413, 415}
     if method in WRITE_METHODS and not op.public:
         statuses.add(401)
     errors = {str(status): {"description": _STATUS_TEXT.get(status, "error"),

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import queue
-from typing import Any, Iterator
+import time
+from typing import Any, Callable, Iterator
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from batch.manager import BatchConflict, BatchManager, NoProviders
 from generation.requests import RequestProblem
@@ -15,6 +16,7 @@ from web.operation import operation
 from web.queries import BatchStatusQuery
 from web.schemas import BOOL, INT, NUMBER, OBJ, STRING, arr, listing, nullable, obj, ok, ref
 from web.services import services
+from web.streams import StreamSlots
 from web.validation import BatchStartBody, BatchStopBody
 
 bp = Blueprint("batch", __name__)
@@ -22,6 +24,12 @@ STATES = {"type": "object", "additionalProperties": ref("BatchState")}
 SSE_EVENT = obj("data", data={"type": "string", "contentMediaType": "application/json", "contentSchema": {"oneOf": [
     obj("type", "batches", type={"const": "all_batches"}, batches=STATES),
     obj("type", "batch_id", "batch", type={"const": "batch_update"}, batch_id=STRING, batch=ref("BatchState"))]}})
+
+
+# While a stream is idle it looks this often whether its client went away, so a closed tab frees its
+# thread and slot within about a second (waitress reports it; see `api_server.main`).
+DISCONNECT_POLL_SECONDS = 1.0
+STREAM_RETRY_AFTER_SECONDS = 5   # the dashboard reconnects 5 s after an error anyway
 
 
 def manager() -> BatchManager:
@@ -106,30 +114,47 @@ def _frame(payload: dict[str, Any]) -> str:
 
 @bp.get("/api/generate/batch/stream")
 @operation("Server-Sent Events: an all_batches frame, then a batch_update frame on every change", response=SSE_EVENT,
-           media="text/event-stream", description=(
+           media="text/event-stream", errors=(503,), description=(
                'Frames are `data: <json>` lines: first `{"type": "all_batches", "batches": {<id>: <state>}}`, '
                'then `{"type": "batch_update", "batch_id": ..., "batch": <state>}`; a `: heartbeat` comment '
-               "during silence. The stream does not end."))
+               "during silence. The stream does not end. Each open stream holds a server thread, so only "
+               "SSE_MAX_STREAMS may be open at once: one more is a 503 with Retry-After."))
 def stream():
-    mgr = manager()
-    heartbeat = services().config.batch.heartbeat_seconds
-    subscription = mgr.subscribe()
+    slots: StreamSlots = current_app.extensions["event_streams"]
+    release = slots.acquire()
+    if release is None:
+        raise ApiError(503, f"too many open event streams (at most {slots.limit}); close one or retry later",
+                       {"Retry-After": str(STREAM_RETRY_AFTER_SECONDS)})
+    try:
+        mgr = manager()
+        heartbeat = services().config.batch.heartbeat_seconds
+        subscription = mgr.subscribe()
+    except BaseException:
+        release()
+        raise
     first = _frame({"type": "all_batches", "batches": mgr.states()})
+    gone: Callable[[], bool] = request.environ.get("waitress.client_disconnected") or (lambda: False)
 
     def frames() -> Iterator[str]:
-        try:
-            yield first
-            while True:
-                try:
-                    state = subscription.get(timeout=heartbeat)
-                except queue.Empty:
+        yield first
+        last_sent = time.monotonic()
+        while not gone():
+            try:
+                state = subscription.get(timeout=min(DISCONNECT_POLL_SECONDS, heartbeat))
+            except queue.Empty:
+                if time.monotonic() - last_sent >= heartbeat:
                     yield ": heartbeat\n\n"
-                    continue
-                yield _frame({"type": "batch_update", "batch_id": state["batch_id"], "batch": state})
-        finally:
-            mgr.unsubscribe(subscription)
+                    last_sent = time.monotonic()
+                continue
+            yield _frame({"type": "batch_update", "batch_id": state["batch_id"], "batch": state})
+            last_sent = time.monotonic()
+
+    def close() -> None:   # runs when the server closes the response, even if it was never iterated
+        mgr.unsubscribe(subscription)
+        release()
 
     response = Response(frames(), mimetype="text/event-stream")
+    response.call_on_close(close)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response

@@ -1,13 +1,26 @@
 """Request validation: JSON bodies and query strings through pydantic models.
 
-Every problem becomes a 400 naming the field, before anything changes.
+Every problem becomes a 400 naming the field, before anything changes. A body is read only when it
+is declared JSON (`Content-Type: application/json`, parameters allowed, or `application/*+json`);
+any other non-empty body is a 415. A browser sends text/plain, form and untyped bodies to any
+origin without a CORS preflight, so accepting them would let any web page start batches or import
+rows; a JSON content type forces the preflight, which CORS refuses for origins it does not list.
+
+JSON nested more than `MAX_JSON_DEPTH` levels deep is a 400 found by a scan before parsing: the
+parser (and whatever walks the result) recurses once per level, and 100,000 `[` would exhaust it.
 """
 from __future__ import annotations
 
+import json
+import re
+from array import array
+from itertools import accumulate
 from typing import Any, ClassVar, TypeVar
 
 from flask import request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError,
+                      field_validator)
+from pydantic_core import PydanticCustomError
 
 from web.errors import ApiError
 
@@ -15,6 +28,33 @@ M = TypeVar("M", bound=BaseModel)
 
 MAX_TEXT = 50_000
 MAX_INSTRUCTION = 2_000
+MAX_JSON_DEPTH = 64   # our bodies nest 2 levels; imported records' extra columns may nest a little more
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?')   # escapes skipped; an unterminated one runs to the end
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")      # +1 / -1 as signed bytes
+
+
+def too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON `text` nests arrays/objects more than `limit` levels deep, found without parsing it.
+
+    Brackets inside strings do not count, nor does anything after a bracket that closes more than was
+    opened (the parser stops there). Two C-speed counts settle any text with few brackets (every real
+    body); otherwise the depth is summed over the brackets alone, linear in the text and not recursive."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if len(brackets) <= limit:
+        return False
+    steps = array("b", brackets.encode("ascii").translate(_STEP))
+    if max(accumulate(steps)) <= limit:
+        return False
+    for depth in accumulate(steps):   # the deepest point may lie after the text went wrong: look in order
+        if depth > limit:
+            return True
+        if depth < 0:
+            return False
+    return False
 
 
 class Body(BaseModel):
@@ -50,6 +90,16 @@ class BatchStopBody(Body):
 class ImportBody(Body):
     model_config = ConfigDict(str_strip_whitespace=False)  # line numbers in errors count from the first line
     content: StrictStr = Field(min_length=1, description="one JSON object per line")
+
+    @field_validator("content")
+    @classmethod
+    def _lines_not_too_deep(cls, content: str) -> str:
+        """A line nested too deeply would exhaust the parser; lines count from 1, like the import's."""
+        for number, line in enumerate(content.splitlines(), 1):
+            if too_deep(line):
+                raise PydanticCustomError("json_too_deep", "line {line}: JSON nested more than {limit} levels deep",
+                                          {"line": number, "limit": MAX_JSON_DEPTH})
+        return content
 
 
 class SampleFields(Body):
@@ -100,14 +150,30 @@ def describe(error: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
+JSON_MEDIA_TYPE = "application/json"
+
+
 def json_object(required: bool = True) -> dict[str, Any]:
-    """The request body as a JSON object; 400 for an empty, non-JSON or non-object body."""
+    """The request body as a JSON object; 400 for an empty, non-JSON or non-object body, 415 for a
+    body not declared as JSON. An empty body is `{}` when the body is optional, whatever its type."""
     raw = request.get_data(cache=True)
     if not raw.strip():
         if required:
             raise ApiError(400, "request body is empty; send a JSON object")
         return {}
-    data = request.get_json(force=True, silent=True)
+    if not request.is_json:   # application/json (any parameters) or application/*+json
+        declared = request.mimetype or "no Content-Type"
+        raise ApiError(415, f"request body must be sent as Content-Type: {JSON_MEDIA_TYPE}, not {declared}")
+    try:
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")   # as json.loads reads bytes
+    except UnicodeDecodeError:
+        raise ApiError(400, "request body is not valid JSON (bad text encoding)") from None
+    if too_deep(text):
+        raise ApiError(400, f"request body is nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
     if data is None:
         raise ApiError(400, "request body is not valid JSON")
     if not isinstance(data, dict):
