@@ -168,6 +168,8 @@ def test_publish_to_the_hub_stand_in(client, hub):
     ({"token": VALID_TOKEN, "format": "xlsx"}, 400, "format"),
     ({"token": VALID_TOKEN, "repo_name": "  "}, 400, "repo_name"),
     ({"token": VALID_TOKEN, "repo_name": "bad name!!"}, 400, "cannot publish: Repo id must use alphanumeric"),
+    ({"token": "hf_\u00e9t\u00e9"}, 400, "token"),                # not ASCII: cannot go in an HTTP header
+    ({"token": "hf_two words"}, 400, "token"),
 ])
 def test_publish_errors(client, body, status, words):
     client.post("/api/import/jsonl", json={"content": line("e1", good(seed=13))})

@@ -34,10 +34,25 @@ def create_app(services: Services) -> Flask:
          methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"], allow_headers=["Content-Type", "Authorization"],
          expose_headers=["X-Total-Count", "Retry-After", "Content-Disposition"])
     register_error_handlers(app)
+    app.before_request(lambda: _check_origin(settings))
     app.before_request(lambda: _check_token(settings))
     for module in BLUEPRINTS:
         app.register_blueprint(module.bp)
     return app
+
+
+def _check_origin(settings: Settings) -> None:
+    """A browser names the page that sent a request in `Origin`. A write from a page that is neither
+    this server nor an allowed CORS origin is refused, body or not: a bodiless cross-site POST
+    needs no preflight, so CORS alone cannot stop it. Clients that send no `Origin` (curl, scripts)
+    are unaffected."""
+    origin = request.headers.get("Origin")
+    if origin is None or request.method not in WRITE_METHODS:
+        return
+    own = request.host_url.rstrip("/")
+    if origin != own and origin not in settings.cors_origins:
+        raise ApiError(403, f"writes from the web page at {origin[:200]!r} are not allowed; "
+                            f"add it to CORS_ORIGINS if it is yours")
 
 
 def _check_token(settings: Settings) -> None:

@@ -24,6 +24,7 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 _ARGUMENT = re.compile(r"<(?:(?P<converter>[a-zA-Z_]\w*)(?:\([^)]*\))?:)?(?P<name>[a-zA-Z_]\w*)>")
 _CONVERTED = {"int": {"type": "integer"}, "float": {"type": "number"}}
 _STATUS_TEXT = {400: "invalid input (the message names the field)", 401: "missing or wrong bearer token",
+                403: "a write from a web page on an origin not in CORS_ORIGINS",
                 404: "not found", 409: "conflict", 413: "request body too large",
                 415: "the body is not declared Content-Type: application/json", 502: "upstream failure",
                 503: "unavailable now: no provider can serve it, or too many open event streams "
@@ -78,8 +79,10 @@ def _responses(op: Operation, method: str) -> dict[str, Any]:
         statuses.add(400)
     if op.body is not None:
         statuses |= {413, 415}
-    if method in WRITE_METHODS and not op.public:
-        statuses.add(401)
+    if method in WRITE_METHODS:
+        statuses.add(403)
+        if not op.public:
+            statuses.add(401)
     errors = {str(status): {"description": _STATUS_TEXT.get(status, "error"),
                             "content": {"application/json": {"schema": ref("Error")}}} for status in sorted(statuses)}
     return {"200": ok, **errors}

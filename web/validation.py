@@ -135,7 +135,7 @@ class DownloadBody(Body):
 
 
 class HuggingFacePushBody(Body):
-    token: StrictStr | None = Field(default=None, max_length=500)
+    token: StrictStr | None = Field(default=None, max_length=500, pattern=r"^[!-~]+$")   # printable ASCII, as HTTP headers need
     repo_name: StrictStr | None = Field(default=None, max_length=200)
     format: StrictStr | None = Field(default=None, max_length=20)
     private: StrictBool = False
