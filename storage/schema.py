@@ -110,9 +110,31 @@ def _create_storage_probe(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS storage_probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL, filler BLOB)")
 
 
+# The full-text index over the searchable text, kept in step with `samples` by triggers. Words are
+# unicode61 tokens without diacritics; `Store.search` quotes the query, so it is never a query language.
+SEARCH_COLUMNS = ("question", "answer", "reasoning", "case_citation", "topic")
+
+
+def _create_search_index(db: sqlite3.Connection) -> None:
+    columns = ", ".join(SEARCH_COLUMNS)
+    new = ", ".join(f"new.{c}" for c in SEARCH_COLUMNS)
+    old = ", ".join(f"old.{c}" for c in SEARCH_COLUMNS)
+    db.execute(f"CREATE VIRTUAL TABLE samples_fts USING fts5({columns}, content='samples', content_rowid='seq', "
+               "tokenize='unicode61 remove_diacritics 2')")
+    db.execute(f"CREATE TRIGGER samples_fts_insert AFTER INSERT ON samples BEGIN "
+               f"INSERT INTO samples_fts(rowid, {columns}) VALUES (new.seq, {new}); END")
+    db.execute(f"CREATE TRIGGER samples_fts_delete AFTER DELETE ON samples BEGIN "
+               f"INSERT INTO samples_fts(samples_fts, rowid, {columns}) VALUES ('delete', old.seq, {old}); END")
+    db.execute(f"CREATE TRIGGER samples_fts_update AFTER UPDATE OF {columns} ON samples BEGIN "
+               f"INSERT INTO samples_fts(samples_fts, rowid, {columns}) VALUES ('delete', old.seq, {old}); "
+               f"INSERT INTO samples_fts(rowid, {columns}) VALUES (new.seq, {new}); END")
+    db.execute("INSERT INTO samples_fts(samples_fts) VALUES ('rebuild')")   # rows stored before this version
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "samples, batches and batch_attempts tables", _create_v1),
     Migration(2, "storage_probe: the row the write check rewrites", _create_storage_probe),
+    Migration(3, "samples_fts: full-text index of the searchable text", _create_search_index),
 )
 LATEST = MIGRATIONS[-1].version
 

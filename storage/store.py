@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import threading
 import uuid
@@ -18,6 +19,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from storage.database import Database
 from storage.errors import DuplicateId, StoreError, WriteFailed  # noqa: F401  (re-exported)
+from storage.schema import SEARCH_COLUMNS
 
 CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
 EDITABLE_FIELDS = CONTENT_FIELDS + ("topic", "difficulty", "sample_type")
@@ -27,7 +29,8 @@ METADATA_FIELDS = ("provider", "model", "batch_id", "created_at", "updated_at", 
                    "duplicate_of")
 COLUMNS = ("id",) + EDITABLE_FIELDS + METADATA_FIELDS + ("extra",)
 FILTER_COLUMNS = ("topic", "difficulty", "sample_type", "provider", "model", "batch_id")
-SEARCH_FIELDS = ("question", "answer", "reasoning", "case_citation", "topic")
+SEARCH_FIELDS = SEARCH_COLUMNS
+_WORD = re.compile(r"[^\W_]+")   # what the index's unicode61 tokenizer calls a word
 ROW = ", ".join(COLUMNS)   # every stored field, named (not `*`: column order differs in adopted files)
 log = logging.getLogger("storage")
 
@@ -238,12 +241,19 @@ class Store:
         return [self.to_record(r) for r in rows]
 
     def search(self, text: str, field: str | None, limit: int) -> list[dict[str, Any]]:
-        """Plain-text, case-insensitive substring search (never a regex)."""
+        """Samples whose text contains `text`, case-insensitively, as plain text (never a regex or
+        a query language). The full-text index finds the rows holding its words as a phrase (the
+        last word may be the start of a longer one); a substring check then keeps exact matches."""
         fields = [field] if field else list(SEARCH_FIELDS)
+        words = _WORD.findall(text)
+        if not words:
+            return []
+        query = f"{{{' '.join(fields)}}} : \"{' '.join(words)}\"*"
         pattern = f"%{_like_escape(text)}%"
-        where = " OR ".join(f"{f} LIKE ? ESCAPE '\\'" for f in fields)
-        rows = self._read().execute(f"SELECT {ROW} FROM samples WHERE {where} ORDER BY seq LIMIT ?",
-                                    [*([pattern] * len(fields)), limit])
+        contains = " OR ".join(f"{f} LIKE ? ESCAPE '\\'" for f in fields)
+        rows = self._read().execute(
+            f"SELECT {ROW} FROM samples WHERE seq IN (SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?) "
+            f"AND ({contains}) ORDER BY seq LIMIT ?", [query, *([pattern] * len(fields)), limit])
         return [self.to_record(r) for r in rows]
 
     def iter_questions(self, chunk: int = 1000) -> Iterator[tuple[str, str]]:

@@ -232,3 +232,29 @@ def test_openapi_describes_every_route(make_app):
     assert spec["paths"]["/api/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"][
         "required"] == ["topic"]
 
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "zstd"])
+def test_compressed_data_decodes_to_the_same_array(client, encoding):
+    for i in range(30):
+        assert client.post("/api/add", json=imported(f"z{i}", id=None, question=f"Is clause {i} a penalty?")
+                           ).status_code == 200
+    plain = client.get("/api/data", headers={"Accept-Encoding": "identity"})
+    packed = client.get("/api/data", headers={"Accept-Encoding": encoding})
+    assert "Content-Encoding" not in plain.headers and packed.headers["Content-Encoding"] == encoding
+    assert packed.headers["X-Total-Count"] == "30" and "Accept-Encoding" in packed.headers["Vary"]
+    raw = packed.get_data()
+    if encoding == "gzip":
+        import gzip
+        decoded = gzip.decompress(raw)
+    elif encoding == "br":
+        import brotli
+        decoded = brotli.decompress(raw)
+    else:
+        from backports import zstd
+        decoded = zstd.decompress(raw)
+    assert len(raw) < len(plain.get_data()) / 3
+    assert json.loads(decoded) == plain.get_json() and len(plain.get_json()) == 30
+    stream = client.get("/api/generate/batch/stream", headers={"Accept-Encoding": encoding}, buffered=False)
+    assert "Content-Encoding" not in stream.headers      # events are never held back by a compressor
+    stream.close()

@@ -40,7 +40,8 @@ def test_no_request_gets_a_server_error(make_app, fake):
             @settings(max_examples=30, derandomize=True, deadline=None, database=None,
                       suppress_health_check=list(HealthCheck))
             def run(case):
-                case.call_and_validate(checks=CHECKS)
+                # identity: the WSGI transport does not decode compressed bodies (compression has its own test)
+                case.call_and_validate(checks=CHECKS, headers={"Accept-Encoding": "identity"})
 
             try:
                 run()

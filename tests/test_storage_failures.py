@@ -206,12 +206,12 @@ def test_a_batch_stopped_while_paused_stops_at_once(make_app, fake):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 4 MB tmpfs (needs root and a kernel that lets it mount one; skipped otherwise)."""
+    """A 32 MB tmpfs (room for the WAL and the full-text index; needs root and a kernel that lets it mount one; skipped otherwise)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 
 from flask import Flask, request
+from flask_compress import Compress
 from flask_cors import CORS
 
 from config.settings import Settings
@@ -33,6 +34,12 @@ def create_app(services: Services) -> Flask:
     CORS(app, resources={r"/api/*": {"origins": list(settings.cors_origins)}},
          methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"], allow_headers=["Content-Type", "Authorization"],
          expose_headers=["X-Total-Count", "Retry-After", "Content-Disposition"])
+    # JSON answers are compressed for clients that accept it (browsers do): zstd, brotli or gzip,
+    # streamed ones (the `/api/data` array) chunk by chunk. Event streams are never compressed.
+    app.config.update(COMPRESS_MIMETYPES=["application/json"], COMPRESS_ALGORITHM=["zstd", "br", "gzip"],
+                      COMPRESS_ALGORITHM_STREAMING=["zstd", "br", "gzip"], COMPRESS_BR_LEVEL=1,
+                      COMPRESS_ZSTD_LEVEL=1, COMPRESS_LEVEL=1, COMPRESS_MIN_SIZE=1024)
+    Compress(app)
     register_error_handlers(app)
     app.before_request(lambda: _check_origin(settings))
     app.before_request(lambda: _check_token(settings))
