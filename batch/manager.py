@@ -68,6 +68,7 @@ class BatchManager:
                                      f"size ({current}); it is the total size to grow to")
             state = BatchState(batch_id=new_batch_id(), target_count=target_count, start_count=current,
                                total=target_count - current, provider=provider, model=model,
+                               requested_provider=provider, requested_model=model,
                                topic_filter=topic_label, difficulty_filter=difficulty,
                                reasoning_instruction=reasoning_instruction or None,
                                sample_type_filter=sample_type)
@@ -89,10 +90,12 @@ class BatchManager:
     def _run_for(self, state: BatchState, stored: int) -> BatchRun:
         rotation = self._rotation(state)
         if stored:
-            done = self.store.columns(("topic", "difficulty", "sample_type"), filters={"batch_id": state.batch_id})
+            done = self.store.columns(("topic", "difficulty", "sample_type", "provider", "model"),
+                                      filters={"batch_id": state.batch_id})
             rows = zip(done["topic"], done["difficulty"], done["sample_type"])
             rotation.seed(Slot(t, difficulty, sample_type or DEFAULT_SAMPLE_TYPE)
                           for topic, difficulty, sample_type in rows if (t := find_topic(topic)) is not None)
+            state.set_samples_used(list(zip(done["provider"], done["model"])))   # as stored, whatever was saved
         return BatchRun(state, engine=self.engine, store=self.store, repo=self.repo, rotation=rotation,
                         settings=self.settings, publish=self._publish, quality=self.quality,
                         simulated=self.simulated, stored=stored)
@@ -169,8 +172,7 @@ class BatchManager:
         with self._lock:
             run = self._runs.get(batch_id)
             if run is not None:
-                with run.lock:
-                    return run.state.to_dict()
+                return run.snapshot()
         state = self.repo.get(batch_id)
         return state.to_dict() if state else None
 
@@ -180,20 +182,21 @@ class BatchManager:
         with self._lock:
             for bid, run in self._runs.items():
                 if run.state.running or bid in out:
-                    with run.lock:
-                        out[bid] = run.state.to_dict()
+                    out[bid] = run.snapshot()
         return out
 
     def history(self, limit: int = 200) -> list[dict[str, Any]]:
         records = []
         for state in self.repo.history(limit):
             live = self._runs.get(state.batch_id)
-            records.append((live.state if live else state).history_record())
+            records.append(live.history_record() if live else state.history_record())
         return records
 
     def history_record(self, batch_id: str) -> dict[str, Any] | None:
         live = self._runs.get(batch_id)
-        state = live.state if live else self.repo.get(batch_id)
+        if live is not None:
+            return live.history_record()
+        state = self.repo.get(batch_id)
         return state.history_record() if state else None
 
     def stuck(self) -> list[dict[str, Any]]:

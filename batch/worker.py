@@ -6,12 +6,20 @@ and nothing is stored after a stop. Every claim is released exactly once, with i
 and its quality reservation unless the sample was stored. Waiting (every model cooling or out of
 budget) is visible in the state; only a failure nothing can recover from ends the batch with an error.
 
+What people watching see is what happened: time spent waiting because every candidate was cooling
+down or out of budget is a `waits` entry (when, until when, and what held every candidate), never
+an error; a rate-limited attempt (429) is pacing, not lost work. `errors` holds the failures that
+cost work: attempts that failed otherwise, rejected outputs, storage failures, the batch's end.
+`rate_per_minute` counts the samples stored in the last minute (waits included) and `eta_seconds`
+adds the rest of a current wait, which `eta_note` then explains.
+
 A write that fails (`WriteFailed`: disk full, read-only file...) pauses the batch: no new provider
 call starts, the state says why (`waiting_reason`, an error entry), and every
 `batch.storage_retry_seconds` one worker tries a small write; when it works the batch carries on.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -23,7 +31,7 @@ from typing import Any, Callable
 from batch.rotation import Rotation, Slot
 from generation.engine import GenerationEngine, GenerationRequest, GenerationResult
 from fallback.metrics import SwitchEvent
-from fallback.router import AllCooling, Cancelled, GaveUp, NoRecovery, RoutingError, Stopped
+from fallback.router import AttemptRecord, Cancelled, GaveUp, NoRecovery, RoutingError, Stopped, describe
 from generation.requests import sample_record
 from config.providers import BatchConfig
 from state import COMPLETED, FAILED, STOPPED, BatchState, push_bounded, utc_now
@@ -33,6 +41,11 @@ from storage.store import Store
 
 log = logging.getLogger("batch")
 CONTENT_CATEGORIES = ("invalid_output", "bad_request")   # failures that say more about the topic than the model
+PACING_CATEGORIES = ("rate_limit", "quota_exhausted")   # refusals that cost no work: a reason to wait
+RATE_WINDOW_SECONDS = 60.0   # rate_per_minute counts the samples stored over the last minute...
+RATE_MIN_SPAN_SECONDS = 10.0  # ...or since the start, but never extrapolates from less than this
+HOLDS = ("cooling", "budget", "disabled")   # what keeps a candidate out (`Router.report`'s `why`) in a wait
+WAIT_MERGE_SECONDS = 1.0     # a wait found this soon after the current one's end continues it
 
 
 SKIP_LOG_SECONDS = 60   # budget/cooldown skips of the same model are logged once a minute
@@ -79,6 +92,9 @@ class BatchRun:
         self._started_mono = time.monotonic()
         self._storage_problem: str | None = None   # set while writes fail: the batch is paused
         self._next_probe = 0.0
+        self._open_wait: dict[str, Any] | None = None   # the entry of `state.waits` still going on
+        self._open_wait_until = 0.0                      # its expected end, monotonic
+        self._failed_runs = 0                            # runs in a row that produced nothing
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -108,6 +124,17 @@ class BatchRun:
         """The process is going away: stop working but leave the batch `running` to resume later."""
         self.stop_event.set()
 
+    def snapshot(self) -> dict[str, Any]:
+        """The state as a plain dict, its rate and ETA brought up to now."""
+        with self.lock:
+            if self.state.running:
+                self._update_rate()
+            return self.state.to_dict()
+
+    def history_record(self) -> dict[str, Any]:
+        with self.lock:
+            return copy.deepcopy(self.state.history_record())
+
     def join(self, timeout: float | None = None) -> None:
         for thread in self._threads:
             thread.join(timeout)
@@ -119,7 +146,9 @@ class BatchRun:
         state.status, state.running = status, False
         state.completed_at = utc_now()
         state.in_flight, state.waiting_until, state.waiting_reason = 0, None, None
+        self._close_wait()
         state.eta_seconds = 0.0 if status == COMPLETED else None
+        state.eta_note = None
         if error:
             state.final_error = error
             state.add_error({"error": error, "fatal": True})
@@ -196,8 +225,8 @@ class BatchRun:
 
     def _request(self, slot: Slot) -> GenerationRequest:
         s = self.state
-        return GenerationRequest(slot.topic, slot.difficulty, slot.sample_type, s.provider, s.model,
-                                 s.reasoning_instruction)
+        return GenerationRequest(slot.topic, slot.difficulty, slot.sample_type, s.requested_provider,
+                                 s.requested_model, s.reasoning_instruction)
 
     def _run_slot(self, claim: Claim) -> None:
         slot = claim.slot
@@ -319,19 +348,67 @@ class BatchRun:
         s.total_tokens += result.total_tokens
         s.attempts_total += len(result.attempts)
         s.current_provider, s.current_model = result.provider, result.model
+        s.count_samples(result.provider, result.model)
         s.last_progress_at = utc_now()
         s.consecutive_failures = 0
+        self._failed_runs = 0
         s.waiting_until = s.waiting_reason = None
+        self._close_wait()
         self._topic_failures.pop(slot.topic.label, None)
         self._completions.append(now)
-        while self._completions and self._completions[0] < now - 60:
-            self._completions.popleft()
-        elapsed = max(1e-6, min(60.0, now - self._started_mono))
-        s.rate_per_minute = round(len(self._completions) * 60.0 / elapsed, 2)
-        remaining = s.total - self.stored
-        s.eta_seconds = round(remaining * 60.0 / s.rate_per_minute, 1) if s.rate_per_minute > 0 else None
+        self._update_rate()
         self._record_switches(result.switches)
         self._refresh_summary()
+
+    def _update_rate(self) -> None:
+        """Under the lock: `rate_per_minute` from the samples stored over the last minute, waits
+        included (at least RATE_MIN_SPAN_SECONDS, so a quick first few are not extrapolated), and
+        `eta_seconds`: the rest of a current wait plus the remaining samples at that rate."""
+        s = self.state
+        now = time.monotonic()
+        while self._completions and self._completions[0] < now - RATE_WINDOW_SECONDS:
+            self._completions.popleft()
+        span = max(RATE_MIN_SPAN_SECONDS, min(RATE_WINDOW_SECONDS, now - self._started_mono))
+        s.rate_per_minute = round(len(self._completions) * 60.0 / span, 2)
+        remaining = s.total - self.stored
+        wait_left = max(0.0, self._open_wait_until - now) if self._open_wait is not None else 0.0
+        if remaining <= 0:
+            s.eta_seconds, s.eta_note = 0.0, None
+            return
+        s.eta_seconds = round(wait_left + remaining * 60.0 / s.rate_per_minute, 1) if s.rate_per_minute > 0 else None
+        if wait_left <= 0:
+            s.eta_note = None if s.eta_seconds is not None else "unknown: no sample stored in the last minute"
+        elif s.eta_seconds is None:
+            s.eta_note = (f"unknown: waiting {wait_left:.0f}s for a cooling model or budget, "
+                          "and no sample stored in the last minute")
+        else:
+            s.eta_note = (f"waiting {wait_left:.0f}s for a cooling model or budget; the estimate "
+                          "includes the wait")
+
+    # -- waits -----------------------------------------------------------------------------
+
+    def _record_wait(self, reason: str, seconds: float, blocked: list[dict[str, Any]], kind: str) -> None:
+        """Under the lock: the batch cannot go on for about `seconds`. A wait that starts before
+        (or just after) the current one ends continues it; otherwise a new `waits` entry."""
+        now = time.monotonic()
+        until = now + max(0.0, seconds)
+        current = self._open_wait
+        if current is not None and now <= self._open_wait_until + WAIT_MERGE_SECONDS and current["kind"] == kind:
+            self._open_wait_until = max(self._open_wait_until, until) if kind != "all_cooling" else until
+            current.update(until=_iso_in(self._open_wait_until - now), reason=reason, blocked=blocked)
+            current["checks"] += 1
+        else:
+            self._open_wait_until = until
+            self._open_wait = {"from": utc_now(), "until": _iso_in(seconds), "reason": reason, "kind": kind,
+                               "blocked": blocked, "samples_generated": self.stored, "checks": 1}
+            self.state.add_wait(self._open_wait)
+        self._update_rate()
+
+    def _close_wait(self) -> None:
+        """Under the lock: the batch moves again (or ended); the next wait is a new entry."""
+        if self._open_wait is not None:
+            self._open_wait["ended_at"] = utc_now()
+        self._open_wait, self._open_wait_until = None, 0.0
 
     def _record_switches(self, switches: list[SwitchEvent]) -> None:
         now = time.monotonic()
@@ -378,20 +455,35 @@ class BatchRun:
             if isinstance(exc, NoRecovery) or isinstance(exc, Stopped):
                 self._finish(FAILED, f"{exc.kind}: {exc.message}")
                 return
-            if exc.attempts or not isinstance(exc, AllCooling):  # pacing alone is not a failure
+            self._failed_runs += 1
+            costly = [a for a in exc.attempts if a.outcome != "success" and a.category not in PACING_CATEGORIES]
+            if costly or isinstance(exc, GaveUp):   # work was lost: an error
                 s.consecutive_failures += 1
-                s.add_error({"error": exc.message, "kind": exc.kind, "topic": slot.topic.label,
-                             "category": exc.last_failure.category.value if exc.last_failure else None})
+                last = costly[-1] if costly else None
+                category = last.category if last else (exc.last_failure.category.value if exc.last_failure else None)
+                message = exc.message if isinstance(exc, GaveUp) or not costly else \
+                    "no sample from this attempt: " + "; ".join(_attempt_text(a) for a in costly)
+                s.add_error({"error": message, "kind": exc.kind, "topic": slot.topic.label, "category": category,
+                             "attempts": [_attempt_text(a) for a in costly]})
             content_failures = [a for a in exc.attempts if a.category in CONTENT_CATEGORIES]
             if isinstance(exc, GaveUp) or content_failures:  # the request, not the provider, is failing
                 self._topic_failed(slot, exc.message if isinstance(exc, GaveUp) else content_failures[-1].message)
-            wait = exc.retry_after if exc.retry_after is not None else 1.0
-            if wait <= 0 and s.consecutive_failures:  # failing with nothing to wait for: back off a little
-                wait = min(0.25 * s.consecutive_failures, 5.0)
+            recovery = exc.retry_after if exc.retry_after is not None else 1.0
+            wait = recovery
+            if wait <= 0 and self._failed_runs:  # failing with nothing to wait for: back off a little
+                wait = min(0.25 * self._failed_runs, 5.0)
             wait = min(max(wait, 0.0), self.settings.max_wait_seconds)
+            held = exc.blocked
+            if not isinstance(exc, GaveUp) and held and all(b["why"] in HOLDS for b in held):
+                # every candidate is cooling down or out of budget: a wait, with what held each one
+                # (not while a first request to one is pending or one is free: the batch is moving)
+                reason = f"every candidate is cooling down or out of budget: {describe(held)}"
+                self._record_wait(reason, max(recovery, wait), held, "all_cooling")
+            else:
+                reason = exc.message
             if wait > 0 and self._storage_problem is None:
                 s.waiting_until = _iso_in(wait)
-                s.waiting_reason = exc.message
+                s.waiting_reason = reason
             self._save()
         if wait > 0:
             self._sleep(wait)
@@ -431,8 +523,13 @@ class BatchRun:
             wait = min(min(pending) - now if pending else 1.0, self.settings.max_wait_seconds)
             self.state.waiting_until = _iso_in(wait)
             self.state.waiting_reason = "every topic in the rotation is skipped after repeated failures"
+            self._record_wait(self.state.waiting_reason, wait, [], "topics_skipped")
             self._save()
         self._sleep(wait)
 
     def _sleep(self, seconds: float) -> None:
         self.stop_event.wait(seconds)
+
+
+def _attempt_text(attempt: AttemptRecord) -> str:
+    return f"{attempt.provider}/{attempt.model} {attempt.category}: {attempt.message}"

@@ -30,6 +30,23 @@ WINDOW_NAMES: dict[str, tuple[str, str]] = {
 _NAME_OF = {v: k for k, v in WINDOW_NAMES.items()}
 
 
+def window_label(name: str) -> str:
+    """"tpm" -> "tokens per minute"."""
+    metric, period = WINDOW_NAMES.get(name, (name, ""))
+    return f"{metric} per {period}" if period else name
+
+
+class Wait(float):
+    """Seconds until a request fits (inf: never), with the windows that hold it back."""
+
+    windows: tuple[str, ...]
+
+    def __new__(cls, seconds: float, windows: tuple[str, ...] = ()) -> "Wait":
+        wait = super().__new__(cls, seconds)
+        wait.windows = windows
+        return wait
+
+
 class _Entry:
     __slots__ = ("at", "amount", "live")
 
@@ -118,15 +135,13 @@ class RateLimiter:
     def _windows_for(self, provider: str, model: str) -> dict[str, _Window]:
         return self._windows.setdefault((provider, model), {})
 
-    def reserve(self, provider: str, model: str, tokens: int) -> Reservation | float:
-        """A reservation, or the seconds to wait before this request fits (inf: it never will)."""
+    def reserve(self, provider: str, model: str, tokens: int) -> Reservation | Wait:
+        """A reservation, or the seconds to wait before this request fits (inf: it never will),
+        as a `Wait` naming the windows that hold it back."""
         now = self._clock()
         with self._lock:
             windows = self._windows_for(provider, model)
-            wait = 0.0
-            for name, window in windows.items():
-                amount = 1 if WINDOW_NAMES[name][0] == "requests" else tokens
-                wait = max(wait, window.wait_for(amount, now))
+            wait = self._wait(windows, tokens, now)
             if wait > 0:
                 return wait
             reservation = Reservation(provider, model, tokens)
@@ -134,6 +149,22 @@ class RateLimiter:
                 amount = 1 if WINDOW_NAMES[name][0] == "requests" else tokens
                 reservation.entries[name] = window.add(amount, now)
             return reservation
+
+    def wait_time(self, provider: str, model: str, tokens: int) -> Wait:
+        """What `reserve` would answer for `tokens`, without reserving: 0 when it fits now."""
+        now = self._clock()
+        with self._lock:
+            return self._wait(self._windows_for(provider, model), tokens, now)
+
+    @staticmethod
+    def _wait(windows: dict[str, _Window], tokens: int, now: float) -> Wait:
+        waits = {name: window.wait_for(1 if WINDOW_NAMES[name][0] == "requests" else tokens, now)
+                 for name, window in windows.items()}
+        longest = max(waits.values(), default=0.0)
+        if longest <= 0:
+            return Wait(0.0)
+        holding = sorted((name for name, wait in waits.items() if wait > 0), key=lambda n: -waits[n])
+        return Wait(longest, tuple(holding))   # the window that holds it longest first
 
     def settle(self, reservation: Reservation, used_tokens: int | None) -> None:
         """Replace the estimate with the real token count (None keeps the estimate)."""

@@ -9,14 +9,16 @@ now, the run waits for the earliest recovery if the caller allows that wait, or 
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from datetime import datetime, timezone
+from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar, Union
 
 from errors import Category, Failure, classify
 from fallback.health import BUSY, OWNED, Blocked, HealthBoard
-from fallback.limiter import RateLimiter, Reservation
+from fallback.limiter import RateLimiter, Reservation, Wait, window_label
 from fallback.metrics import Metrics, SwitchEvent, utc_now_iso
 from fallback.policy import Action, Decision, Policy
 from config.providers import EngineConfig, ModelConfig
@@ -26,6 +28,7 @@ from providers.headers import read_rate_limits
 T = TypeVar("T")
 Pair = tuple[str, str]
 PROBE_WAIT = 0.25   # how long to expect an untried model's first answer before looking again
+Hold = Union[Blocked, Wait, None]   # why a candidate waits: health, budget, or (None) its first answer pending
 
 
 @dataclass
@@ -55,19 +58,21 @@ class Routed(Generic[T]):
 
 
 class RoutingError(Exception):
-    """The run produced nothing. `retry_after`: seconds until something may work (None: unknown)."""
+    """The run produced nothing. `retry_after`: seconds until something may work (None: unknown).
+    `blocked`: every configured candidate and what held it when the run ended (see `Router.report`)."""
 
     permanent = False
 
     def __init__(self, message: str, *, attempts: list[AttemptRecord] | None = None,
                  switches: list[SwitchEvent] | None = None, retry_after: float | None = None,
-                 last_failure: Failure | None = None):
+                 last_failure: Failure | None = None, blocked: list[dict[str, Any]] | None = None):
         super().__init__(message)
         self.message = message
         self.attempts = attempts or []
         self.switches = switches or []
         self.retry_after = retry_after
         self.last_failure = last_failure
+        self.blocked = blocked or []
 
     @property
     def kind(self) -> str:
@@ -116,6 +121,7 @@ class _Run:
     deadline: float
     cancel: threading.Event | None
     max_wait: float = 0.0
+    prompt_tokens: int = 0
     tried: set[Pair] = field(default_factory=set)
     skip_providers: set[str] = field(default_factory=set)
     per_category: dict[str, int] = field(default_factory=dict)
@@ -165,7 +171,8 @@ class Router:
 
     def run(self, call: Call, *, prompt_tokens: int, provider: str | None = None, model: str | None = None,
             max_wait: float = 0.0, cancel: threading.Event | None = None) -> Routed:
-        run = _Run(self.plan(provider, model), self.clock() + self.engine.sample_deadline_seconds, cancel, max_wait)
+        run = _Run(self.plan(provider, model), self.clock() + self.engine.sample_deadline_seconds, cancel, max_wait,
+                   prompt_tokens)
         while True:
             self._check_bounds(run)
             choice = self._choose(run, prompt_tokens)
@@ -196,7 +203,7 @@ class Router:
 
     def _choose(self, run: _Run, prompt_tokens: int) -> tuple[Pair, Reservation, bool] | RoutingError | None:
         """The next pair with its budget reserved; None after waiting; or the error to raise."""
-        waiting: list[tuple[float, Pair, Blocked | None]] = []
+        waiting: list[tuple[float, Pair, Hold]] = []
         for pair in run.plan:
             name, model_id = pair
             client = self.providers[name]
@@ -227,29 +234,31 @@ class Router:
                 if owns_probe and not handed_over:
                     self.health.end_probe(name, model_id)
             if reservation != float("inf"):
-                waiting.append((self.clock() + reservation, pair, None))
+                waiting.append((self.clock() + reservation, pair, reservation))
         return self._nothing_now(run, waiting)
 
-    def _nothing_now(self, run: _Run, waiting: list[tuple[float, Pair, Blocked | None]]) -> RoutingError | None:
+    def _nothing_now(self, run: _Run, waiting: list[tuple[float, Pair, Hold]]) -> RoutingError | None:
         """Nothing can be tried now: wait for the earliest recovery, or say why not."""
-        recoverable = [w for w in waiting if w[2] is None or not w[2].permanent]
+        recoverable = [w for w in waiting if not isinstance(w[2], Blocked) or not w[2].permanent]
         if not recoverable:
             configured = [pair for pair in run.plan if self.providers[pair[0]].configured]
             if not configured:
                 missing = sorted({c.missing_setting for c in self.providers.values() if c.missing_setting})
                 return self._error(NoRecovery, "no provider is configured (set " + " or ".join(missing) + ")", run)
             if all((b := self.blocked(pair)) is not None and b.permanent for pair in configured):
-                return self._error(NoRecovery, "no provider or model can recover: " + self._why(run, waiting), run)
+                return self._error(NoRecovery, "no provider or model can recover: " + self._why(run, waiting), run,
+                                   waiting=waiting)
             return self._error(AttemptsExhausted, "every candidate failed: " + self._why(run, waiting), run,
-                               retry_after=self._earliest_recovery(run.plan))
+                               retry_after=self._earliest_recovery(run.plan), waiting=waiting)
         earliest = min(w[0] for w in recoverable)
         now = self.clock()
         delay = max(0.0, earliest - now)
         if delay <= min(run.deadline - now, run.max_wait):
             self._sleep(run, delay)
             return None
-        return self._error(AllCooling, "every candidate is cooling down or out of budget: " + self._why(run, waiting),
-                           run, retry_after=delay)
+        blocked = self.report(run, waiting)
+        return self._error(AllCooling, f"every candidate is cooling down or out of budget: {describe(blocked)}",
+                           run, retry_after=delay, blocked=blocked)
 
     def _sleep(self, run: _Run, seconds: float) -> None:
         if run.cancel is not None:
@@ -257,14 +266,57 @@ class Router:
         else:
             time.sleep(seconds)
 
-    def _why(self, run: _Run, waiting: list[tuple[float, Pair, Blocked | None]]) -> str:
+    def _why(self, run: _Run, waiting: list[tuple[float, Pair, Hold]]) -> str:
         if run.last_failure is not None and not waiting:
             return f"last failure {run.last_failure.category.value}: {run.last_failure.message}"
-        parts = []
-        for until, (provider, model), blocked in sorted(waiting)[:3]:
-            why = "out of budget" if blocked is None else (blocked.category or "cooling")
-            parts.append(f"{provider}/{model} {why}")
-        return ", ".join(parts) or "nothing left to try"
+        return describe(self.report(run, waiting)) or "nothing left to try"
+
+    def report(self, run: _Run, waiting: Sequence[tuple[float, Pair, Hold]] = ()) -> list[dict[str, Any]]:
+        """Every configured candidate of the run, in plan order, and what holds it now:
+        `{provider, model, why, ...}` where `why` is `cooling` (with category, reason, message,
+        scope, until, seconds), `disabled` (category, message), `budget` (window: the limit that
+        holds it longest, windows, until, seconds), `probe` (a first request to it is pending),
+        `failed` (tried in this run; category, message) or `free` (nothing holds it any more)."""
+        held = {pair: hold for _, pair, hold in waiting}
+        now = self.clock()
+        out: list[dict[str, Any]] = []
+        for pair in run.plan:
+            name, model_id = pair
+            client = self.providers[name]
+            model = client.config.model(model_id)
+            if not client.configured or model is None:
+                continue
+            entry: dict[str, Any] = {"provider": name, "model": model_id}
+            hold = held.get(pair, False)
+            blocked = hold if isinstance(hold, Blocked) else self.blocked(pair)
+            if blocked is not None:
+                entry.update(why="disabled" if blocked.until is None else "cooling", category=blocked.category,
+                             reason=blocked.reason, message=blocked.message, scope=blocked.scope,
+                             **self._when(blocked.until, now))
+            elif hold is None:
+                entry.update(why="probe", **self._when(now + PROBE_WAIT, now))
+            elif pair in run.tried or name in run.skip_providers:
+                last = next((a for a in reversed(run.attempts) if a.provider == name
+                             and (a.model == model_id or pair not in run.tried)), None)
+                entry.update(why="failed", category=last.category if last else None,
+                             message=last.message if last else None)
+            else:
+                wait = hold if isinstance(hold, Wait) else self.limiter.wait_time(
+                    name, model_id, run.prompt_tokens + client.config.completion_budget(model))
+                if wait > 0:
+                    entry.update(why="budget", window=wait.windows[0] if wait.windows else None,
+                                 windows=list(wait.windows),
+                                 **self._when(now + wait if math.isfinite(wait) else None, now))
+                else:
+                    entry.update(why="free")
+            out.append(entry)
+        return out
+
+    def _when(self, until: float | None, now: float) -> dict[str, Any]:
+        if until is None:
+            return {"until": None, "seconds": None}
+        return {"until": datetime.fromtimestamp(self.to_wall(until), timezone.utc).isoformat(),
+                "seconds": round(max(0.0, until - now), 3)}
 
     def _earliest_recovery(self, plan: list[Pair]) -> float | None:
         now = self.clock()
@@ -272,7 +324,7 @@ class Router:
                  if b is not None and b.until is not None and not b.permanent]
         return max(0.0, min(times) - now) if times else None
 
-    def _note_skips(self, run: _Run, chosen: Pair, waiting: list[tuple[float, Pair, Blocked | None]]) -> None:
+    def _note_skips(self, run: _Run, chosen: Pair, waiting: list[tuple[float, Pair, Hold]]) -> None:
         """Record the move to `chosen`: after a failure, or when the preferred pair was skipped."""
         if run.pending is not None and run.previous is not None:
             self._switch(run, run.previous, chosen, run.pending.message, run.pending.category.value)
@@ -280,9 +332,11 @@ class Router:
             skipped = next((w for w in waiting if w[1] == run.plan[0]), None)
             if skipped is not None:
                 blocked = skipped[2]
-                reason = ("out of budget (proactive rate limit)" if blocked is None
-                          else f"cooling: {blocked.message or blocked.category}")
-                category = Category.RATE_LIMIT.value if blocked is None else (blocked.category or "unknown")
+                if not isinstance(blocked, Blocked):
+                    reason, category = "out of budget (proactive rate limit)", Category.RATE_LIMIT.value
+                else:
+                    reason = f"cooling: {blocked.message or blocked.category}"
+                    category = blocked.category or "unknown"
                 self._switch(run, run.plan[0], chosen, reason, category)
         run.pending = None
 
@@ -371,6 +425,37 @@ class Router:
         target_model = None if decision.scope.value == "provider" else model_id
         self.health.cool(name, target_model, decision.cooldown_seconds, failure, decision.switched)
 
-    def _error(self, cls: type[RoutingError], message: str, run: _Run, retry_after: float | None = None) -> RoutingError:
+    def _error(self, cls: type[RoutingError], message: str, run: _Run, retry_after: float | None = None,
+               blocked: list[dict[str, Any]] | None = None,
+               waiting: Sequence[tuple[float, Pair, Hold]] = ()) -> RoutingError:
+        if blocked is None and cls not in (Cancelled, GaveUp, Stopped):
+            blocked = self.report(run, waiting)
         return cls(message, attempts=run.attempts, switches=run.switches, retry_after=retry_after,
-                   last_failure=run.last_failure)
+                   last_failure=run.last_failure, blocked=blocked)
+
+
+def describe(blocked: list[dict[str, Any]]) -> str:
+    """One line naming every candidate and what holds it, soonest back first, e.g.
+    "cerebras/c-small out of budget (tokens per minute) for 2.1s, groq/g-large cooling (rate_limit) for 4s"."""
+    def soonest(entry: dict[str, Any]) -> float:
+        return entry["seconds"] if entry.get("seconds") is not None else math.inf
+
+    parts = []
+    for entry in sorted(blocked, key=soonest):
+        why = entry.get("why")
+        if why == "cooling":
+            text = f"cooling ({entry.get('category') or 'unknown'}{', backoff' if entry.get('reason') == 'backoff' else ''})"
+        elif why == "budget":
+            text = f"out of budget ({window_label(entry['window']) if entry.get('window') else 'rate limit'})"
+        elif why == "disabled":
+            text = f"disabled ({entry.get('category')}: {entry.get('message')})"
+        elif why == "probe":
+            text = "waiting for its first answer"
+        elif why == "failed":
+            text = f"failed in this attempt ({entry.get('category')})"
+        else:
+            text = "free again"
+        if entry.get("seconds") is not None and why != "probe":
+            text += f" for {entry['seconds']:.1f}s"
+        parts.append(f"{entry['provider']}/{entry['model']} {text}")
+    return ", ".join(parts)

@@ -11,6 +11,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from config.catalog import Topic
@@ -139,16 +140,64 @@ class GenerationEngine:
         self.metrics.on_switch(listener)
 
     def provider_state(self, provider: str) -> dict[str, Any]:
+        """`not_configured` (with `missing`); `disabled` (its key was rejected: `category`, `message`,
+        `reason` saying why); `cooling` with `until` and `seconds_left` when the provider itself cools
+        down or when every one of its models is cooling or out of budget (then `reason` says so
+        and `models` names what holds each one; `until` is when the first comes back); else `ok`."""
         client = self.providers[provider]
         if not client.configured:
             return {"state": "not_configured", "missing": client.missing_setting}
+        state = self._provider_health(provider)
+        if state["state"] == "disabled":
+            state["reason"] = f"{state.get('category')}: {state.get('message')}; disabled until its key changes"
+        if state["state"] != "ok":
+            return state
+        holds: dict[str, dict[str, Any]] = {}
+        now = self.clock()
+        for model in client.config.models:
+            hold = self._model_hold(provider, model, now)
+            if hold is None:
+                return state
+            holds[model.id] = hold
+        if not holds:
+            return state
+        ends = [now + h["seconds_left"] for h in holds.values() if h.get("seconds_left") is not None]
+        categories = {h.get("category") for h in holds.values()}
+        out: dict[str, Any] = {
+            "state": "cooling", "scope": "models", "reason": "every model is cooling or out of budget",
+            "category": categories.pop() if len(categories) == 1 else None, "message": None,
+            "failures_in_a_row": 0, "models": holds}
+        if ends:
+            out["until"] = datetime.fromtimestamp(self.router.to_wall(min(ends)), timezone.utc).isoformat()
+            out["seconds_left"] = round(max(0.0, min(ends) - now), 3)
+        return out
+
+    def _provider_health(self, provider: str) -> dict[str, Any]:
+        client = self.providers[provider]
         return self.health.state(provider, None, client.key_fingerprint, self.router.to_wall)
+
+    def _model_hold(self, provider: str, model: ModelConfig, now: float) -> dict[str, Any] | None:
+        """What keeps a model from being tried now (cooling, disabled, out of budget), or None."""
+        client = self.providers[provider]
+        state = self.health.state(provider, model.id, client.key_fingerprint, self.router.to_wall)
+        if state["state"] != "ok":
+            return {k: state.get(k) for k in ("state", "until", "seconds_left", "category", "reason")}
+        wait = self.limiter.wait_time(provider, model.id, client.config.completion_budget(model))
+        if wait <= 0:
+            return None
+        hold: dict[str, Any] = {"state": "out_of_budget", "window": wait.windows[0] if wait.windows else None,
+                                "category": "rate_limit"}
+        if wait != float("inf"):
+            hold["until"] = datetime.fromtimestamp(self.router.to_wall(now + wait), timezone.utc).isoformat()
+            hold["seconds_left"] = round(float(wait), 3)
+        return hold
 
     def model_state(self, provider: str, model: str) -> dict[str, Any]:
         client = self.providers[provider]
         state = self.health.state(provider, model, client.key_fingerprint, self.router.to_wall)
         if state["state"] == "ok":
-            provider_state = self.provider_state(provider)
+            provider_state = (self._provider_health(provider) if client.configured else
+                              {"state": "not_configured", "missing": client.missing_setting})
             if provider_state["state"] != "ok":
                 state = {**provider_state, "failures_in_a_row": state.get("failures_in_a_row", 0)}
         state["budget"] = self.limiter.snapshot(provider, model)

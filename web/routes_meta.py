@@ -95,7 +95,11 @@ def models():
     status={"type": "string", "enum": ["ok", "degraded"]}, live=BOOL, ready=BOOL, dataset_exists=BOOL,
     total_samples=nullable(INT), store=OBJ, groq_configured=BOOL, cerebras_configured=BOOL,
     providers_configured=arr(STRING), providers=OBJ, batch_generation_running=BOOL, demo=BOOL,
-    uptime_seconds=NUMBER, problems=arr(STRING)))
+    uptime_seconds=NUMBER, problems=arr(STRING)), description=(
+        "`providers` maps each provider to its state: `ok`; `cooling` with `until` (when it or, if every one "
+        "of its models is cooling or out of budget, the first of them comes back; `models` then says what "
+        "holds each one); `disabled` with `reason` (its key was rejected; back when the key changes); "
+        "`not_configured` with `missing`."))
 def health():
     svc = services()
     write_problem = svc.store.write_problem()   # a small real write, waiting at most a second for the lock
