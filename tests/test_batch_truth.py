@@ -234,3 +234,18 @@ def test_health_says_cooling_while_every_model_is_out_of_budget(make_app, fake):
                                                                       "c-small": "out_of_budget"}
     assert cerebras["models"]["c-large"]["window"] == "rpm"
     assert client.get("/api/health").get_json()["providers"]["groq"]["state"] == "ok"
+
+
+def test_health_is_degraded_when_every_configured_provider_is_disabled(make_app, fake):
+    client = make_app().test_client()
+    for model in ("g-large", "g-small"):
+        fake.always(model, groq_error(401, "Invalid API Key", "invalid_api_key"))
+    for model in ("c-large", "c-small"):
+        fake.always(model, cerebras_error(401, "Wrong API Key", "wrong_api_key"))
+    assert client.get("/api/health").get_json()["status"] == "ok"
+    assert client.post("/api/generate", json=GENERATE).status_code in (502, 503)
+    health = client.get("/api/health").get_json()
+    assert health["status"] == "degraded" and health["ready"] is False
+    assert {p["state"] for p in health["providers"].values()} == {"disabled"}
+    assert any(p.startswith("groq: authentication") for p in health["problems"])
+    assert any("Wrong API Key" in p for p in health["problems"])

@@ -109,11 +109,13 @@ def health():
     except Exception:  # the store is unreadable: report, never fail the health check
         total = None
     configured = svc.engine.configured_providers()
+    providers = {name: svc.engine.provider_state(name) for name in svc.engine.providers}
+    usable = [name for name in configured if providers[name].get("state") != "disabled"]
     batches = svc.batches
     body = {
-        "status": "ok" if writable and configured else "degraded",
+        "status": "ok" if writable and usable else "degraded",
         "live": True,
-        "ready": bool(writable and configured),
+        "ready": bool(writable and usable),
         "dataset_exists": bool(total),
         "total_samples": total,
         "store": {"writable": writable, "path": svc.settings.database_path.name,
@@ -121,7 +123,7 @@ def health():
         "groq_configured": "groq" in configured,
         "cerebras_configured": "cerebras" in configured,
         "providers_configured": configured,
-        "providers": {name: svc.engine.provider_state(name) for name in svc.engine.providers},
+        "providers": providers,
         "batch_generation_running": bool(batches and batches.running_ids()),
         "demo": svc.simulated,
         "uptime_seconds": round(time.time() - svc.started, 1),
@@ -130,6 +132,8 @@ def health():
     if not configured:
         missing = [c.missing_setting for c in svc.engine.providers.values() if c.missing_setting]
         problems.append(f"no provider configured: set {' or '.join(missing)}")
+    elif not usable:
+        problems += [f"{name}: {providers[name].get('reason', 'disabled')}" for name in configured]
     if problems:
         body["problems"] = problems
     return jsonify(body)
