@@ -15,6 +15,7 @@ What to do about a failure (retry, next model, ...) is the fallback policy's bus
 from __future__ import annotations
 
 import enum
+import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -288,9 +289,22 @@ SIGNAL_RULES: tuple[SignalRule, ...] = (
 del C
 
 
+@lru_cache(maxsize=None)
+def _provider_exceptions() -> tuple[type, ...]:
+    """What a provider call itself raises: the SDKs' errors, httpx's, and our unusable-response ones."""
+    return _sdk_classes("APIError") + _status_errors() + _connections() + (httpx.HTTPError, UnusableResponse,
+                                                                             InvalidOutput)
+
+
 def _pick_rule(signals: Signals) -> SignalRule | None:
+    """The most specific matching rule. Rules that read only a body code or message text apply only to
+    exceptions a provider call raised: any other exception (our own bug, e.g. a `ValueError("Invalid
+    API key format")`) is never taken for a provider failure."""
+    from_provider = isinstance(signals.exc, _provider_exceptions())
     best: SignalRule | None = None
     for rule in SIGNAL_RULES:
+        if not from_provider and rule.exc is None and rule.status is None:
+            continue
         if (best is None or rule.weight() > best.weight()) and rule.matches(signals):
             best = rule
     return best
@@ -307,7 +321,7 @@ def _message_wait(message: str) -> float | None:
     if match:
         return parse_duration(re.sub(r"\s+", "", match.group(1)))
     match = _SECONDS_WORDS.search(message)
-    return float(match.group(1)) if match else None
+    return parse_duration(match.group(1)) if match else None
 
 
 def _reset_wait(signals: Signals) -> float | None:
@@ -320,9 +334,10 @@ def _reset_wait(signals: Signals) -> float | None:
 
 
 def wait_hint(signals: Signals, category: Category) -> float | None:
-    """Seconds the provider asked us to wait, from the most explicit hint available."""
+    """Seconds the provider asked us to wait, from the most explicit hint available; None when no
+    hint is readable (NaN, infinite and negative values are not hints). Capping is the policy's job."""
     for hint in (retry_after_seconds(signals.headers), _message_wait(signals.message)):
-        if hint is not None:
+        if hint is not None and math.isfinite(hint) and hint >= 0:
             return hint
     if category in (Category.RATE_LIMIT, Category.QUOTA_EXHAUSTED):
         return _reset_wait(signals)
@@ -336,7 +351,7 @@ def classify(exc: BaseException, kind: str = "openai", secrets: tuple[str, ...] 
     signals = gather_signals(exc, kind)
     rule = _pick_rule(signals)
     if rule is None:
-        known_api_error = isinstance(exc, _status_errors() + _connections())
+        known_api_error = isinstance(exc, _provider_exceptions())
         category, reason = Category.UNKNOWN, (None if known_api_error else "internal")
     else:
         category, reason = rule.category, rule.reason

@@ -121,6 +121,9 @@ class EngineConfig(_Strict):
     switch_after: int = Field(default=3, ge=1)
     backoff: Backoff = Backoff()
     cooldowns: dict[str, float] = {}
+    # A provider's wait hint longer than this is nonsense (a mis-set header, a date years away):
+    # the category's default cooldown applies instead.
+    max_wait_hint_seconds: float = Field(default=86400.0, gt=0)
     estimate_chars_per_token: float = Field(default=3.5, gt=0)
 
     @model_validator(mode="after")

@@ -18,6 +18,7 @@ means "until the provider's configuration changes".
 from __future__ import annotations
 
 import enum
+import math
 import random
 from dataclasses import dataclass
 
@@ -81,10 +82,15 @@ class Policy:
 
     def __init__(self, engine: EngineConfig, rng: random.Random | None = None):
         self.cooldowns = {**DEFAULT_COOLDOWNS, **engine.cooldowns}
+        self.max_wait_hint = engine.max_wait_hint_seconds
         self.switch_after = engine.switch_after
         self.backoff_base = engine.backoff.base_seconds
         self.backoff_max = engine.backoff.max_seconds
         self.rng = rng or random.Random()
+
+    def unusable_hint(self, hint: float | None) -> bool:
+        """No hint, or one that cannot be meant: not finite, negative or beyond `max_wait_hint_seconds`."""
+        return hint is None or not math.isfinite(hint) or hint < 0 or hint > self.max_wait_hint
 
     @staticmethod
     def rule_for(failure: Failure) -> Rule:
@@ -106,7 +112,7 @@ class Policy:
             decision = Decision(rule.action, scope, None, True, rule)
         else:
             default = self.cooldowns.get(rule.cooldown, 0.0) if rule.cooldown else 0.0
-            seconds = failure.wait_seconds if failure.wait_seconds is not None else default
+            seconds = default if self.unusable_hint(failure.wait_seconds) else failure.wait_seconds
             decision = Decision(rule.action, scope, seconds, True, rule)
         if rule.give_up_after is not None and in_sample >= rule.give_up_after and decision.action != Action.STOP:
             decision = Decision(Action.GIVE_UP, decision.scope, decision.cooldown_seconds, decision.switched, rule)

@@ -8,6 +8,7 @@ date) and `retry-after-ms` come with a 429.
 """
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ def parse_duration(text: str | None) -> float | None:
             return None
         unit_seconds = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
         seconds = sum(float(n) * unit_seconds[u] for n, u in _DURATION_PART.findall(value))
-    if seconds != seconds or seconds < 0:  # NaN or negative
+    if not math.isfinite(seconds) or seconds < 0:  # NaN, infinite or negative: unreadable
         return None
     return seconds
 
@@ -55,7 +56,7 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     if millis is not None:
         try:
             value = float(millis) / 1000.0
-            if value >= 0:
+            if math.isfinite(value) and value >= 0:
                 return value
         except ValueError:
             pass
@@ -64,12 +65,12 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
         return None
     try:
         value = float(after)
-        return value if value >= 0 else None
+        return value if math.isfinite(value) and value >= 0 else None
     except ValueError:
         pass
     try:
         when = parsedate_to_datetime(after)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:
         return None
