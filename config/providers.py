@@ -117,6 +117,9 @@ class EngineConfig(_Strict):
     default_provider: str = "groq"
     provider_order: tuple[str, ...] = ("groq", "cerebras")
     max_attempts: int = Field(default=8, ge=1)
+    # Capacity failures (rate limit, quota, capacity, server error, timeout) of one provider in one
+    # sample before the sample moves on to the next provider, however many models the first lists.
+    provider_failover_after: int = Field(default=3, ge=1)
     sample_deadline_seconds: float = Field(default=240.0, gt=0)
     switch_after: int = Field(default=3, ge=1)
     backoff: Backoff = Backoff()

@@ -109,6 +109,10 @@ class Cancelled(RoutingError):
     """The caller cancelled the run."""
 
 
+# Failures that say the provider cannot serve now (not that the request is wrong).
+CAPACITY = frozenset({Category.RATE_LIMIT, Category.QUOTA_EXHAUSTED, Category.MODEL_UNAVAILABLE,
+                      Category.SERVER_ERROR, Category.TIMEOUT})
+
 _KIND = {AllCooling: "all_cooling", NoRecovery: "no_recovery", AttemptsExhausted: "exhausted",
          DeadlineExceeded: "deadline", GaveUp: "gave_up", Stopped: "stopped", Cancelled: "cancelled"}
 
@@ -125,6 +129,7 @@ class _Run:
     tried: set[Pair] = field(default_factory=set)
     skip_providers: set[str] = field(default_factory=set)
     per_category: dict[str, int] = field(default_factory=dict)
+    capacity_failures: dict[str, int] = field(default_factory=dict)   # per provider, this sample
     attempts: list[AttemptRecord] = field(default_factory=list)
     switches: list[SwitchEvent] = field(default_factory=list)
     previous: Pair | None = None
@@ -400,12 +405,22 @@ class Router:
                                           completion.completion_tokens if completion else None))
         run.last_failure = failure
         run.pending = failure
-        if decision.action == Action.NEXT_PROVIDER:
+        if failure.category in CAPACITY:
+            run.capacity_failures[name] = run.capacity_failures.get(name, 0) + 1
+        if decision.action == Action.NEXT_PROVIDER or self._fail_over(run, name):
             run.skip_providers.add(name)
         elif decision.action == Action.GIVE_UP:
             raise self._error(GaveUp, f"gave up on this sample: {failure.category.value}: {failure.message}", run)
         elif decision.action == Action.STOP:
             raise self._error(Stopped, f"stopped: {failure.message}", run)
+
+    def _fail_over(self, run: _Run, name: str) -> bool:
+        """After `provider_failover_after` capacity failures of one provider in this sample, move on
+        to the next provider in the plan (if there is one), whatever models the first has left."""
+        if run.capacity_failures.get(name, 0) < self.engine.provider_failover_after:
+            return False
+        return any(p != name and p not in run.skip_providers and self.providers[p].configured
+                   for p, _ in run.plan)
 
     @staticmethod
     def _charged(client: ProviderClient, used: int | None) -> int | None:

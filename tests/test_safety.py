@@ -79,3 +79,30 @@ def _status_error(status: int, message: str):
                                                       "code": "rate_limit_exceeded"}},
                               request=httpx.Request("POST", "http://localhost/openai/v1/chat/completions"))
     return APIStatusError(message, response=response, body=response.json())
+
+
+def test_every_model_of_the_first_provider_rate_limited_still_reaches_the_second(make_app, fake):
+    """Nine Groq models, all answering 429, with max_attempts 8: the request still reaches Cerebras."""
+    groq_models = [{"id": f"g-{i}", "limits": {}} for i in range(9)]
+    client = make_app({"providers": {"groq": {"models": groq_models}}}).test_client()
+    for model in groq_models:
+        fake.always(model["id"], groq_error(429, "slow down", "rate_limit_exceeded", headers={"retry-after": "30"}))
+    response = client.post("/api/generate", json={**GENERATE, "provider": "groq"})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["provider"] == "cerebras"
+    groq_tries = [a for a in body["attempts"] if a["provider"] == "groq"]
+    assert len(groq_tries) == 3                     # engine.provider_failover_after, the default
+    assert any(s["from_provider"] == "groq" and s["to_provider"] == "cerebras" for s in body["switches"])
+
+
+def test_a_request_error_does_not_fail_over(make_engine, fake):
+    """Only capacity failures count: a bad request is the request's fault, not the provider's."""
+    from fallback.router import GaveUp
+
+    engine = make_engine({"providers": {"groq": {"models": [{"id": f"g-{i}", "limits": {}} for i in range(5)]}}})
+    for i in range(5):
+        fake.always(f"g-{i}", groq_error(400, "bad request", "invalid_request_error"))
+    with pytest.raises(GaveUp):
+        engine.generate(request("groq"))
+    assert {r.model for r in fake.requests} <= {f"g-{i}" for i in range(5)}   # never sent to Cerebras
