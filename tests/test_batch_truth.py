@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from simulator.server import cerebras_error, groq_error
 from state import BatchState
 from tests.conftest import wait_for
+from tests.test_batch import finished, status
 
 FAST_BATCH = {"batch": {"max_in_flight": 2, "max_wait_seconds": 0.5, "heartbeat_seconds": 0.2,
                         "topic_skip_after": 2, "topic_skip_seconds": 30}}
@@ -25,15 +26,6 @@ def start(client, **body):
     response = client.post("/api/generate/batch/start", json={"target_count": 4, **body})
     assert response.status_code == 200, response.get_json()
     return response.get_json()["batch_id"]
-
-
-def status(client, batch_id):
-    return client.get(f"/api/generate/batch/status?batch_id={batch_id}").get_json()
-
-
-def finished(client, batch_id):
-    state = status(client, batch_id)
-    return state if not state["running"] else None
 
 
 def history(client, batch_id):
