@@ -5,6 +5,12 @@ data directory and call `app.extensions["services"].start()` when they want back
 `main()` — the `uk-law-server` entry point, `python -m api_server` — configures logging, starts the
 services and serves the app with waitress on HOST:PORT (default 127.0.0.1:5001). `--demo` first
 starts simulated providers so it runs without any key.
+
+SIGTERM or SIGINT stops it within SHUTDOWN_SECONDS (default 5) and exits with status 0: the server
+stops accepting connections and closes the open ones, every batch worker is told to stop, and work
+waiting on a provider (a batch worker, a `POST /api/generate`) is abandoned, not waited for; those
+threads are daemons and their answers are dropped. Running batches stay `running` and resume under
+the same id at the next start.
 """
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ import argparse
 import logging
 import signal
 import sys
+import threading
+import time
 from typing import Any, Sequence
 
 from flask import Flask
@@ -68,24 +76,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = create_server(app, host=settings.host, port=settings.port, threads=settings.threads,
                            channel_timeout=300, channel_request_lookahead=1)
 
-    def shutdown(signum: int, frame: Any) -> None:
-        log.info("signal %s: shutting down", signum)
-        services.batches.shutdown()
-        server.close()
+    signals: list[int] = []
 
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
+    def on_signal(signum: int, frame: Any) -> None:
+        signals.append(signum)   # takes no lock: the main thread, polling below, does the work
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    serving = threading.Thread(target=_serve, args=(server,), name="http-server", daemon=True)
     mode = " (demo: simulated providers)" if demo else ""
     log.info("serving on http://%s:%s%s", settings.host, settings.port, mode)
-    try:
-        server.run()
-    except (OSError, ValueError):
-        pass  # the listening socket closed on shutdown
-    services.close()
+    serving.start()
+    while not signals and serving.is_alive():
+        serving.join(0.2)
+
+    began = time.monotonic()
+    deadline = began + settings.shutdown_seconds
+    if signals:
+        log.info("signal %s: shutting down (within %gs)", signals[0], settings.shutdown_seconds)
+    else:
+        log.error("the HTTP server stopped by itself; shutting down")
+    _stop_serving(server, in_loop=serving.is_alive(), timeout=max(0.0, deadline - time.monotonic()))
+    services.close(timeout=max(0.0, deadline - time.monotonic()))
     lock.release()
     if demo is not None:
         demo.stop()
-    return 0
+    log.info("stopped in %.1fs", time.monotonic() - began)
+    return 0 if signals else 1
+
+
+def _serve(server: Any) -> None:
+    try:
+        server.run()
+    except Exception:  # noqa: BLE001 - reported; `main` sees the thread end and shuts down
+        log.exception("the HTTP server failed")
+
+
+def _stop_serving(server: Any, *, in_loop: bool, timeout: float) -> None:
+    """Close the listening sockets (new connections are refused) and every open connection (a
+    request still being answered is cut off; its thread may be waiting on a provider and is not
+    waited for). Done in waitress's loop thread, which a trigger wakes, unless that loop is gone.
+    The loop's trigger stays open: request threads that finish later still pull it, and a closed
+    trigger's descriptor may by then belong to another file."""
+    from waitress import wasyncore
+    from waitress.server import BaseWSGIServer
+
+    # One listening socket: the server itself; several (a host name with IPv4 and IPv6 addresses):
+    # a MultiSocketServer whose map holds one server per socket.
+    servers = [server] if isinstance(server, BaseWSGIServer) else \
+        [s for s in server.map.values() if isinstance(s, BaseWSGIServer)]
+    done = threading.Event()
+
+    def close() -> None:
+        try:
+            for one in servers:
+                wasyncore.dispatcher.close(one)   # the listening socket only, not the trigger
+                for channel in list(one.active_channels.values()):
+                    channel.handle_close()
+        finally:
+            done.set()
+
+    if in_loop and servers:
+        servers[0].trigger.pull_trigger(close)
+        if not done.wait(timeout):
+            log.warning("the HTTP server did not close its connections within %.1fs", timeout)
+    else:
+        close()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Starting, stopping, resuming and watching batches; one runs at a time."""
 from __future__ import annotations
 
+import logging
 import queue
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,6 +20,7 @@ from storage.batches import BatchRepository
 from storage.store import Store
 
 RECENT_IN_STATUS = 10
+log = logging.getLogger("batch")
 
 
 class BatchConflict(Exception):
@@ -28,6 +31,10 @@ class BatchConflict(Exception):
 
 class NoProviders(Exception):
     pass
+
+
+class ShuttingDown(Exception):
+    """The process is shutting down: no batch starts or resumes."""
 
 
 class BatchManager:
@@ -44,13 +51,15 @@ class BatchManager:
         self._lock = threading.RLock()
         self._subscribers: set[queue.Queue] = set()
         self._sub_lock = threading.Lock()
+        self._closed = False     # set by `shutdown`: nothing starts any more
 
     # -- starting --------------------------------------------------------------------------
 
     def start(self, *, target_count: int, provider: str | None = None, model: str | None = None,
               topic: str | None = None, difficulty: str | None = None, reasoning_instruction: str | None = None,
               sample_type: str | None = None) -> BatchState:
-        """Validate everything, then start; RequestProblem (400), BatchConflict (409), NoProviders (503)."""
+        """Validate everything, then start; RequestProblem (400), BatchConflict (409), NoProviders or
+        ShuttingDown (503)."""
         provider, model = resolve_provider_model(self.config, provider, model)
         topic_label = resolve_topic_label(None, topic).label if topic else None
         difficulty = check_difficulty(difficulty)
@@ -59,6 +68,8 @@ class BatchManager:
             missing = [c.missing_setting for c in self.engine.providers.values() if c.missing_setting]
             raise NoProviders(f"no provider is configured: set {' or '.join(missing)}")
         with self._lock:
+            if self._closed:
+                raise ShuttingDown("the server is shutting down; start the batch again once it is back")
             running = self.running_ids()
             if running:
                 raise BatchConflict(running[0])
@@ -105,6 +116,8 @@ class BatchManager:
         unfinished = self.repo.with_status(RUNNING)
         resumed: list[str] = []
         with self._lock:
+            if self._closed:
+                return resumed
             for older in unfinished[:-1]:   # one batch at a time: the newest carries on
                 older.status, older.running, older.completed_at = STOPPED, False, utc_now()
                 older.final_error = "interrupted by a restart while a newer batch was running"
@@ -154,13 +167,22 @@ class BatchManager:
         self._publish(state)
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Process exit: workers stop, running batches stay `running` and resume at the next start."""
+        """Process exit, within `timeout` seconds in all: no batch starts any more, every worker is
+        told to stop at once, then those working with the database are waited for while the time
+        lasts. Workers waiting on a provider are not: they are abandoned (daemon threads whose
+        answers are dropped). Running batches stay `running` and resume at the next start."""
+        deadline = time.monotonic() + timeout
         with self._lock:
+            self._closed = True
             runs = list(self._runs.values())
         for run in runs:
             run.shutdown()
         for run in runs:
-            run.join(timeout)
+            left = run.settle(max(0.0, deadline - time.monotonic()))
+            if left:
+                log.info("batch %s: %d worker(s) left behind, waiting on a provider or past the shutdown "
+                         "budget; their answers are dropped and the batch resumes at the next start",
+                         run.state.batch_id, left)
 
     # -- reading ---------------------------------------------------------------------------
 

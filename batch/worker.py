@@ -16,6 +16,12 @@ adds the rest of a current wait, which `eta_note` then explains.
 A write that fails (`WriteFailed`: disk full, read-only file...) pauses the batch: no new provider
 call starts, the state says why (`waiting_reason`, an error entry), and every
 `batch.storage_retry_seconds` one worker tries a small write; when it works the batch carries on.
+
+At process exit (`shutdown`, then `settle`) the workers are told to stop and waited for only while
+they work with the database: one waiting on the engine (a provider call that may hang for a
+minute, a routing wait) is abandoned at once. It is a daemon thread; whatever answer it gets later
+is dropped and it ends without touching anything, so the batch stays `running`, as last saved, and
+resumes at the next start with what the database holds.
 """
 from __future__ import annotations
 
@@ -95,6 +101,13 @@ class BatchRun:
         self._open_wait: dict[str, Any] | None = None   # the entry of `state.waits` still going on
         self._open_wait_until = 0.0                      # its expected end, monotonic
         self._failed_runs = 0                            # runs in a row that produced nothing
+        # Which workers still run, which of them wait on the engine (touching no database), and
+        # which of those a shutdown abandoned; `_activity` is notified when a worker ends or
+        # enters the engine.
+        self._activity = threading.Condition()
+        self._working: set[threading.Thread] = set()
+        self._in_engine: set[threading.Thread] = set()
+        self._abandoned: set[threading.Thread] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -106,6 +119,8 @@ class BatchRun:
         for number in range(max(1, min(self.settings.max_in_flight, self.state.total - self.stored))):
             thread = threading.Thread(target=self._work, name=f"{self.state.batch_id}-{number}", daemon=True)
             self._threads.append(thread)
+            with self._activity:
+                self._working.add(thread)
             thread.start()
 
     def alive(self) -> bool:
@@ -121,7 +136,8 @@ class BatchRun:
             return True
 
     def shutdown(self) -> None:
-        """The process is going away: stop working but leave the batch `running` to resume later."""
+        """The process is going away: stop working but leave the batch `running` to resume later.
+        Returns at once; `settle` waits for the workers."""
         self.stop_event.set()
 
     def snapshot(self) -> dict[str, Any]:
@@ -135,9 +151,19 @@ class BatchRun:
         with self.lock:
             return copy.deepcopy(self.state.history_record())
 
-    def join(self, timeout: float | None = None) -> None:
-        for thread in self._threads:
-            thread.join(timeout)
+    def settle(self, timeout: float) -> int:
+        """After `shutdown`: wait, at most `timeout` seconds, until every worker has ended or waits
+        on the engine, and abandon those that wait there (they drop whatever answer comes and end
+        without touching the database). Returns how many workers are left running."""
+        deadline = time.monotonic() + timeout
+        with self._activity:
+            while self._working - self._in_engine:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._activity.wait(left)
+            self._abandoned |= self._in_engine
+            return len(self._working)
 
     def _finish(self, status: str, error: str | None = None) -> None:
         """Under the lock: final status, persisted and published."""
@@ -204,6 +230,14 @@ class BatchRun:
                               claim.record_id)
 
     def _work(self) -> None:
+        try:
+            self._work_loop()
+        finally:
+            with self._activity:
+                self._working.discard(threading.current_thread())
+                self._activity.notify_all()
+
+    def _work_loop(self) -> None:
         while not self.stop_event.is_set():
             if self._paused():
                 self._wait_for_storage()
@@ -233,13 +267,17 @@ class BatchRun:
         assert slot is not None
         with self.lock:
             self.state.current_sample = slot.topic.label
-        try:
-            result = self.engine.generate(self._request(slot), cancel=self.stop_event)
-        except RoutingError as exc:
+        outcome = self._generate(slot)
+        if outcome is None:   # abandoned by a shutdown: the answer is dropped, nothing is written
+            self._release(claim)
+            return
+        if isinstance(outcome, RoutingError):
+            exc = outcome
             self._release(claim)
             self._log_attempts(claim.number, [a.to_dict() for a in exc.attempts])
             self._on_failure(slot, exc)
             return
+        result = outcome
         record = sample_record(result, batch_id=self.state.batch_id, simulated=self.simulated)
         if self.quality is not None:
             record, rejection = self.quality.admit(record, strict=True)
@@ -253,6 +291,24 @@ class BatchRun:
                 return
             claim.record_id = record["id"]
         self._store(claim, result, record)
+
+    def _generate(self, slot: Slot) -> GenerationResult | RoutingError | None:
+        """The engine's sample, or the RoutingError it raised; None when a shutdown abandoned this
+        worker while it waited on the engine (see `settle`)."""
+        me = threading.current_thread()
+        with self._activity:
+            self._in_engine.add(me)
+            self._activity.notify_all()
+        outcome: GenerationResult | RoutingError
+        try:
+            outcome = self.engine.generate(self._request(slot), cancel=self.stop_event)
+        except RoutingError as exc:
+            outcome = exc
+        finally:
+            with self._activity:
+                self._in_engine.discard(me)
+                abandoned = me in self._abandoned
+        return None if abandoned else outcome
 
     def _store(self, claim: Claim, result: GenerationResult, record: dict[str, Any]) -> None:
         slot = claim.slot

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     # open Server-Sent Events streams at once (each holds a thread); capped by `sse_stream_limit`
     sse_max_streams: int = Field(4, ge=1, le=256, validation_alias="SSE_MAX_STREAMS")
     hf_endpoint: str = Field("https://huggingface.co", validation_alias="HF_ENDPOINT")
+    # seconds SIGTERM/SIGINT may take in all: work in flight is abandoned, not waited for, past it
+    shutdown_seconds: float = Field(5.0, ge=0, le=600, allow_inf_nan=False, validation_alias="SHUTDOWN_SECONDS")
 
     _env: Mapping[str, str] = PrivateAttr(default_factory=lambda: MappingProxyType({}))
 

@@ -4,8 +4,9 @@
 per minute for tokens, resets as durations), `POST /v1/chat/completions` like Cerebras (suffixed
 headers, resets in float seconds, errors with the body at the top level). Faults are scripted per
 model (`script`) or set for good (`always`): any status, headers and body, a delay, a hang past
-the client's timeout, a dropped connection, non-JSON output. Optional per-model limits make it
-answer 429 like the real services. Every request is recorded so tests can count them.
+the client's timeout, an answer held until a test opens its gate, a dropped connection, non-JSON
+output. Optional per-model limits make it answer 429 like the real services. Every request is
+recorded so tests can count them, and `held` says how many are held unanswered right now.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0               # seconds before answering
     hang: bool = False               # never answer (until the server stops)
+    gate: threading.Event | None = None   # answer only once this is set (never, if the server stops first)
     drop: bool = False               # close the connection without answering
     content_type: str = "application/json"
 
@@ -150,6 +152,7 @@ class FakeProviderServer:
         self._limits: dict[str, _Limits] = {}
         self._lock = threading.Lock()
         self._release = threading.Event()
+        self._held = 0                              # requests a hang or a closed gate holds right now
         self._httpd = _Server((host, port), self._handler_class())
         self._thread: threading.Thread | None = None
 
@@ -198,6 +201,29 @@ class FakeProviderServer:
         with self._lock:
             return sum(1 for r in self.requests
                        if (model is None or r.model == model) and (path is None or r.path == path))
+
+    @property
+    def held(self) -> int:
+        """How many requests a `hang` reply or a closed `gate` holds unanswered right now (whether
+        or not their clients are still there)."""
+        with self._lock:
+            return self._held
+
+    def _hold(self, reply: Reply) -> bool:
+        """Wait while `reply` holds its request; True if it may then be answered."""
+        with self._lock:
+            self._held += 1
+        try:
+            if reply.hang or reply.gate is None:
+                self._release.wait(300)
+                return False
+            while not self._release.is_set():
+                if reply.gate.wait(0.05):
+                    return True
+            return False
+        finally:
+            with self._lock:
+                self._held -= 1
 
     def models_called(self) -> list[str | None]:
         with self._lock:
@@ -316,8 +342,7 @@ class FakeProviderServer:
                     payload = {}
                 reply, extra, completion = server.respond(self.path, payload if isinstance(payload, dict) else {})
                 delay = reply.delay + (server.latency() if callable(server.latency) else server.latency)
-                if reply.hang:
-                    server._release.wait(300)
+                if (reply.hang or reply.gate is not None) and not server._hold(reply):
                     return
                 if delay > 0:
                     time.sleep(delay)

@@ -1,4 +1,5 @@
-"""The real server process: `python api_server.py` on waitress, SSE over a socket, SIGKILL mid-batch."""
+"""The real server process: `python api_server.py` on waitress, SSE over a socket, SIGKILL mid-batch,
+SIGTERM within its shutdown budget while provider calls hang."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from simulator.server import FakeProviderServer
+from simulator.server import FakeProviderServer, Reply
 from tests.conftest import CEREBRAS_KEY, GROQ_KEY, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +77,17 @@ class ServerProcess:
         self.proc.send_signal(sig)
         self.proc.wait(timeout=30)
 
+    def terminate_timed(self, sig: int = signal.SIGTERM, limit: float = 30) -> float:
+        """Send `sig` and return the seconds until the process has exited (fails past `limit`)."""
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running {limit}s after signal {sig}") from None
+        return time.monotonic() - started
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -86,8 +98,8 @@ class ServerProcess:
 def server_factory(tmp_path, fake):
     servers: list[ServerProcess] = []
 
-    def make() -> ServerProcess:
-        server = ServerProcess(tmp_path, fake).start()
+    def make(**kwargs: str) -> ServerProcess:
+        server = ServerProcess(tmp_path, fake, **kwargs).start()
         servers.append(server)
         return server
 
@@ -142,6 +154,67 @@ def test_sigterm_leaves_the_batch_to_resume(server_factory, fake):
                      and not s["running"] and s, timeout=60)
     assert state["status"] == "completed" and state["samples_generated"] == 30
     assert restarted.get("/api/stats")["total"] == 30
+
+
+SHUTDOWN_BUDGET = 5.0   # SHUTDOWN_SECONDS' default
+SIXTEEN_IN_FLIGHT = USER_CONFIG.replace("max_in_flight: 4", "max_in_flight: 16")
+MODELS = ("g-large", "g-small", "c-large")
+
+
+def test_sigterm_with_every_provider_call_hanging_exits_within_the_budget_and_the_batch_resumes(tmp_path, fake):
+    fake.latency = 0.05
+    server = ServerProcess(tmp_path, fake, user_config=SIXTEEN_IN_FLIGHT).start()
+    restarted = ServerProcess(tmp_path, fake, user_config=SIXTEEN_IN_FLIGHT)
+    try:
+        batch_id = server.post("/api/generate/batch/start", {"target_count": 60}).json()["batch_id"]
+        wait_for(lambda: server.get(f"/api/generate/batch/status?batch_id={batch_id}")["samples_generated"] >= 2)
+        for model in MODELS:
+            fake.always(model, Reply(hang=True))      # no provider answers any more
+        wait_for(lambda: fake.held == 16, timeout=30)
+        assert server.get(f"/api/generate/batch/status?batch_id={batch_id}")["in_flight"] == 16
+
+        seconds = server.terminate_timed(signal.SIGTERM)
+        assert server.proc.returncode == 0, server.log.read_text()
+        assert seconds < SHUTDOWN_BUDGET + 2, f"exited {seconds:.1f}s after SIGTERM"
+
+        for model in MODELS:
+            fake.always(model, None)                  # the providers answer again
+        restarted.start()
+        state = wait_for(lambda: (s := restarted.get(f"/api/generate/batch/status?batch_id={batch_id}"))
+                         and not s["running"] and s, timeout=60)
+        assert state["status"] == "completed" and state["samples_generated"] == 60 and state["resumed_count"] == 1
+        rows = restarted.get(f"/api/batch/{batch_id}/samples")["samples"]
+        assert len(rows) == 60 and len({r["id"] for r in rows}) == 60 and len({r["question"] for r in rows}) == 60
+        assert restarted.get("/api/stats")["total"] == 60
+    finally:
+        server.stop()
+        restarted.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_a_single_generation_hangs_exits_within_the_budget(server_factory, fake, sig):
+    server = server_factory(SHUTDOWN_SECONDS="3")
+    for model in MODELS:
+        fake.always(model, Reply(hang=True))
+    outcome: list[object] = []
+
+    def generate() -> None:
+        try:
+            outcome.append(httpx.post(server.base + "/api/generate", json={"topic": "Tort Law - Nuisance"},
+                                      timeout=60))
+        except httpx.HTTPError as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=generate, daemon=True)
+    caller.start()
+    wait_for(lambda: fake.held == 1)
+
+    seconds = server.terminate_timed(sig)
+    assert server.proc.returncode == 0, server.log.read_text()
+    assert seconds < 3 + 2, f"exited {seconds:.1f}s after signal {sig}"
+    caller.join(timeout=10)
+    assert len(outcome) == 1 and isinstance(outcome[0], httpx.TransportError), outcome  # cut off, not answered
+    assert fake.held == 1   # the provider never answered: the server did not wait for it
 
 
 def test_a_second_server_on_the_same_data_directory_exits_at_once(server_factory, tmp_path, fake):

@@ -15,7 +15,7 @@ def test_defaults_from_an_empty_mapping() -> None:
     assert settings.api_token is None and settings.provider_config_file is None
     assert settings.cors_origins == DEFAULT_CORS_ORIGINS
     assert (settings.max_body_bytes, settings.generate_max_wait, settings.threads) == (32 * 1024 * 1024, 10.0, 16)
-    assert settings.hf_endpoint == "https://huggingface.co"
+    assert settings.hf_endpoint == "https://huggingface.co" and settings.shutdown_seconds == 5.0
     assert settings.database_path == Path("data") / "dataset.sqlite3"
     assert dict(settings.env) == {}
 
@@ -33,6 +33,7 @@ def test_every_variable_is_read_and_the_wait_may_be_fractional() -> None:
     assert settings.hf_endpoint == "http://hub.local"
     assert settings.env["GROQ_API_KEY"] == "gsk-x" and dict(settings.env) == env
     assert Settings.from_env({"GENERATE_MAX_WAIT": "0.25"}).generate_max_wait == 0.25
+    assert Settings.from_env({"SHUTDOWN_SECONDS": "2.5"}).shutdown_seconds == 2.5
     assert "s3cret" not in repr(settings)
 
 
@@ -48,6 +49,9 @@ def test_blank_values_keep_the_defaults() -> None:
     ("GENERATE_MAX_WAIT", "601", "less than or equal to 600"),
     ("GENERATE_MAX_WAIT", "-1", "greater than or equal to 0"),
     ("GENERATE_MAX_WAIT", "nan", "finite"),
+    ("SHUTDOWN_SECONDS", "-1", "greater than or equal to 0"),
+    ("SHUTDOWN_SECONDS", "601", "less than or equal to 600"),
+    ("SHUTDOWN_SECONDS", "inf", "finite"),
     ("PORT", "http", "valid integer"),
     ("PORT", "70000", "less than or equal to 65535"),
     ("SERVER_THREADS", "1", "greater than or equal to 2"),

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from batch.manager import BatchConflict, BatchManager, NoProviders
+from batch.manager import BatchConflict, BatchManager, NoProviders, ShuttingDown
 from generation.requests import RequestProblem
 from web.prometheus import prometheus_text, provider_stats
 from web.errors import ApiError
@@ -30,6 +30,7 @@ SSE_EVENT = obj("data", data={"type": "string", "contentMediaType": "application
 # thread and slot within about a second (waitress reports it; see `api_server.main`).
 DISCONNECT_POLL_SECONDS = 1.0
 STREAM_RETRY_AFTER_SECONDS = 5   # the dashboard reconnects 5 s after an error anyway
+RESTART_RETRY_AFTER_SECONDS = 10  # a batch start refused while the server shuts down: try after the restart
 
 
 def manager() -> BatchManager:
@@ -51,6 +52,8 @@ def start(body: BatchStartBody):
         raise ApiError(409, str(exc), running_batch_id=exc.batch_id) from None
     except NoProviders as exc:
         raise ApiError(503, str(exc)) from None
+    except ShuttingDown as exc:
+        raise ApiError(503, str(exc), {"Retry-After": str(RESTART_RETRY_AFTER_SECONDS)}) from None
     return jsonify({"success": True, "message": f"batch started: {state.total} sample(s) to add",
                     "batch_id": state.batch_id, "provider": state.provider or services().default_provider(),
                     "model": state.model, "total": state.total, "target_count": state.target_count})

@@ -2,8 +2,8 @@
 
 Building has no side effects beyond opening the database: no thread starts, no batch resumes,
 logging is untouched. `start()` launches the background work (the statistics frame and duplicate
-index warm-up, resuming unfinished batches); `close()` ends it. Tests and tools can build an app
-and never start anything.
+index warm-up, resuming unfinished batches); `close()` ends it within SHUTDOWN_SECONDS. Tests and
+tools can build an app and never start anything.
 """
 from __future__ import annotations
 
@@ -58,9 +58,17 @@ class Services:
         if resume_batches:
             self.batches.resume_unfinished()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the workers (running batches stay `running` and resume at the next start)."""
-        self.batches.shutdown(timeout=timeout)
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the background work within `timeout` seconds in all (default SHUTDOWN_SECONDS), then
+        close the store. Each step gets what is left of the budget and returns by its end; work
+        still waiting on a provider is abandoned, not waited for. Running batches stay `running`
+        and resume at the next start."""
+        deadline = time.monotonic() + (self.settings.shutdown_seconds if timeout is None else timeout)
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        self.batches.shutdown(timeout=left())
         self.store.close()
 
     def _warm_up(self) -> None:
