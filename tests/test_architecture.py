@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "batch": 7, "simulator": 7,
     "web": 8,
     "api_server": 9,
+    "cli": 9,           # a client of the HTTP API: imports nothing of the server (see below)
 }
 
 
@@ -119,6 +120,18 @@ def test_no_upward_import():
 
 def test_no_import_cycle():
     assert cycles(import_graph()) == []
+
+
+def test_the_command_line_client_imports_nothing_from_the_project():
+    """`cli` reaches the server only over HTTP, so it runs wherever the server can be reached."""
+    graph = import_graph()
+    assert any(name.startswith("cli.") for name in graph)
+    foreign = sorted(f"{m} imports {t}" for m, targets in graph.items() if m.split(".")[0] == "cli"
+                     for t in targets if t.split(".")[0] != "cli")
+    assert foreign == []
+    imported_by_the_server = sorted(f"{m} imports {t}" for m, targets in graph.items() if m.split(".")[0] != "cli"
+                                    for t in targets if t.split(".")[0] == "cli")
+    assert imported_by_the_server == []
 
 
 def test_the_checks_catch_a_planted_violation(tmp_path):
