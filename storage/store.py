@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from storage.database import Database
-from storage.errors import DuplicateId, StoreError, WriteFailed  # noqa: F401  (re-exported)
+from storage.errors import DuplicateId, InvalidRecord, StoreError, WriteFailed  # noqa: F401  (re-exported)
+from storage.records import check_record
 
 CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
 EDITABLE_FIELDS = CONTENT_FIELDS + ("topic", "difficulty", "sample_type")
@@ -95,12 +96,13 @@ class Store:
 
     @staticmethod
     def _to_row(record: Mapping[str, Any]) -> dict[str, Any]:
+        """The columns of a record `check_record` has passed."""
         row = {name: record.get(name) for name in COLUMNS if name != "extra"}
         row["simulated"] = 1 if record.get("simulated") else 0
         flags = record.get("quality_flags")
         row["quality_flags"] = json.dumps(list(flags)) if flags is not None else None
         extra = {k: v for k, v in record.items() if k not in COLUMNS and k != "seq"}
-        row["extra"] = json.dumps(extra, ensure_ascii=False, default=str) if extra else None
+        row["extra"] = json.dumps(extra, ensure_ascii=False) if extra else None
         return row
 
     @staticmethod
@@ -122,11 +124,19 @@ class Store:
         return self.add_many([record])[0]
 
     def add_many(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Insert records in one transaction; all or nothing. Missing timestamps are filled in."""
+        """Insert records in one transaction; all or nothing. Each is checked first
+        (`InvalidRecord` naming the record and field; nothing written). Missing timestamps are filled in."""
         now = utc_now()
         rows = []
-        for record in records:
-            row = self._to_row(record)
+        for number, record in enumerate(records):
+            try:
+                checked = check_record(record)
+            except InvalidRecord as exc:
+                if len(records) > 1:
+                    where = f"record {number + 1}" + (f" ({record.get('id')!r})" if isinstance(record, Mapping) else "")
+                    raise InvalidRecord([(f"{where}: {field}", message) for field, message in exc.problems]) from None
+                raise
+            row = self._to_row(checked)
             row["created_at"] = row["created_at"] or now
             row["updated_at"] = row["updated_at"] or row["created_at"]
             rows.append(row)
@@ -141,13 +151,14 @@ class Store:
         return stored
 
     def update(self, sample_id: str, changes: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Merge `changes` into a row, keep its other fields, refresh `updated_at`; None if absent."""
+        """Merge `changes` into a row, keep its other fields, refresh `updated_at`; None if absent.
+        The merged record is checked (`InvalidRecord`; nothing written)."""
         with self.database.transaction() as db:
             row = db.execute(f"SELECT {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
             if row is None:
                 return None
             merged = {**self.to_record(row), **changes, "id": sample_id, "updated_at": utc_now()}
-            stored = self._to_row(merged)
+            stored = self._to_row(check_record(merged))
             assignments = ", ".join(f"{n} = :{n}" for n in COLUMNS if n != "id")
             db.execute(f"UPDATE samples SET {assignments} WHERE id = :id", stored)
         record = self.to_record(stored)
