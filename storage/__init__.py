@@ -9,7 +9,10 @@ Schema (`schema`): every table in one ordered list of numbered migrations, recor
 
 `records`, the stored sample's one schema: `check_record(record)` (types, lengths and shapes of
 every field, metadata and extra fields included; `InvalidRecord` naming each bad field). Every
-write below passes through it, and the web layer's request models use its field types.
+write below passes through it, and the web layer's request models use its field types. Rows an
+older version stored with values of the wrong type are repaired on every read (`repair_record`,
+`repair_column`: a count that is text reads as null, unreadable flags as []), so one row never
+breaks a listing, a statistic or an export; `damaged_rows()` names them.
 
 `store.Store(path)`, the samples:
     add(record) / add_many(records) -> stored records      (DuplicateId on a known id; InvalidRecord; all or nothing)
@@ -20,6 +23,7 @@ write below passes through it, and the web layer's request models use its field 
     search(text, field, limit)                              (case-insensitive substring, never a regex)
     iter_questions() -> (id, question) pairs in insertion order
     columns(fields, lengths=, filters=) -> {name: [values]} (column-wise read; lengths of texts, not texts)
+    damaged_rows(limit) / damaged_count()                   (rows an older version stored with wrong types)
     on_change(listener) and `version`                       (a `Change` after every commit; a cache key)
     write_problem() -> None | "cannot write FILE: reason; what to do"   (a small real write, short lock wait)
     writable() -> bool; size_bytes() -> int; close()
