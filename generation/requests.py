@@ -55,6 +55,17 @@ def check_sample_type(sample_type: str | None, allow_balance: bool = True) -> st
     return sample_type
 
 
+def check_labels(fields: dict[str, Any]) -> None:
+    """A sample's labels: its difficulty (when given) a known level, its sample type (when set) one
+    of the four types. For every way a sample comes in but generation (which resolves its own)."""
+    if "difficulty" in fields:
+        if not fields["difficulty"]:
+            raise RequestProblem("difficulty must not be empty")
+        check_difficulty(fields["difficulty"])
+    if fields.get("sample_type"):
+        check_sample_type(fields["sample_type"], allow_balance=False)
+
+
 def resolve_provider_model(config: AppConfig, provider: str | None, model: str | None) -> tuple[str | None, str | None]:
     provider = provider or None
     model = model or None

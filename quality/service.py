@@ -7,6 +7,7 @@ can never both get in; a reservation whose sample is then not stored is released
 """
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from quality.duplicates import DuplicateIndex
 from storage.store import Change, Store
 
 READY_TIMEOUT = 300.0
+log = logging.getLogger("quality")
 REJECT_CODES = tuple(code for code, spec in FLAGS.items() if spec.severity == REJECT)
 
 
@@ -54,14 +56,27 @@ class QualityService:
     # -- the index -------------------------------------------------------------------------
 
     def build(self) -> None:
-        """Index every stored question, then apply the changes that arrived meanwhile."""
-        for sample_id, question in self.store.iter_questions():
-            self.index.add(sample_id, question)
-        with self._events_lock:
-            buffered, self._buffer = self._buffer or [], None
-        for change in buffered:   # replaying is idempotent: add replaces, remove forgets
-            self._apply(change)
-        self._ready.set()
+        """Index every stored question, then apply the changes that arrived meanwhile. The index
+        is declared ready whatever happens: a question that cannot be indexed is logged and
+        skipped, and if reading the store fails, what was read is kept (generation must not wait
+        `READY_TIMEOUT` for an index that will never come)."""
+        try:
+            for sample_id, question in self.store.iter_questions():
+                try:
+                    self.index.add(sample_id, question)
+                except Exception:   # one unusable row must not cost the whole index
+                    log.exception("duplicate index: cannot index the question of sample %r; skipped", sample_id)
+        except Exception:
+            log.exception("duplicate index: reading the stored questions failed; the index holds what was read")
+        finally:
+            with self._events_lock:
+                buffered, self._buffer = self._buffer or [], None
+            for change in buffered:   # replaying is idempotent: add replaces, remove forgets
+                try:
+                    self._apply(change)
+                except Exception:
+                    log.exception("duplicate index: a change could not be applied")
+            self._ready.set()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> bool:
         return self._ready.wait(timeout)

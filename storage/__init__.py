@@ -7,15 +7,23 @@ work only with plain values (dicts, lists, `BatchState`), never with driver type
 Schema (`schema`): every table in one ordered list of numbered migrations, recorded in
 `schema_migrations`, applied when a store opens; files from before versioning are adopted.
 
+`records`, the stored sample's one schema: `check_record(record)` (types, lengths and shapes of
+every field, metadata and extra fields included; `InvalidRecord` naming each bad field). Every
+write below passes through it, and the web layer's request models use its field types. Rows an
+older version stored with values of the wrong type are repaired on every read (`repair_record`,
+`repair_column`: a count that is text reads as null, unreadable flags as []), so one row never
+breaks a listing, a statistic or an export; `damaged_rows()` names them.
+
 `store.Store(path)`, the samples:
-    add(record) / add_many(records) -> stored records      (DuplicateId on a known id; all or nothing)
-    update(id, changes) -> record | None                    (merge, refresh updated_at)
+    add(record) / add_many(records) -> stored records      (DuplicateId on a known id; InvalidRecord; all or nothing)
+    update(id, changes) -> record | None                    (merge, check, refresh updated_at)
     delete(id) -> bool
     get(id) -> record | None; exists(ids) -> set of ids present
     count(filters) / list(filters, limit, offset, newest_first) / iter_records(...) / random(n, filters)
     search(text, field, limit)                              (case-insensitive substring, never a regex)
     iter_questions() -> (id, question) pairs in insertion order
     columns(fields, lengths=, filters=) -> {name: [values]} (column-wise read; lengths of texts, not texts)
+    damaged_rows(limit) / damaged_count()                   (rows an older version stored with wrong types)
     on_change(listener) and `version`                       (a `Change` after every commit; a cache key)
     write_problem() -> None | "cannot write FILE: reason; what to do"   (a small real write, short lock wait)
     writable() -> bool; size_bytes() -> int; close()
@@ -26,7 +34,7 @@ Schema (`schema`): every table in one ordered list of numbered migrations, recor
     save(state); get(batch_id); with_status(status); history(limit); stored_samples(batch_id)
     log_attempts(batch_id, slot, attempts, sample_id); attempts(batch_id, limit); rejection_counts()
 
-`errors`: StoreError, DuplicateId, SchemaError, SchemaTooNew (a database newer than this server),
+`errors`: StoreError, DuplicateId, InvalidRecord (a record breaking `records`' rules), SchemaError, SchemaTooNew (a database newer than this server),
 WriteFailed (disk full, read-only, failing disk, lock held too long: the write changed nothing);
 at start-up DatabaseDamaged (truncated, garbage header, PRAGMA quick_check failed) and
 DatabaseUnwritable (read-only file or directory, no space), each one line: file, problem, fix.

@@ -12,6 +12,19 @@ class DuplicateId(StoreError):
     """An insert named a sample id that is already stored."""
 
 
+class InvalidRecord(StoreError, ValueError):
+    """A record breaks the stored sample's rules (`storage.records`); nothing was written.
+    `problems` lists (field, what is wrong); the message joins them as "field: problem; ..."."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{field}: {message}" for field, message in self.problems))
+
+    @property
+    def fields(self) -> list[str]:
+        return list(dict.fromkeys(field for field, _ in self.problems))
+
+
 class WriteFailed(StoreError):
     """A write could not be made (disk full, read-only file, failing disk, database locked too long).
     Nothing was changed; the same write may work later. `reason` is SQLite's, `advice` what to do,

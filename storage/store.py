@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from storage.database import Database
-from storage.errors import DuplicateId, StoreError, WriteFailed  # noqa: F401  (re-exported)
+from storage.errors import DuplicateId, InvalidRecord, StoreError, WriteFailed  # noqa: F401  (re-exported)
+from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, TEXT_COLUMNS,
+                             check_record, repair_column, repair_record)
 from storage.schema import SEARCH_COLUMNS
 
 CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
@@ -59,6 +61,9 @@ class Store:
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Change], None]] = []
         self.version = 0                  # bumped on every committed change (a cache key)
+        self._damaged: dict[str, list[str]] | None = None   # damaged_rows(): None until scanned
+        self._touched: set[str] | None = None               # ids changed while it scans
+        self._scan_lock = threading.Lock()
 
     def close(self) -> None:
         """Close this thread's connection (and finished threads'); see `Database.close`."""
@@ -87,6 +92,13 @@ class Store:
         does: its exception is logged, never passed to the writer (who would take the write for failed)."""
         with self._lock:
             self.version += 1
+            if self._damaged is not None or self._touched is not None:   # a rewritten row is a repaired one
+                changed = [record["id"] for record in change.records] + list(change.ids)
+                if self._touched is not None:
+                    self._touched.update(changed)
+                if self._damaged is not None:
+                    for sample_id in changed:
+                        self._damaged.pop(sample_id, None)
         for listener in list(self._listeners):
             try:
                 listener(change)
@@ -98,26 +110,20 @@ class Store:
 
     @staticmethod
     def _to_row(record: Mapping[str, Any]) -> dict[str, Any]:
+        """The columns of a record `check_record` has passed."""
         row = {name: record.get(name) for name in COLUMNS if name != "extra"}
         row["simulated"] = 1 if record.get("simulated") else 0
         flags = record.get("quality_flags")
         row["quality_flags"] = json.dumps(list(flags)) if flags is not None else None
         extra = {k: v for k, v in record.items() if k not in COLUMNS and k != "seq"}
-        row["extra"] = json.dumps(extra, ensure_ascii=False, default=str) if extra else None
+        row["extra"] = json.dumps(extra, ensure_ascii=False) if extra else None
         return row
 
     @staticmethod
     def to_record(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
-        data = dict(row)
-        data.pop("seq", None)
-        extra = data.pop("extra", None)
-        data["simulated"] = bool(data.get("simulated"))
-        flags = data.get("quality_flags")
-        data["quality_flags"] = json.loads(flags) if flags else []
-        if extra:
-            for key, value in json.loads(extra).items():
-                data.setdefault(key, value)
-        return data
+        """A stored row as a record; a field an older version stored with the wrong type comes
+        back repaired (`storage.records.repair_record`), so one bad row never breaks a read."""
+        return repair_record(row)[0]
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -125,11 +131,19 @@ class Store:
         return self.add_many([record])[0]
 
     def add_many(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Insert records in one transaction; all or nothing. Missing timestamps are filled in."""
+        """Insert records in one transaction; all or nothing. Each is checked first
+        (`InvalidRecord` naming the record and field; nothing written). Missing timestamps are filled in."""
         now = utc_now()
         rows = []
-        for record in records:
-            row = self._to_row(record)
+        for number, record in enumerate(records):
+            try:
+                checked = check_record(record)
+            except InvalidRecord as exc:
+                if len(records) > 1:
+                    where = f"record {number + 1}" + (f" ({record.get('id')!r})" if isinstance(record, Mapping) else "")
+                    raise InvalidRecord([(f"{where}: {field}", message) for field, message in exc.problems]) from None
+                raise
+            row = self._to_row(checked)
             row["created_at"] = row["created_at"] or now
             row["updated_at"] = row["updated_at"] or row["created_at"]
             rows.append(row)
@@ -144,13 +158,15 @@ class Store:
         return stored
 
     def update(self, sample_id: str, changes: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Merge `changes` into a row, keep its other fields, refresh `updated_at`; None if absent."""
+        """Merge `changes` into a row, keep its other fields, refresh `updated_at`; None if absent.
+        The changed fields are checked (`InvalidRecord`; nothing written); a field an older version
+        stored with the wrong type is written back repaired, one it stored too long is kept."""
         with self.database.transaction() as db:
             row = db.execute(f"SELECT {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
             if row is None:
                 return None
             merged = {**self.to_record(row), **changes, "id": sample_id, "updated_at": utc_now()}
-            stored = self._to_row(merged)
+            stored = self._to_row(check_record(merged, only=[*changes, "updated_at"]))
             assignments = ", ".join(f"{n} = :{n}" for n in COLUMNS if n != "id")
             db.execute(f"UPDATE samples SET {assignments} WHERE id = :id", stored)
         record = self.to_record(stored)
@@ -261,6 +277,9 @@ class Store:
         cursor = self._read().execute("SELECT id, question FROM samples ORDER BY seq")
         while rows := cursor.fetchmany(chunk):
             for sample_id, question in rows:
+                if type(sample_id) is not str or type(question) is not str:   # a row an older version damaged
+                    (sample_id,), _ = repair_column("id", [sample_id])
+                    (question,), _ = repair_column("question", [question])
                 yield sample_id, question
 
     def columns(self, fields: Sequence[str], *, lengths: Mapping[str, str] | None = None,
@@ -279,11 +298,72 @@ class Store:
                                     params).fetchall()
         values = zip(*rows) if rows else ([] for _ in names)
         result: dict[str, list[Any]] = {name: list(column) for name, column in zip(names, values)}
-        if "quality_flags" in fields:
-            result["quality_flags"] = [json.loads(flags) if flags else [] for flags in result["quality_flags"]]
-        if "simulated" in fields:
-            result["simulated"] = [bool(value) for value in result["simulated"]]
+        for name in fields:   # values an older version stored with the wrong type are repaired
+            result[name] = repair_column(name, result[name])[0]
+        for name in lengths:
+            result[name] = [value if type(value) is int else 0 for value in result[name]]
         return result
+
+    def damaged_rows(self, limit: int = 100) -> dict[str, Any]:
+        """Rows holding values of the wrong type (written by older versions, or by hand): reads
+        repair them on the way out (`to_record`, `columns`), this says which rows and fields.
+        `{"count": n, "fields": {field: rows}, "samples": [{"id", "fields"}] (the first `limit`)}`.
+        The first call scans the table (the column types in SQL, each suspect row confirmed in
+        Python); after that the list only shrinks, as rows are edited (rewritten whole, repaired)
+        or deleted: every write is checked, so no new damaged row can appear."""
+        with self._scan_lock:   # one scan at a time
+            if self._damaged is None:
+                with self._lock:
+                    self._touched = set()
+                found = self._scan_damaged()
+                with self._lock:
+                    for sample_id in self._touched:
+                        found.pop(sample_id, None)
+                    self._touched = None
+                    self._damaged = found
+        with self._lock:
+            damaged = list(self._damaged.items())
+        fields: dict[str, int] = {}
+        for _, names in damaged:
+            for name in names:
+                fields[name] = fields.get(name, 0) + 1
+        return {"count": len(damaged), "fields": fields,
+                "samples": [{"id": sample_id, "fields": list(names)} for sample_id, names in damaged[:limit]]}
+
+    def damaged_count(self) -> int | None:
+        """How many damaged rows `damaged_rows` found; None before its first scan (nothing is scanned here)."""
+        with self._lock:
+            return None if self._damaged is None else len(self._damaged)
+
+    def _scan_damaged(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        cursor = self._read().execute(f"SELECT {ROW} FROM samples WHERE {_DAMAGED} ORDER BY seq")
+        while rows := cursor.fetchmany(500):
+            for row in rows:
+                record, damaged = repair_record(row)
+                if damaged:
+                    found[record["id"]] = damaged
+        return found
+
+
+def _damaged_condition() -> str:
+    """SQL true for a row holding a value of the wrong type: a superset check, confirmed in Python
+    by `repair_record`."""
+    checks = [f"typeof({name}) != 'text'" for name in TEXT_COLUMNS]
+    checks += [f"typeof({name}) NOT IN ('text', 'null')" for name in OPTIONAL_TEXT_COLUMNS]
+    checks += [f"(typeof({name}) NOT IN ('integer', 'null') OR {name} < 0 OR {name} > {MAX_COUNT})"
+               for name in COUNT_COLUMNS]
+    checks += [f"(typeof({name}) NOT IN ('real', 'integer', 'null') OR abs({name}) > 1e308)" for name in NUMBER_COLUMNS]
+    checks.append("typeof(simulated) != 'integer' OR simulated NOT IN (0, 1)")
+    checks.append("(quality_flags IS NOT NULL AND quality_flags != '' AND CASE WHEN typeof(quality_flags) = 'text' "
+                  "AND json_valid(quality_flags) THEN json_type(quality_flags) != 'array' OR EXISTS (SELECT 1 FROM "
+                  "json_each(samples.quality_flags) WHERE type != 'text') ELSE 1 END)")
+    checks.append("(extra IS NOT NULL AND extra != '' AND CASE WHEN typeof(extra) = 'text' AND json_valid(extra) "
+                  "THEN json_type(extra) != 'object' ELSE 1 END)")
+    return " OR ".join(f"({check})" for check in checks)
+
+
+_DAMAGED = _damaged_condition()
 
 
 def _like_escape(text: str) -> str:

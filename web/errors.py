@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from storage.errors import WriteFailed
+from storage.errors import InvalidRecord, WriteFailed
 
 log = logging.getLogger("api")
 
@@ -49,6 +49,10 @@ def register_error_handlers(app: Flask) -> None:
         message = _HTTP_MESSAGES.get(status) or (exc.description or exc.name)
         headers = {"Allow": ", ".join(exc.valid_methods)} if status == 405 and getattr(exc, "valid_methods", None) else {}
         return error_response(status, message, headers)
+
+    @app.errorhandler(InvalidRecord)
+    def _invalid_record(exc: InvalidRecord) -> Response:   # the store's own check (storage.records)
+        return error_response(400, f"invalid sample: {exc}")
 
     @app.errorhandler(WriteFailed)
     def _write_failed(exc: WriteFailed) -> Response:

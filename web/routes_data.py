@@ -8,9 +8,10 @@ import orjson
 from flask import Blueprint, Response, jsonify
 
 from quality.service import REJECT_CODES
-from generation.requests import RequestProblem, check_difficulty, check_sample_type
+from generation.requests import RequestProblem, check_labels
+from dataset.importing import LineError, parse_lines
 from dataset.stats import basic_stats, detailed_stats, token_stats
-from storage.store import COLUMNS, EDITABLE_FIELDS, REQUIRED_IMPORT_FIELDS, DuplicateId, new_sample_id
+from storage.store import EDITABLE_FIELDS, DuplicateId, new_sample_id
 from web.errors import ApiError
 from web.operation import operation
 from web.queries import DataQuery, RandomQuery, SearchQuery
@@ -21,7 +22,6 @@ from web.validation import DownloadBody, ImportBody, NewSample, SampleFields
 bp = Blueprint("data", __name__)
 
 QUALITY_FIELDS = ("quality_score", "quality_flags", "duplicate_of", "quality")
-SCALAR_COLUMNS = tuple(f for f in COLUMNS if f not in QUALITY_FIELDS + ("extra",))  # the checks set the others
 TOTAL = {"X-Total-Count": "how many samples match the filters"}
 ATTACHMENT = {"Content-Disposition": "attachment; filename=..."}
 CHANGED = ok("message", "total_samples", message=STRING, total_samples=INT)
@@ -50,17 +50,11 @@ def _json_array(records: Iterator[dict[str, Any]], rows_per_chunk: int = 200) ->
 
 
 def _checked(fields: dict[str, Any]) -> dict[str, Any]:
+    """400 unless the difficulty and sample type are the catalogue's (the import checks the same)."""
     try:
-        if "difficulty" in fields:
-            if not fields["difficulty"]:
-                raise RequestProblem("difficulty must not be empty")
-            check_difficulty(fields["difficulty"])
-        if fields.get("sample_type"):
-            check_sample_type(fields["sample_type"], allow_balance=False)
+        check_labels(fields)
     except RequestProblem as exc:
         raise ApiError(400, str(exc)) from None
-    if "topic" in fields and not str(fields["topic"]).strip():
-        raise ApiError(400, "topic must not be empty")
     return fields
 
 
@@ -187,54 +181,14 @@ def download_samples(body: DownloadBody):
     return response
 
 
-def _storable(item: dict[str, Any]) -> None:
-    """400 unless SQLite can store the record: plain values in its columns, valid Unicode throughout."""
-    wrong = [f for f in SCALAR_COLUMNS if f in item and not _scalar(item[f])]
-    if wrong:
-        raise ApiError(400, f"field(s) must be text, a number, true/false or null: {', '.join(wrong)}")
-    try:
-        json.dumps(item, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ApiError(400, "text must be valid Unicode (no lone surrogate escapes)") from None
-
-
-def _scalar(value: Any) -> bool:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return -2**63 <= value < 2**63
-    return value is None or isinstance(value, (str, float, bool))
-
-
 def _parse_import(content: str) -> list[dict[str, Any]]:
-    """Every line as a record; 400 naming the first bad line."""
-    records = []
-    for number, line in enumerate(content.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except ValueError as exc:
-            raise ApiError(400, f"line {number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(item, dict):
-            raise ApiError(400, f"line {number}: expected a JSON object")
-        missing = [f for f in REQUIRED_IMPORT_FIELDS if f not in item]
-        if missing:
-            raise ApiError(400, f"line {number}: missing required field(s): {', '.join(missing)}")
-        wrong = [f for f in REQUIRED_IMPORT_FIELDS if not isinstance(item[f], str)]
-        if wrong:
-            raise ApiError(400, f"line {number}: field(s) must be strings: {', '.join(wrong)}")
-        empty = [f for f in ("id", "question", "answer", "topic") if not item[f].strip()]
-        if empty:
-            raise ApiError(400, f"line {number}: field(s) must not be empty: {', '.join(empty)}")
-        try:
-            _checked({"difficulty": item["difficulty"], "sample_type": item.get("sample_type")
-                      if isinstance(item.get("sample_type"), str) else None})
-            _storable(item)
-        except ApiError as exc:
-            raise ApiError(400, f"line {number}: {exc.message}") from None
-        records.append(item)
-    if not records:
-        raise ApiError(400, "content has no records")
-    return records
+    """Every line as a record; 400 naming the first bad line and field."""
+    try:
+        return parse_lines(content)
+    except LineError as exc:
+        raise ApiError(400, str(exc)) from None
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 @bp.post("/api/import/jsonl")
@@ -251,7 +205,7 @@ def import_jsonl(body: ImportBody):
         if record["id"] in existing or record["id"] in seen:
             duplicates.append(record["id"])
             continue
-        admitted, rejection = svc.quality.admit({**record, "simulated": bool(record.get("simulated"))}, strict=False)
+        admitted, rejection = svc.quality.admit(record, strict=False)
         if rejection is not None:
             duplicate_questions.append({"id": record["id"], "duplicate_of": admitted.get("duplicate_of")})
             continue

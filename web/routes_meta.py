@@ -95,7 +95,7 @@ def models():
     status={"type": "string", "enum": ["ok", "degraded"]}, live=BOOL, ready=BOOL, dataset_exists=BOOL,
     total_samples=nullable(INT), store=OBJ, groq_configured=BOOL, cerebras_configured=BOOL,
     providers_configured=arr(STRING), providers=OBJ, batch_generation_running=BOOL, demo=BOOL,
-    uptime_seconds=NUMBER, problems=arr(STRING)), description=(
+    uptime_seconds=NUMBER, damaged_rows=nullable(INT), problems=arr(STRING)), description=(
         "`providers` maps each provider to its state: `ok`; `cooling` with `until` (when it or, if every one "
         "of its models is cooling or out of budget, the first of them comes back; `models` then says what "
         "holds each one); `disabled` with `reason` (its key was rejected; back when the key changes); "
@@ -106,8 +106,9 @@ def health():
     writable = write_problem is None
     try:
         total = svc.store.count()
+        damaged = svc.store.damaged_count()   # found by the start-up scan; None until it ran
     except Exception:  # the store is unreadable: report, never fail the health check
-        total = None
+        total = damaged = None
     configured = svc.engine.configured_providers()
     providers = {name: svc.engine.provider_state(name) for name in svc.engine.providers}
     usable = [name for name in configured if providers[name].get("state") != "disabled"]
@@ -127,8 +128,12 @@ def health():
         "batch_generation_running": bool(batches and batches.running_ids()),
         "demo": svc.simulated,
         "uptime_seconds": round(time.time() - svc.started, 1),
+        "damaged_rows": damaged,
     }
     problems = [f"storage: {write_problem}"] if write_problem else []
+    if damaged:
+        problems.append(f"data: {damaged} stored sample(s) hold values of the wrong type (repaired when read); "
+                        "GET /api/stats/quality lists them")
     if not configured:
         missing = [c.missing_setting for c in svc.engine.providers.values() if c.missing_setting]
         problems.append(f"no provider configured: set {' or '.join(missing)}")

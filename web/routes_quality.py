@@ -9,21 +9,28 @@ from quality.stats import quality_stats
 from web.errors import ApiError
 from web.operation import operation
 from web.queries import FilterQuery
-from web.schemas import STRING, ok
+from web.schemas import INT, OBJ, STRING, arr, obj, ok
 from web.services import services
 from web.validation import HuggingFacePushBody
 
 bp = Blueprint("quality", __name__)
+DAMAGED_LISTED = 100
+DAMAGED_ROWS = obj("count", "fields", "samples", count=INT, fields=OBJ,
+                   samples=arr(obj("id", "fields", id=STRING, fields=arr(STRING))))
+DAMAGED_ROWS["description"] = ("stored rows holding values of the wrong type (written by older versions): "
+                               "repaired when read; editing one rewrites it. The first 100 are listed.")
 
 
 @bp.get("/api/stats/quality")
-@operation("Quality flags, rejection reasons, duplicate clusters, coverage gaps", response=ok("stats"))
+@operation("Quality flags, rejection reasons, duplicate clusters, coverage gaps, damaged rows",
+           response=ok("stats", stats=obj("damaged_rows", damaged_rows=DAMAGED_ROWS)))
 def stats_quality():
     svc = services()
     stats = dict(svc.stats.cached("quality", quality_stats))
     stats["rejection_reasons"] = {  # outside the cache: rejected samples never reach the store
         "batch_attempts": svc.batches.repo.rejection_counts() if svc.batches is not None else {},
         "since_start": dict(svc.quality.rejections)}
+    stats["damaged_rows"] = svc.store.damaged_rows(limit=DAMAGED_LISTED)   # cached by the store until it changes
     return jsonify({"success": True, "stats": stats})
 
 

@@ -7,6 +7,7 @@ tools can build an app and never start anything.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from generation.engine import GenerationEngine
 from generation.requests import SampleTypeRotation
 from quality.service import QualityService
 from storage.store import Store
+
+log = logging.getLogger("api")
 
 
 @dataclass
@@ -73,9 +76,24 @@ class Services:
 
     def _warm_up(self) -> None:
         """The statistics frame first (the dashboard asks for it at once), then the duplicate index
-        (generation waits for it; at 100,000 samples it takes seconds)."""
-        self.stats.frame()
-        self.quality.build()
+        (generation waits for it; at 100,000 samples it takes seconds), then a look for rows an
+        older version stored with values of the wrong type (reported, repaired when read). One step
+        failing is logged and never stops the next: the index above all must be built."""
+        for step, work in (("statistics frame", self.stats.frame), ("duplicate index", self.quality.build),
+                           ("damaged-row scan", self._report_damaged_rows)):
+            try:
+                work()
+            except Exception:
+                log.exception("warm-up: the %s failed; the server goes on without it", step)
+
+    def _report_damaged_rows(self) -> None:
+        damaged = self.store.damaged_rows(limit=20)
+        if damaged["count"]:
+            ids = ", ".join(repr(s["id"]) for s in damaged["samples"])
+            more = f" and {damaged['count'] - len(damaged['samples'])} more" if damaged["count"] > len(damaged["samples"]) else ""
+            log.warning("%d stored sample(s) hold values of the wrong type (fields %s), repaired when read: %s%s; "
+                        "GET /api/stats/quality lists them, editing a sample rewrites it",
+                        damaged["count"], ", ".join(f"{f}: {n}" for f, n in damaged["fields"].items()), ids, more)
 
     def secrets(self) -> list[str]:
         """Every secret this server holds (provider keys, the API token, the Hub token), for redaction."""

@@ -22,11 +22,13 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, Stric
                       field_validator)
 from pydantic_core import PydanticCustomError
 
+from dataset.importing import split_lines
+from storage import records
 from web.errors import ApiError
 
 M = TypeVar("M", bound=BaseModel)
 
-MAX_TEXT = 50_000
+MAX_TEXT = records.MAX_TEXT
 MAX_INSTRUCTION = 2_000
 MAX_JSON_DEPTH = 64   # our bodies nest 2 levels; imported records' extra columns may nest a little more
 
@@ -95,7 +97,7 @@ class ImportBody(Body):
     @classmethod
     def _lines_not_too_deep(cls, content: str) -> str:
         """A line nested too deeply would exhaust the parser; lines count from 1, like the import's."""
-        for number, line in enumerate(content.splitlines(), 1):
+        for number, line in enumerate(split_lines(content), 1):
             if too_deep(line):
                 raise PydanticCustomError("json_too_deep", "line {line}: JSON nested more than {limit} levels deep",
                                           {"line": number, "limit": MAX_JSON_DEPTH})
@@ -103,31 +105,34 @@ class ImportBody(Body):
 
 
 class SampleFields(Body):
-    """The editable fields of a sample; PUT merges whichever are given."""
+    """The editable fields of a sample; PUT merges whichever are given. Types and limits are the
+    stored record's (`storage.records`)."""
 
-    id: StrictStr | None = Field(default=None, max_length=200)
-    question: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
-    answer: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
-    reasoning: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
-    case_citation: StrictStr | None = Field(default=None, max_length=MAX_TEXT)
-    topic: StrictStr | None = Field(default=None, min_length=1, max_length=300)
-    difficulty: StrictStr | None = Field(default=None, max_length=50)
-    sample_type: StrictStr | None = Field(default=None, max_length=50)
+    id: records.SampleId | None = None
+    question: records.Question | None = None
+    answer: records.Answer | None = None
+    reasoning: records.Reasoning | None = None
+    case_citation: records.Citation | None = None
+    topic: records.Topic | None = None
+    difficulty: records.Difficulty | None = None
+    sample_type: records.SampleType | None = None
 
 
 class NewSample(Body):
+    """A whole sample (`POST /api/add`); types and limits are the stored record's (`storage.records`)."""
+
     what: ClassVar[str] = "sample"
-    id: StrictStr | None = Field(default=None, min_length=1, max_length=200)
-    question: StrictStr = Field(min_length=1, max_length=MAX_TEXT)
-    answer: StrictStr = Field(min_length=1, max_length=MAX_TEXT)
-    reasoning: StrictStr = Field(min_length=1, max_length=MAX_TEXT)
-    case_citation: StrictStr = Field(max_length=MAX_TEXT)
-    topic: StrictStr = Field(min_length=1, max_length=300)
-    difficulty: StrictStr = Field(max_length=50)
-    sample_type: StrictStr | None = Field(default=None, max_length=50)
-    provider: StrictStr | None = Field(default=None, max_length=100)
-    model: StrictStr | None = Field(default=None, max_length=200)
-    batch_id: StrictStr | None = Field(default=None, max_length=200)
+    id: records.SampleId | None = None
+    question: records.Question
+    answer: records.Answer
+    reasoning: records.Reasoning
+    case_citation: records.Citation
+    topic: records.Topic
+    difficulty: records.Difficulty
+    sample_type: records.SampleType | None = None
+    provider: records.Provider | None = None
+    model: records.Model | None = None
+    batch_id: records.BatchId | None = None
 
 
 class DownloadBody(Body):

@@ -1,0 +1,428 @@
+"""The stored sample record: one definition of every field's type, length and shape.
+
+Every way a sample comes in (generation, batches, `POST /api/add`, `PUT /api/sample/<id>`, the
+JSON Lines import) ends in `Store.add`/`add_many`/`update`, which pass each record through
+`check_record` before anything is written: nothing can store a record this module refuses. The
+web layer builds its request models from the same field types (`web.validation`), and the import
+checks each line with `check_record` itself, so every way in has the same limits.
+
+    check_record(record) -> the record as it will be stored   (InvalidRecord naming every bad field)
+
+Extra keys (an imported file's own columns) are kept, within bounds: at most `MAX_EXTRA_FIELDS`
+of them, names of at most `MAX_EXTRA_NAME` characters, values plain JSON (objects, arrays, text,
+finite numbers, true/false/null) nested at most `MAX_EXTRA_DEPTH` levels, `MAX_EXTRA_CHARS`
+characters of JSON in all. `quality` (the gate's report, written by the quality service) is
+checked the same way with a larger budget. Text anywhere must be valid Unicode (no lone surrogate
+escapes: SQLite stores UTF-8). The keys `seq` and `extra` name storage internals and are dropped.
+
+Rows written by older versions may break these rules (a token count stored as text): reads
+repair them on the way out (`repair_record`, `repair_column`) and say which fields were wrong,
+so one damaged row never breaks a listing, the statistics or an export.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime
+from typing import Annotated, Any, Collection, Iterable, Mapping
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic_core import PydanticCustomError
+
+from storage.errors import InvalidRecord
+
+MAX_ID = 200
+MAX_TEXT = 50_000          # question, answer, reasoning, case_citation
+MAX_TOPIC = 300
+MAX_LABEL = 50             # difficulty, sample_type
+MAX_PROVIDER = 100
+MAX_MODEL = 200
+MAX_BATCH_ID = 200
+MAX_TIMESTAMP = 64
+MAX_COUNT = 2**53 - 1      # token counts and attempts: exact in a browser's JSON numbers
+MAX_LATENCY = 10**7        # seconds
+MAX_FLAGS = 64
+MAX_FLAG = 64
+MAX_EXTRA_FIELDS = 50
+MAX_EXTRA_NAME = 100
+MAX_EXTRA_DEPTH = 16
+MAX_EXTRA_CHARS = 64_000
+MAX_QUALITY_CHARS = 2_000_000
+MAX_JSON_INT = 2**63 - 1
+
+STORAGE_KEYS = ("seq", "extra")   # never taken from a record
+UNICODE_MESSAGE = "text must be valid Unicode (no lone surrogate escapes)"
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-]\d{2}:?\d{2})?")
+
+
+def _valid_unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError("string_unicode", UNICODE_MESSAGE) from None
+    return text
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise PydanticCustomError("blank", "must not be empty or only spaces")
+    return text
+
+
+def _iso_timestamp(text: str) -> str:
+    if _ISO.fullmatch(text) is None:
+        raise PydanticCustomError("timestamp", "must be an ISO-8601 timestamp such as 2024-05-01T12:00:00+00:00")
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise PydanticCustomError("timestamp", "not a real date and time: {text}", {"text": text[:40]}) from None
+    return text
+
+
+def text(max_length: int, *, blank: bool = False) -> Any:
+    """A text field of at most `max_length` characters; `blank`: may be empty."""
+    checks = [AfterValidator(_valid_unicode)] if blank else [AfterValidator(_valid_unicode), AfterValidator(_not_blank)]
+    return Annotated[StrictStr, Field(min_length=0 if blank else 1, max_length=max_length), *checks]
+
+
+# The field types, shared with the web layer's request models.
+SampleId = text(MAX_ID)
+Question = text(MAX_TEXT)
+Answer = text(MAX_TEXT)
+Reasoning = text(MAX_TEXT)
+Citation = text(MAX_TEXT, blank=True)
+Topic = text(MAX_TOPIC)
+Difficulty = text(MAX_LABEL)
+SampleType = text(MAX_LABEL, blank=True)     # labels people may leave blank ("" = none)
+Provider = text(MAX_PROVIDER, blank=True)
+Model = text(MAX_MODEL, blank=True)
+BatchId = text(MAX_BATCH_ID, blank=True)
+Timestamp = Annotated[StrictStr, Field(max_length=MAX_TIMESTAMP), AfterValidator(_iso_timestamp)]
+Count = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_LATENCY, strict=True, allow_inf_nan=False)]
+Score = Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)]
+FlagCode = Annotated[StrictStr, Field(min_length=1, max_length=MAX_FLAG), AfterValidator(_valid_unicode)]
+Flags = Annotated[list[FlagCode], Field(max_length=MAX_FLAGS, strict=False)]   # a tuple is fine too
+
+
+class SampleRecord(BaseModel):
+    """A sample as stored. Keys not named here are the record's extra fields (checked separately)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    id: SampleId
+    question: Question
+    answer: Answer
+    reasoning: Reasoning
+    case_citation: Citation
+    topic: Topic
+    difficulty: Difficulty
+    sample_type: SampleType | None = None
+    provider: Provider | None = None
+    model: Model | None = None
+    batch_id: BatchId | None = None
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
+    prompt_tokens: Count | None = None
+    completion_tokens: Count | None = None
+    latency: Seconds | None = None
+    attempts: Count | None = None
+    simulated: StrictBool | None = None
+    quality_score: Score | None = None
+    quality_flags: Flags | None = None
+    duplicate_of: SampleId | None = None
+
+
+FIELDS = tuple(SampleRecord.model_fields)
+
+
+def problems_of(error: ValidationError) -> list[tuple[str, str]]:
+    """(field, what is wrong) for each problem pydantic found."""
+    found = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "record"
+        message = UNICODE_MESSAGE if item["type"] == "string_unicode" else item["msg"]
+        found.append((where, message))
+    return found
+
+
+def check_record(record: Mapping[str, Any], *, only: Collection[str] | None = None) -> dict[str, Any]:
+    """The record as it will be stored (`simulated` a bool, `quality_flags` a list, storage keys
+    dropped), or `InvalidRecord` naming every field that breaks the rules. `only`: judge just these
+    fields (an edit of a row an older version stored need not mend what it does not touch)."""
+    if not isinstance(record, Mapping):
+        raise InvalidRecord([("record", f"must be an object, not {type(record).__name__}")])
+    problems: list[tuple[str, str]] = []
+    try:
+        SampleRecord.model_validate(record)
+    except ValidationError as exc:
+        problems += problems_of(exc)
+    extras = {key: value for key, value in record.items() if key not in FIELDS and key not in STORAGE_KEYS}
+    problems += extra_problems(extras)
+    if only is not None:
+        extra_changed = any(key in extras for key in only)
+        problems = [(field, message) for field, message in problems
+                    if field.split(".")[0] in only or (field == "record" and extra_changed)]
+    if problems:
+        raise InvalidRecord(problems)
+    out = {key: value for key, value in record.items() if key not in STORAGE_KEYS}
+    out["simulated"] = bool(record.get("simulated"))
+    flags = record.get("quality_flags")
+    out["quality_flags"] = list(flags) if flags is not None else None
+    return out
+
+
+def extra_problems(extras: Mapping[Any, Any]) -> list[tuple[str, str]]:
+    """What is wrong with a record's extra fields (and its `quality` report), per field."""
+    problems: list[tuple[str, str]] = []
+    others = [key for key in extras if key != "quality"]
+    if len(others) > MAX_EXTRA_FIELDS:
+        problems.append(("record", f"{len(others)} extra fields; at most {MAX_EXTRA_FIELDS} are kept"))
+    size = 0
+    for key, value in extras.items():
+        if not isinstance(key, str):
+            problems.append((repr(key)[:40], "field names must be text"))
+            continue
+        name = key if len(key) <= 60 else key[:57] + "..."
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            problems.append((name.encode("utf-8", "backslashreplace").decode(), f"field name: {UNICODE_MESSAGE}"))
+            continue
+        if len(key) > MAX_EXTRA_NAME:
+            problems.append((name, f"field name longer than {MAX_EXTRA_NAME} characters"))
+            continue
+        problem = json_value_problem(value, MAX_EXTRA_DEPTH)
+        if problem is not None:
+            problems.append((name, problem))
+            continue
+        chars = len(json.dumps(value, ensure_ascii=False))
+        if key == "quality":
+            if value is not None and not isinstance(value, dict):
+                problems.append((name, "must be an object (the quality report)"))
+            elif chars > MAX_QUALITY_CHARS:
+                problems.append((name, f"{chars:,} characters of JSON; at most {MAX_QUALITY_CHARS:,}"))
+        else:
+            size += chars
+    if size > MAX_EXTRA_CHARS:
+        problems.append(("record", f"extra fields hold {size:,} characters of JSON; at most {MAX_EXTRA_CHARS:,}"))
+    return problems
+
+
+def json_value_problem(value: Any, max_depth: int) -> str | None:
+    """None if `value` is plain JSON nested at most `max_depth` levels, else what is wrong with it.
+    Walks without recursion, so any depth is safe to inspect."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if item is None or kind is bool:
+            continue
+        if kind is str:
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return UNICODE_MESSAGE
+        elif kind is int:
+            if not -MAX_JSON_INT <= item <= MAX_JSON_INT:
+                return "a whole number beyond 64 bits"
+        elif kind is float:
+            if not math.isfinite(item):
+                return "numbers must be finite (no NaN or Infinity)"
+        elif kind is list or kind is dict:
+            if depth >= max_depth:
+                return f"nested more than {max_depth} levels deep"
+            if kind is dict:
+                for key in item:
+                    if type(key) is not str:
+                        return "object keys must be text"
+                    stack.append((key, depth + 1))
+                stack.extend((child, depth + 1) for child in item.values())
+            else:
+                stack.extend((child, depth + 1) for child in item)
+        else:
+            return f"not a JSON value ({kind.__name__})"
+    return None
+
+
+# -- reading rows that older versions wrote ---------------------------------------------------
+
+TEXT_COLUMNS = ("id", "question", "answer", "reasoning", "case_citation", "topic", "difficulty",
+                "created_at", "updated_at")
+OPTIONAL_TEXT_COLUMNS = ("sample_type", "provider", "model", "batch_id", "duplicate_of")
+COUNT_COLUMNS = ("prompt_tokens", "completion_tokens", "attempts")
+NUMBER_COLUMNS = ("latency", "quality_score")
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else str(value)
+
+
+def _fix_text(value: Any, optional: bool) -> tuple[Any, bool]:
+    """(usable value, whether it was damaged) for a text column."""
+    if type(value) is str:
+        return value, False
+    if value is None:
+        return ("", True) if not optional else (None, False)
+    return _as_text(value), True
+
+
+def _fix_count(value: Any) -> tuple[Any, bool]:
+    if value is None:
+        return None, False
+    if type(value) is int and 0 <= value <= MAX_COUNT:
+        return value, False
+    if type(value) is float and value.is_integer() and 0 <= value <= MAX_COUNT:
+        return int(value), True
+    return None, True
+
+
+def _fix_number(value: Any) -> tuple[Any, bool]:
+    if value is None:
+        return None, False
+    if type(value) is float and math.isfinite(value):
+        return value, False
+    if type(value) is int:
+        return float(value), False
+    return None, True
+
+
+def _fix_simulated(value: Any) -> tuple[bool, bool]:
+    if value in (0, 1) and type(value) in (int, bool):
+        return bool(value), False
+    return False, value is not None
+
+
+def _no_constants(name: str) -> None:
+    return None
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)   # NaN / Infinity in stored JSON read as null
+
+
+def _fix_flags(value: Any) -> tuple[list[str], bool]:
+    if value is None or value == "" or value == "[]":
+        return [], False
+    if isinstance(value, list):
+        flags = value
+    else:
+        try:
+            flags = _DECODER.decode(_as_text(value))
+        except ValueError:
+            return [], True
+    if not isinstance(flags, list):
+        return [], True
+    kept = [flag for flag in flags if type(flag) is str]
+    return kept, len(kept) != len(flags)
+
+
+def _fix_extra(value: Any) -> tuple[dict[str, Any], bool]:
+    if value is None or value == "":
+        return {}, False
+    try:
+        extra = _DECODER.decode(value if type(value) is str else _as_text(value))
+    except (ValueError, RecursionError):
+        return {}, True
+    if not isinstance(extra, dict):
+        return {}, True
+    return extra, False
+
+
+def repair_column(name: str, values: list[Any]) -> tuple[list[Any], list[int]]:
+    """A column as read (`quality_flags` still JSON text) made usable: (values, positions of
+    damaged ones). Text that is not text becomes text, counts that are not whole numbers and
+    numbers that are not finite become null, flags that are not a list of codes become []."""
+    damaged: list[int] = []
+    if name in TEXT_COLUMNS or name in OPTIONAL_TEXT_COLUMNS:
+        optional = name in OPTIONAL_TEXT_COLUMNS
+        if all(type(v) is str or (optional and v is None) for v in values):
+            return values, damaged
+        fix = lambda v: _fix_text(v, optional)  # noqa: E731
+    elif name in COUNT_COLUMNS:
+        if all(v is None or (type(v) is int and 0 <= v <= MAX_COUNT) for v in values):
+            return values, damaged
+        fix = _fix_count
+    elif name in NUMBER_COLUMNS:
+        fix = _fix_number
+    elif name == "simulated":
+        fix = _fix_simulated
+    elif name == "quality_flags":
+        fix = _fix_flags
+    else:
+        return values, damaged
+    out = []
+    for position, value in enumerate(values):
+        fixed, bad = fix(value)
+        out.append(fixed)
+        if bad:
+            damaged.append(position)
+    return out, damaged
+
+
+_FIXES: dict[str, Any] = {
+    **{name: (lambda v: _fix_text(v, False)) for name in TEXT_COLUMNS},
+    **{name: (lambda v: _fix_text(v, True)) for name in OPTIONAL_TEXT_COLUMNS},
+    **{name: _fix_count for name in COUNT_COLUMNS},
+    **{name: _fix_number for name in NUMBER_COLUMNS},
+    "simulated": _fix_simulated,
+}
+_FLOAT_OK = (float, int, type(None))
+
+
+def _sound(data: dict[str, Any]) -> bool:
+    """Whether every column holds its type (the common case, checked quickly)."""
+    get = data.get
+    for name in TEXT_COLUMNS:
+        if type(get(name)) is not str:
+            return False
+    for name in OPTIONAL_TEXT_COLUMNS:
+        value = get(name)
+        if value is not None and type(value) is not str:
+            return False
+    for name in COUNT_COLUMNS:
+        value = get(name)
+        if value is not None and (type(value) is not int or not 0 <= value <= MAX_COUNT):
+            return False
+    for name in NUMBER_COLUMNS:
+        value = get(name)
+        if type(value) not in _FLOAT_OK or (type(value) is float and not math.isfinite(value)):
+            return False
+    return get("simulated") in (0, 1) and type(get("simulated")) is int
+
+
+def repair_record(row: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A stored row (columns as read, `quality_flags` and `extra` as JSON text) as a record, and
+    the names of the fields that held something they should not (those come back repaired: see
+    `repair_column`; an unreadable `extra` is left out)."""
+    data = dict(row)
+    data.pop("seq", None)
+    damaged = []
+    if _sound(data):
+        data["simulated"] = data["simulated"] == 1
+        for name in NUMBER_COLUMNS:
+            if type(data.get(name)) is int:
+                data[name] = float(data[name])
+    else:
+        for name, fix in _FIXES.items():
+            if name in data:
+                data[name], bad = fix(data[name])
+                if bad:
+                    damaged.append(name)
+    if "quality_flags" in data:
+        data["quality_flags"], bad = _fix_flags(data["quality_flags"])
+        if bad:
+            damaged.append("quality_flags")
+    extra, bad = _fix_extra(data.pop("extra", None))
+    if bad:
+        damaged.append("extra")
+    for key, value in extra.items():
+        if key not in STORAGE_KEYS:
+            data.setdefault(key, value)
+    return data, damaged
+
+
+def describe(problems: Iterable[tuple[str, str]]) -> str:
+    return "; ".join(f"{field}: {message}" for field, message in problems)
