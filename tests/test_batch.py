@@ -303,10 +303,12 @@ def test_batches_do_not_leak_descriptors(make_app, fake):
     app = make_app({"batch": {**FAST_BATCH["batch"], "max_in_flight": 4}})
     client = app.test_client()
     counts = []
-    for round_ in range(6):
+    for round_ in range(10):
         batch_id = start(client, target_count=4 * (round_ + 1))
         wait_for(lambda: finished(client, batch_id))
         svc = app.extensions["services"]
         wait_for(lambda: not any(run.alive() for run in svc.batches._runs.values()))
         counts.append(len(os.listdir("/proc/self/fd")))
-    assert counts[-1] - counts[0] < 8, counts   # each batch's 4 threads would leak 8 without closing
+    # Each batch's 4 threads would leak 8 descriptors without closing: 72 over 9 more batches. A few
+    # come and go with pooled HTTP connections, so the bound leaves room for that noise, not a leak.
+    assert counts[-1] - counts[0] < 24, counts
