@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # open Server-Sent Events streams at once (each holds a thread); capped by `sse_stream_limit`
     sse_max_streams: int = Field(4, ge=1, le=256, validation_alias="SSE_MAX_STREAMS")
     hf_endpoint: str = Field("https://huggingface.co", validation_alias="HF_ENDPOINT")
+    # an import of more lines than this runs as a background job (202 and a job to poll)
+    import_background_lines: int = Field(5000, ge=1, le=100_000_000, validation_alias="IMPORT_BACKGROUND_LINES")
+    # rows a background import stores per transaction; cancellation and shutdown act between chunks
+    import_chunk_rows: int = Field(1000, ge=1, le=100_000, validation_alias="IMPORT_CHUNK_ROWS")
 
     _env: Mapping[str, str] = PrivateAttr(default_factory=lambda: MappingProxyType({}))
 
