@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     hf_endpoint: str = Field("https://huggingface.co", validation_alias="HF_ENDPOINT")
     # seconds SIGTERM/SIGINT may take in all: work in flight is abandoned, not waited for, past it
     shutdown_seconds: float = Field(5.0, ge=0, le=600, allow_inf_nan=False, validation_alias="SHUTDOWN_SECONDS")
+    # an import of more lines than this runs as a background job (202 and a job to poll)
+    import_background_lines: int = Field(5000, ge=1, le=100_000_000, validation_alias="IMPORT_BACKGROUND_LINES")
+    # rows a background import stores per transaction; cancellation and shutdown act between chunks
+    import_chunk_rows: int = Field(1000, ge=1, le=100_000, validation_alias="IMPORT_CHUNK_ROWS")
 
     _env: Mapping[str, str] = PrivateAttr(default_factory=lambda: MappingProxyType({}))
 

@@ -81,6 +81,10 @@ class Detector:
 
     triggers: tuple[str, ...]
     phrases: re.Pattern[str]
+    any_trigger: re.Pattern[str] = field(init=False, repr=False, compare=False)   # one pass over the text
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "any_trigger", re.compile("|".join(map(re.escape, self.triggers))))
 
     @classmethod
     def of(cls, triggers: tuple[str, ...], *phrases: str) -> Detector:
@@ -90,7 +94,7 @@ class Detector:
         """The distinct phrases found, in order of appearance (`lowered`: text.lower(), if at hand)."""
         text = text.replace("’", "'")
         lowered = text.lower() if lowered is None else lowered.replace("’", "'")
-        if not any(trigger in lowered for trigger in self.triggers):
+        if self.any_trigger.search(lowered) is None:
             return []
         return list(dict.fromkeys(re.sub(r"\s+", " ", m[0].strip()) for m in self.phrases.finditer(text)))
 
@@ -223,8 +227,10 @@ def _citation_flags(summary: CitationSummary, answer_and_reasoning: str) -> list
     return flags
 
 
-def assess(sample: Mapping[str, Any], duplicates: DuplicateIndex | None = None) -> QualityReport:
-    """Every check on one sample; `duplicates` is only read (adding to it is the caller's step)."""
+def assess(sample: Mapping[str, Any], duplicates: DuplicateIndex | None = None, *,
+           fingerprint: Any = None) -> QualityReport:
+    """Every check on one sample; `duplicates` is only read (adding to it is the caller's step).
+    `fingerprint`: the question's `duplicates.prepare(question)`, when the caller has it already."""
     text = {name: str(sample.get(name) or "") for name in CONTENT_FIELDS}
     question, answer, reasoning, citations = (text[name] for name in CONTENT_FIELDS)
     flags: list[Flag] = []
@@ -234,7 +240,9 @@ def assess(sample: Mapping[str, Any], duplicates: DuplicateIndex | None = None) 
 
     duplicate_of = None
     if duplicates is not None and question.strip():
-        exact, near = duplicates.check(question, exclude_id=sample.get("id"))
+        if fingerprint is None:
+            fingerprint = duplicates.prepare(question)
+        exact, near = duplicates.check_prepared(fingerprint, exclude_id=sample.get("id"))
         if exact is not None:
             duplicate_of = exact
             flags.append(Flag.of("exact_duplicate", f"same question as {exact}"))

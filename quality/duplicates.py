@@ -32,11 +32,20 @@ lowering ``threshold``). A question identical in every fact but the legal topic 
 and *is* reported: the topic is one word among many. Questions that only swap two roles ("is A
 liable to B" / "is B liable to A") also look alike: the pairs are unordered.
 
+Large candidate sets are screened before the exact check: each indexed question keeps the low 16
+bits of its 64 MinHash values, and when a look-up's buckets propose more than `PREFILTER_FROM`
+ids, one vectorised comparison keeps those agreeing in at least (threshold - 0.2) of the values
+(the share of equal MinHash values estimates the Jaccard similarity), at most the 16 agreeing most. Thousands of questions
+from one template share buckets by chance (0.12 probability at similarity 0.3), so without the
+screen a look-up's cost grew with the dataset; with it the cost per look-up stays flat, at the
+price of missing a pair exactly at the threshold with probability about 0.05%.
+
 The LSH is a few lines here: each signature (datasketch's public ``MinHash``) is cut into bands
-and each band hashed to a bucket of a per-band dict holding one id, or a list of ids when several
-share it. Nothing of datasketch but its top-level names is used, so its upgrades do not reach in;
-an id's buckets are not stored but recomputed from its features when it is removed (about
-1.7 KB per question in all, measured at 100,000).
+and each band hashed to a bucket of a per-band dict holding one entry's slot number, or a list of
+them when several share it (a slot is the entry's row of the signature table; `_owners` maps it
+back to the id). Nothing of datasketch but its top-level names is used, so its upgrades do not
+reach in; an id's buckets are not stored but recomputed from its features when it is removed
+(about 1.7 KB per question in all, measured at 100,000, plus 128 bytes of signature).
 """
 from __future__ import annotations
 
@@ -50,10 +59,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 from datasketch import MinHash
 
 LSH_BANDS, LSH_ROWS = 16, 4  # 64 permutations; P(candidate) 0.89 at Jaccard 0.6, 0.99 at 0.7, 0.12 at 0.3
 DEFAULT_THRESHOLD = 0.6
+PREFILTER_FROM = 16          # candidates beyond this many are first screened by their signatures
+PREFILTER_MARGIN = 0.2       # ... keeping those whose estimated similarity is within this of the threshold
+EXACT_LIMIT = 16             # ... and of those, the ones agreeing most, for the exact comparison
 
 STOP_WORDS = frozenset("""
 a an the of to in on for by with at from into onto upon under over about as and or but if then
@@ -143,15 +156,17 @@ def jaccard(a: Iterable[int], b: array) -> float:
 
 
 class _BandIndex:
-    """Banded LSH over MinHash signatures: `bands` dicts from a band's hash to the ids sharing it.
+    """Banded LSH over MinHash signatures: `bands` dicts from a band's hash to the entries (slot
+    numbers) sharing it.
 
-    A bucket holds a bare id, or a list of ids once two share it (most buckets hold one id, and a
-    bare reference is far smaller than a set). Not thread-safe: `DuplicateIndex` holds its lock.
+    A bucket holds a bare slot number, or a C array of them once two share it (most buckets hold
+    one; a templated question's buckets may hold thousands, which `candidate_slots` gathers at C
+    speed). Not thread-safe: `DuplicateIndex` holds its lock.
     """
 
     def __init__(self, bands: int, rows: int) -> None:
         self.bands, self.rows = bands, rows
-        self._tables: list[dict[int, str | list[str]]] = [{} for _ in range(bands)]
+        self._tables: list[dict[int, int | array]] = [{} for _ in range(bands)]
 
     def keys(self, sketch: MinHash) -> list[int]:
         """One 32-bit hash per band of the signature."""
@@ -159,44 +174,52 @@ class _BandIndex:
         width = len(data) // self.bands
         return [zlib.crc32(data[start:start + width]) for start in range(0, width * self.bands, width)]
 
-    def insert(self, sample_id: str, keys: list[int]) -> None:
-        """Put an id in its buckets; the caller never inserts an id twice (it removes it first)."""
+    def insert(self, slot: int, keys: list[int]) -> None:
+        """Put an entry in its buckets; the caller never inserts one twice (it removes it first)."""
         for table, key in zip(self._tables, keys):
             found = table.get(key)
             if found is None:
-                table[key] = sample_id
-            elif type(found) is list:
-                found.append(sample_id)
+                table[key] = slot
+            elif type(found) is array:
+                found.append(slot)
             else:
-                table[key] = [found, sample_id]
+                table[key] = array("l", (found, slot))
 
-    def remove(self, sample_id: str, keys: list[int]) -> None:
+    def remove(self, slot: int, keys: list[int]) -> None:
         for table, key in zip(self._tables, keys):
             found = table.get(key)
-            if type(found) is list:
-                found.remove(sample_id)
+            if type(found) is array:
+                found.remove(slot)
                 if len(found) == 1:
                     table[key] = found[0]
-            elif found == sample_id:
+            elif found == slot:
                 del table[key]
 
-    def candidates(self, keys: list[int]) -> set[str]:
-        """Ids sharing at least one bucket with these keys."""
-        found: set[str] = set()
+    def candidate_slots(self, keys: list[int]) -> np.ndarray:
+        """The slots sharing at least one bucket with these keys (a slot sharing several appears
+        once per bucket)."""
+        parts: list[np.ndarray] = []
+        single: list[int] = []
         for table, key in zip(self._tables, keys):
-            ids = table.get(key)
-            if ids is None:
+            found = table.get(key)
+            if found is None:
                 continue
-            if type(ids) is list:
-                found.update(ids)
+            if type(found) is array:
+                parts.append(np.frombuffer(found, dtype=np.int_))
             else:
-                found.add(ids)  # type: ignore[arg-type]
-        return found
+                single.append(found)  # type: ignore[arg-type]
+        if single:
+            parts.append(np.array(single, dtype=np.int_))
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int_)
 
-    def shared(self) -> Iterator[list[str]]:
-        """Copies of the buckets holding more than one id."""
+    def candidates(self, keys: list[int]) -> set[int]:
+        """Slots sharing at least one bucket with these keys."""
+        return set(self.candidate_slots(keys).tolist())
+
+    def shared(self) -> Iterator[list[int]]:
+        """Copies of the buckets holding more than one slot."""
         for table in self._tables:
-            yield from (list(ids) for ids in table.values() if type(ids) is list)
+            yield from (found.tolist() for found in table.values() if type(found) is array)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +227,7 @@ class _Entry:
     seq: int  # insertion order, for stable tie-breaking
     exact_key: bytes  # digest of the normalised question
     hashes: array  # sorted, distinct feature hashes
+    slot: int  # its row in the signature table
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +238,7 @@ class _Probe:
     hashes: array
     hash_set: frozenset[int]
     keys: list[int] | None  # its LSH band hashes; None when the question has no content words
+    signature: np.ndarray | None  # the low 16 bits of each MinHash value, for the candidate screen
 
 
 def _exact_key(folded: str) -> bytes:
@@ -238,6 +263,11 @@ class DuplicateIndex:
         self._entries: dict[str, _Entry] = {}
         self._exact: dict[bytes, tuple[str, ...]] = {}
         self._lsh = _BandIndex(bands, rows)
+        # Each entry's signature (low 16 bits of its MinHash values), one row per slot, to screen
+        # large candidate sets at once: the share of equal values estimates the Jaccard similarity.
+        self._signatures = np.zeros((1024, self._num_perm), dtype=np.uint16)
+        self._owners: list[str | None] = []   # slot -> id (the LSH buckets hold slots)
+        self._free: list[int] = []
 
     def _band_keys(self, hashes: array) -> list[int] | None:
         return self._lsh.keys(_minhash(hashes, self._num_perm)) if hashes else None
@@ -245,14 +275,33 @@ class DuplicateIndex:
     def _probe(self, question: str) -> _Probe:
         folded = _fold(question)
         hashes = _feature_hashes(_terms(folded))
-        return _Probe(_exact_key(folded), hashes, frozenset(hashes), self._band_keys(hashes))
+        if not hashes:
+            return _Probe(_exact_key(folded), hashes, frozenset(), None, None)
+        sketch = _minhash(hashes, self._num_perm)
+        signature = sketch.hashvalues.astype(np.uint16)   # the low 16 bits
+        return _Probe(_exact_key(folded), hashes, frozenset(hashes), self._lsh.keys(sketch), signature)
+
+    def _slot(self, sample_id: str, signature: np.ndarray | None) -> int:
+        """Under the lock: a free slot, now `sample_id`'s, its row of the signature table holding `signature`."""
+        if self._free:
+            slot = self._free.pop()
+            self._owners[slot] = sample_id
+        else:
+            slot = len(self._owners)
+            self._owners.append(sample_id)
+            if slot >= len(self._signatures):
+                grown = np.zeros((2 * len(self._signatures), self._num_perm), dtype=np.uint16)
+                grown[:slot] = self._signatures[:slot]
+                self._signatures = grown
+        self._signatures[slot] = 0 if signature is None else signature
+        return slot
 
     def _candidates(self, probe: _Probe) -> set[str]:
         """Ids the LSH proposes for a probe, before the exact check (for diagnostics)."""
         if probe.keys is None:
             return set()
         with self._lock:
-            return self._lsh.candidates(probe.keys)
+            return {self._owners[slot] for slot in self._lsh.candidates(probe.keys)}  # type: ignore[misc]
 
     def __len__(self) -> int:
         with self._lock:
@@ -262,16 +311,26 @@ class DuplicateIndex:
         with self._lock:
             return sample_id in self._entries
 
+    def prepare(self, question: str) -> _Probe:
+        """The question's fingerprint (normalised form, feature hashes, MinHash bands), for
+        `check_prepared` and `add_prepared`: a caller that checks a question and then indexes it
+        computes it once."""
+        return self._probe(question)
+
     def add(self, sample_id: str, question: str) -> None:
         """Index a question under `sample_id`, replacing any question it had."""
-        probe = self._probe(question)
+        self.add_prepared(sample_id, self._probe(question))
+
+    def add_prepared(self, sample_id: str, probe: _Probe) -> None:
+        """`add` with the fingerprint `prepare` made."""
         with self._lock:
             self._remove_locked(sample_id)
             self._seq += 1
-            self._entries[sample_id] = _Entry(self._seq, probe.exact_key, probe.hashes)
+            slot = self._slot(sample_id, probe.signature)
+            self._entries[sample_id] = _Entry(self._seq, probe.exact_key, probe.hashes, slot)
             self._exact[probe.exact_key] = self._exact.get(probe.exact_key, ()) + (sample_id,)
             if probe.keys is not None:
-                self._lsh.insert(sample_id, probe.keys)
+                self._lsh.insert(slot, probe.keys)
 
     def remove(self, sample_id: str) -> bool:
         """Forget a sample; False when it was not indexed."""
@@ -289,7 +348,9 @@ class DuplicateIndex:
             del self._exact[entry.exact_key]
         keys = self._band_keys(entry.hashes)  # the same features give the same buckets
         if keys is not None:
-            self._lsh.remove(sample_id, keys)
+            self._lsh.remove(entry.slot, keys)
+        self._owners[entry.slot] = None
+        self._free.append(entry.slot)
         return True
 
     def _exact_locked(self, key: bytes, exclude_id: str | None) -> str | None:
@@ -311,8 +372,13 @@ class DuplicateIndex:
         if probe.keys is None:
             return []
         found = []
-        for candidate in self._lsh.candidates(probe.keys):
-            if candidate == exclude_id:
+        gathered = self._lsh.candidate_slots(probe.keys)
+        if len(gathered) > PREFILTER_FROM and probe.signature is not None:
+            gathered = self._screen(gathered, probe.signature)
+        owners = self._owners
+        for slot in set(gathered.tolist()):
+            candidate = owners[slot]
+            if candidate == exclude_id or candidate is None:
                 continue
             entry = self._entries[candidate]
             small, large = sorted((len(probe.hashes), len(entry.hashes)))
@@ -323,10 +389,30 @@ class DuplicateIndex:
                 found.append((-similarity, entry.seq, candidate))
         return [(candidate, round(-negative, 4)) for negative, _, candidate in sorted(found)]
 
+    def _screen(self, slots: np.ndarray, signature: np.ndarray) -> np.ndarray:
+        """The candidates whose signatures agree with this one in at least (threshold - margin) of
+        their values, at most `EXACT_LIMIT` of them (those agreeing most): one vectorised
+        comparison instead of an exact similarity per candidate, so a question's cost stays nearly
+        flat as thousands of similar templated questions pile up in its buckets. A pair at the
+        threshold is dropped here with probability about 0.05% (64 values)."""
+        agree = np.count_nonzero(self._signatures[slots] == signature, axis=1)
+        keep = agree >= (self.threshold - PREFILTER_MARGIN) * self._num_perm
+        slots, agree = slots[keep], agree[keep]
+        if len(slots) > EXACT_LIMIT:
+            slots, first = np.unique(slots, return_index=True)
+            agree = agree[first]
+            if len(slots) > EXACT_LIMIT:   # compare exactly only those agreeing most
+                slots = slots[np.argpartition(-agree, EXACT_LIMIT)[:EXACT_LIMIT]]
+        return slots
+
     def check(self, question: str, exclude_id: str | None = None
               ) -> tuple[str | None, tuple[str, float] | None]:
         """(exact duplicate id, best near match other than that id) for a question; either may be None."""
-        probe = self._probe(question)
+        return self.check_prepared(self._probe(question), exclude_id)
+
+    def check_prepared(self, probe: _Probe, exclude_id: str | None = None
+                       ) -> tuple[str | None, tuple[str, float] | None]:
+        """`check` with the fingerprint `prepare` made."""
         with self._lock:
             exact = self._exact_locked(probe.exact_key, exclude_id)
             near = [pair for pair in self._near_locked(probe, exclude_id) if pair[0] != exact]
@@ -341,7 +427,8 @@ class DuplicateIndex:
         with self._lock:
             entries = dict(self._entries)
             exact_groups = [ids for ids in self._exact.values() if len(ids) > 1]
-            buckets = list(self._lsh.shared())
+            owners = self._owners
+            buckets = [[owners[slot] for slot in bucket] for bucket in self._lsh.shared()]
         parent = {key: key for key in entries}
 
         def root(key: str) -> str:

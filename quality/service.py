@@ -51,6 +51,7 @@ class QualityService:
         self._buffer: list[Change] | None = []     # events that arrive while the index is built
         self._ready = threading.Event()
         self.rejections: dict[str, int] = {}       # reject codes seen since start-up (all callers)
+        self._reserved: dict[str, str] = {}        # id -> question admitted and indexed, not yet stored
         store.on_change(self._on_change)
 
     # -- the index -------------------------------------------------------------------------
@@ -90,8 +91,12 @@ class QualityService:
 
     def _apply(self, change: Change) -> None:
         for record in change.records:
-            self.index.add(record["id"], record.get("question") or "")
+            question = record.get("question") or ""
+            if self._reserved.pop(record["id"], None) == question:
+                continue   # admitted with this very question: indexed then
+            self.index.add(record["id"], question)
         for sample_id in change.ids:
+            self._reserved.pop(sample_id, None)
             self.index.remove(sample_id)
 
     # -- checks ----------------------------------------------------------------------------
@@ -104,13 +109,18 @@ class QualityService:
 
     def admit(self, record: dict[str, Any], *, strict: bool) -> tuple[dict[str, Any], Rejection | None]:
         """Assess and, unless rejected, reserve the question. `strict`: any reject-severity flag
-        rejects (generated samples); otherwise only an exact duplicate does (people's own data)."""
+        rejects (generated samples); otherwise only an exact duplicate does (people's own data).
+        The question is fingerprinted once, outside the lock, for both the check and the reservation;
+        when the sample is then stored, the index keeps the reservation instead of indexing it again."""
         self.wait_ready()
+        question = record.get("question") or ""
+        fingerprint = self.index.prepare(question) if question.strip() else None
         with self._lock:
-            report = assess(record, self.index)
+            report = assess(record, self.index, fingerprint=fingerprint)
             blocking = [f for f in report.flags if f.severity == REJECT and (strict or f.code == "exact_duplicate")]
             if not blocking:
-                self.index.add(record["id"], record.get("question") or "")
+                self.index.add_prepared(record["id"], fingerprint or self.index.prepare(question))
+                self._reserved[record["id"]] = question
         if blocking:
             codes = tuple(dict.fromkeys(f.code for f in blocking))
             with self._events_lock:
@@ -122,6 +132,7 @@ class QualityService:
     def forget(self, sample_id: str) -> None:
         """Release a reservation whose sample was not stored (or whose edit was not saved): the
         index goes back to what the store holds for that id."""
+        self._reserved.pop(sample_id, None)
         stored = self.store.get(sample_id)
         if stored is None:
             self.index.remove(sample_id)

@@ -176,6 +176,8 @@ def check_record(record: Mapping[str, Any], *, only: Collection[str] | None = No
 def extra_problems(extras: Mapping[Any, Any]) -> list[tuple[str, str]]:
     """What is wrong with a record's extra fields (and its `quality` report), per field."""
     problems: list[tuple[str, str]] = []
+    if not extras:
+        return problems
     others = [key for key in extras if key != "quality"]
     if len(others) > MAX_EXTRA_FIELDS:
         problems.append(("record", f"{len(others)} extra fields; at most {MAX_EXTRA_FIELDS} are kept"))
@@ -194,56 +196,70 @@ def extra_problems(extras: Mapping[Any, Any]) -> list[tuple[str, str]]:
             problems.append((name, f"field name longer than {MAX_EXTRA_NAME} characters"))
             continue
         problem = json_value_problem(value, MAX_EXTRA_DEPTH)
+        if problem is None:
+            try:
+                text = json.dumps(value, ensure_ascii=False)
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                problem = UNICODE_MESSAGE
         if problem is not None:
             problems.append((name, problem))
             continue
-        chars = len(json.dumps(value, ensure_ascii=False))
         if key == "quality":
             if value is not None and not isinstance(value, dict):
                 problems.append((name, "must be an object (the quality report)"))
-            elif chars > MAX_QUALITY_CHARS:
-                problems.append((name, f"{chars:,} characters of JSON; at most {MAX_QUALITY_CHARS:,}"))
+            elif len(text) > MAX_QUALITY_CHARS:
+                problems.append((name, f"{len(text):,} characters of JSON; at most {MAX_QUALITY_CHARS:,}"))
         else:
-            size += chars
+            size += len(text)
     if size > MAX_EXTRA_CHARS:
         problems.append(("record", f"extra fields hold {size:,} characters of JSON; at most {MAX_EXTRA_CHARS:,}"))
     return problems
 
 
+_PLAIN = (str, bool, type(None))
+
+
 def json_value_problem(value: Any, max_depth: int) -> str | None:
-    """None if `value` is plain JSON nested at most `max_depth` levels, else what is wrong with it.
-    Walks without recursion, so any depth is safe to inspect."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    """None if `value` is plain JSON (objects with text keys, arrays, text, finite numbers within
+    64 bits, true/false/null) nested at most `max_depth` levels, else what is wrong with it. Walks
+    without recursion, so any depth is safe to inspect. Text is not checked for lone surrogates
+    here: encoding the JSON (`extra_problems`) finds them."""
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        return _scalar_problem(value)
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        kind = type(item)
-        if item is None or kind is bool:
-            continue
-        if kind is str:
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return UNICODE_MESSAGE
-        elif kind is int:
-            if not -MAX_JSON_INT <= item <= MAX_JSON_INT:
-                return "a whole number beyond 64 bits"
-        elif kind is float:
-            if not math.isfinite(item):
-                return "numbers must be finite (no NaN or Infinity)"
-        elif kind is list or kind is dict:
-            if depth >= max_depth:
-                return f"nested more than {max_depth} levels deep"
-            if kind is dict:
-                for key in item:
-                    if type(key) is not str:
-                        return "object keys must be text"
-                    stack.append((key, depth + 1))
-                stack.extend((child, depth + 1) for child in item.values())
-            else:
-                stack.extend((child, depth + 1) for child in item)
+        if depth > max_depth:
+            return f"nested more than {max_depth} levels deep"
+        if type(item) is dict:
+            for key in item:
+                if type(key) is not str:
+                    return "object keys must be text"
+            children: Iterable[Any] = item.values()
         else:
-            return f"not a JSON value ({kind.__name__})"
+            children = item
+        for child in children:
+            kind = type(child)
+            if kind in _PLAIN:
+                continue
+            if kind is dict or kind is list:
+                stack.append((child, depth + 1))
+            elif (problem := _scalar_problem(child)) is not None:
+                return problem
     return None
+
+
+def _scalar_problem(value: Any) -> str | None:
+    kind = type(value)
+    if kind in _PLAIN:
+        return None
+    if kind is int:
+        return None if -MAX_JSON_INT <= value <= MAX_JSON_INT else "a whole number beyond 64 bits"
+    if kind is float:
+        return None if math.isfinite(value) else "numbers must be finite (no NaN or Infinity)"
+    return f"not a JSON value ({kind.__name__})"
 
 
 # -- reading rows that older versions wrote ---------------------------------------------------

@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from storage.database import Database
 from storage.errors import DuplicateId, InvalidRecord, StoreError, WriteFailed  # noqa: F401  (re-exported)
-from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, TEXT_COLUMNS,
-                             check_record, repair_column, repair_record)
+from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, STORAGE_KEYS,
+                             TEXT_COLUMNS, check_record, repair_column, repair_record)
 from storage.schema import SEARCH_COLUMNS
 
 CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
@@ -134,7 +134,7 @@ class Store:
         """Insert records in one transaction; all or nothing. Each is checked first
         (`InvalidRecord` naming the record and field; nothing written). Missing timestamps are filled in."""
         now = utc_now()
-        rows = []
+        rows, checked_records = [], []
         for number, record in enumerate(records):
             try:
                 checked = check_record(record)
@@ -147,13 +147,14 @@ class Store:
             row["created_at"] = row["created_at"] or now
             row["updated_at"] = row["updated_at"] or row["created_at"]
             rows.append(row)
+            checked_records.append(checked)
         sql = f"INSERT INTO samples ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + n for n in COLUMNS)})"
         try:
             with self.database.transaction() as db:
                 db.executemany(sql, rows)
         except sqlite3.IntegrityError as exc:
             raise DuplicateId(str(exc)) from None
-        stored = [self.to_record(row) for row in rows]
+        stored = [_as_read(row, checked) for row, checked in zip(rows, checked_records)]
         self._notify(Change("add", tuple(stored)))
         return stored
 
@@ -344,6 +345,21 @@ class Store:
                 if damaged:
                     found[record["id"]] = damaged
         return found
+
+
+def _as_read(row: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
+    """The record a read of this freshly written row returns (`to_record`), without decoding the
+    JSON just encoded: the columns, then the checked record's extra fields."""
+    record = {name: row[name] for name in COLUMNS if name != "extra"}
+    record["simulated"] = bool(row["simulated"])
+    record["quality_flags"] = list(checked.get("quality_flags") or [])
+    for name in NUMBER_COLUMNS:
+        if type(record[name]) is int:
+            record[name] = float(record[name])
+    for key, value in checked.items():
+        if key not in record and key not in STORAGE_KEYS:
+            record[key] = value
+    return record
 
 
 def _damaged_condition() -> str:

@@ -85,7 +85,14 @@ def _responses(op: Operation, method: str) -> dict[str, Any]:
             statuses.add(401)
     errors = {str(status): {"description": _STATUS_TEXT.get(status, "error"),
                             "content": {"application/json": {"schema": ref("Error")}}} for status in sorted(statuses)}
-    return {"200": ok, **errors}
+    accepted: dict[str, Any] = {}
+    if op.accepted is not None:
+        accepted["202"] = {"description": "accepted: the work goes on in the background",
+                           "content": {"application/json": {"schema": op.accepted}}}
+        if op.accepted_headers:
+            accepted["202"]["headers"] = {name: {"description": text, "schema": {"type": "string"}}
+                                          for name, text in op.accepted_headers.items()}
+    return {"200": ok, **accepted, **errors}
 
 
 def _operation(op: Operation, rule: Rule, method: str, spec: APISpec) -> dict[str, Any]:

@@ -36,17 +36,22 @@ class Operation:
     headers: Mapping[str, str] = field(default_factory=dict)   # response header -> description
     public: bool = False                                       # a write that needs no token
     description: str = ""
+    accepted: Schema | None = None                             # a 202 answer (work started in the background)
+    accepted_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def operation(summary: str, *, response: Schema, query: type[BaseModel] | None = None,
               body: type[BaseModel] | None = None, body_required: bool = True,
               media: str | tuple[str, ...] = "application/json", errors: tuple[int, ...] = (),
               headers: Mapping[str, str] | None = None, public: bool = False,
-              description: str = "") -> Callable[[F], F]:
-    """Declare a route: its query model, body model and answer (schema, media types, error statuses)."""
+              description: str = "", accepted: Schema | None = None,
+              accepted_headers: Mapping[str, str] | None = None) -> Callable[[F], F]:
+    """Declare a route: its query model, body model and answer (schema, media types, error statuses;
+    `accepted`: the 202 answer of a route that may hand its work to the background)."""
     op = Operation(summary=summary, response=response, query=query, body=body, body_required=body_required,
                          media=(media,) if isinstance(media, str) else media, errors=errors,
-                         headers=dict(headers or {}), public=public, description=description)
+                         headers=dict(headers or {}), public=public, description=description,
+                         accepted=accepted, accepted_headers=dict(accepted_headers or {}))
 
     def decorate(view: F) -> F:
         @functools.wraps(view)

@@ -83,3 +83,10 @@ class SearchQuery(Query):
 
 class BatchStatusQuery(Query):
     batch_id: str | None = Field(None, max_length=MAX_TEXT, description="one batch; without it, all recent ones")
+
+
+class ImportQuery(Query):
+    background: bool = Field(False, description="run as a background job whatever the size: 202 with the job "
+                                                "(larger imports always do)")
+    skip_invalid: bool = Field(False, description="import the valid lines and list the invalid ones as rejected, "
+                                                  "instead of refusing the whole content")

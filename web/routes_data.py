@@ -7,15 +7,15 @@ from typing import Any, Iterator
 import orjson
 from flask import Blueprint, Response, jsonify
 
-from quality.service import REJECT_CODES
 from generation.requests import RequestProblem, check_labels
-from dataset.importing import LineError, parse_lines
+from dataset.import_jobs import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, JobFinished, ShuttingDown
+from dataset.importing import Importer, LineError, check_line, numbered_lines
 from dataset.stats import basic_stats, detailed_stats, token_stats
 from storage.store import EDITABLE_FIELDS, DuplicateId, new_sample_id
 from web.errors import ApiError
 from web.operation import operation
-from web.queries import DataQuery, RandomQuery, SearchQuery
-from web.schemas import INT, NUMBER, OBJ, STRING, arr, listing, nullable, obj, ok, ref
+from web.queries import DataQuery, ImportQuery, RandomQuery, SearchQuery
+from web.schemas import BOOL, INT, NUMBER, OBJ, STRING, arr, listing, nullable, obj, ok, ref
 from web.services import services
 from web.validation import DownloadBody, ImportBody, NewSample, SampleFields
 
@@ -181,50 +181,101 @@ def download_samples(body: DownloadBody):
     return response
 
 
-def _parse_import(content: str) -> list[dict[str, Any]]:
-    """Every line as a record; 400 naming the first bad line and field."""
-    try:
-        return parse_lines(content)
-    except LineError as exc:
-        raise ApiError(400, str(exc)) from None
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
+IMPORT_JOB = obj(
+    "id", "status", "phase", "message", "lines_total", "lines_checked", "lines_done", "imported", "duplicates",
+    "rejected", "errors", id=STRING, status={"type": "string", "enum": [QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED]},
+    phase={"type": "string", "enum": ["queued", "checking", "importing", "done"]}, message=STRING,
+    lines_total=INT, records_total=INT, lines_checked=INT, lines_done=INT, imported=INT, duplicates=INT,
+    duplicate_ids=arr(STRING), duplicate_questions=INT, rejected=INT,
+    rejections=arr(obj("line", "reason", line=INT, id=nullable(STRING), reason=STRING)), flagged_for_review=INT,
+    errors=arr(obj("error", line=nullable(INT), error=STRING)), error_count=INT, skip_invalid=BOOL, chunk_rows=INT,
+    cancel_requested=BOOL, created_at=STRING, started_at=nullable(STRING), finished_at=nullable(STRING),
+    elapsed_seconds=NUMBER, rows_per_second=nullable(NUMBER))
+IMPORT_JOB["description"] = ("A background import: lines are checked first (a bad line fails the job before anything "
+                             "is stored, unless skip_invalid), then stored in chunks of chunk_rows, one transaction "
+                             "each; a cancel or a shutdown takes effect between chunks and keeps what was stored.")
+JOB_LOCATION = {"Location": "/api/import/jobs/<id>: where to follow the job"}
 
 
 @bp.post("/api/import/jsonl")
-@operation("Import samples from JSON lines; duplicates are skipped and listed", body=ImportBody, errors=(409,),
+@operation("Import samples from JSON lines; duplicates are skipped and listed", query=ImportQuery, body=ImportBody,
+           errors=(409, 503), accepted_headers=JOB_LOCATION,
+           description="Up to IMPORT_BACKGROUND_LINES lines (default 5,000) are imported in the request, all or "
+                       "nothing: a bad line is a 400 naming the line and field. Larger imports, or any with "
+                       "?background=true, answer 202 with a job to follow at GET /api/import/jobs/<id>.",
            response=ok("message", "imported", "total_samples", message=STRING, imported=INT, duplicates=arr(STRING),
                        duplicate_questions=arr(obj("id", "duplicate_of")), flagged_for_review=INT,
+                       rejected=arr(obj("line", "reason")), total_samples=INT),
+           accepted=ok("message", "job_id", "job", "total_samples", message=STRING, job_id=STRING, job=IMPORT_JOB,
                        total_samples=INT))
-def import_jsonl(body: ImportBody):
-    records = _parse_import(body.content)
+def import_jsonl(query: ImportQuery, body: ImportBody):
     svc = services()
-    existing = svc.store.exists([r["id"] for r in records])
-    fresh, duplicates, duplicate_questions, seen = [], [], [], set()
-    for record in records:
-        if record["id"] in existing or record["id"] in seen:
-            duplicates.append(record["id"])
-            continue
-        admitted, rejection = svc.quality.admit(record, strict=False)
-        if rejection is not None:
-            duplicate_questions.append({"id": record["id"], "duplicate_of": admitted.get("duplicate_of")})
-            continue
-        seen.add(record["id"])
-        fresh.append(admitted)
+    count = sum(1 for _ in numbered_lines(body.content))
+    if count == 0:
+        raise ApiError(400, "content has no records")
+    if query.background or count > svc.settings.import_background_lines:
+        try:
+            job = svc.imports.submit(body.content, skip_invalid=query.skip_invalid)
+        except ShuttingDown as exc:
+            raise ApiError(503, str(exc), {"Retry-After": "30"}) from None
+        location = f"/api/import/jobs/{job['id']}"
+        response = jsonify({"success": True, "message": f"importing {count} line(s) in the background; follow it at "
+                                                        f"{location}", "job_id": job["id"], "job": job,
+                            "total_samples": svc.store.count()})
+        response.status_code = 202
+        response.headers["Location"] = location
+        return response
+    importer = Importer(svc.store, svc.quality, listed=None)
+    checked = []
+    for number, line in numbered_lines(body.content):
+        try:
+            checked.append((number, check_line(number, line)))
+        except LineError as exc:
+            if not query.skip_invalid:
+                raise ApiError(400, str(exc)) from None
+            importer.tally.reject(number, exc.sample_id, exc.problem)
     try:
-        svc.store.add_many(fresh) if fresh else None
-    except Exception as exc:   # nothing was stored: release every reservation
-        for record in fresh:
-            svc.quality.forget(record["id"])
-        if isinstance(exc, DuplicateId):
-            raise ApiError(409, "a sample with one of these ids was added meanwhile; retry the import") from None
-        raise
-    skipped = len(duplicates) + len(duplicate_questions)
-    message = f"imported {len(fresh)} sample(s)" + (f", skipped {skipped} duplicate(s)" if skipped else "")
-    flagged = sum(1 for r in fresh if set(r["quality_flags"]) & set(REJECT_CODES))
-    return jsonify({"success": True, "message": message, "imported": len(fresh), "duplicates": duplicates,
-                    "duplicate_questions": duplicate_questions, "flagged_for_review": flagged,
+        importer.store_chunk(checked)
+    except DuplicateId:
+        raise ApiError(409, "samples with these ids were being added meanwhile; retry the import") from None
+    tally = importer.tally
+    return jsonify({"success": True, "message": tally.message(), "imported": tally.imported,
+                    "duplicates": tally.duplicates,
+                    "duplicate_questions": [{"id": d["id"], "duplicate_of": d["duplicate_of"]}
+                                            for d in tally.duplicate_questions],
+                    "flagged_for_review": tally.flagged_for_review, "rejected": tally.rejected,
                     "total_samples": svc.store.count()})
+
+
+@bp.get("/api/import/jobs")
+@operation("Background imports kept in memory (the last 50 finished and any running), newest first",
+           response=listing("jobs", IMPORT_JOB))
+def import_jobs():
+    jobs = services().imports.list()
+    return jsonify({"success": True, "jobs": jobs, "count": len(jobs)})
+
+
+@bp.get("/api/import/jobs/<job_id>")
+@operation("Progress and outcome of a background import", response=ok("job", job=IMPORT_JOB), errors=(404,))
+def import_job(job_id: str):
+    job = services().imports.get(job_id)
+    if job is None:
+        raise ApiError(404, f"no import job {job_id!r} (jobs are kept in memory: a restart forgets them)")
+    return jsonify({"success": True, "job": job})
+
+
+@bp.delete("/api/import/jobs/<job_id>")
+@operation("Cancel a background import: it stops after the chunk in hand; what was stored stays",
+           response=ok("message", "job", message=STRING, job=IMPORT_JOB), errors=(404, 409))
+def cancel_import_job(job_id: str):
+    try:
+        job = services().imports.cancel(job_id)
+    except JobFinished as exc:
+        raise ApiError(409, str(exc)) from None
+    if job is None:
+        raise ApiError(404, f"no import job {job_id!r}")
+    message = "cancelled" if job["status"] == CANCELLED else "cancelling: it stops after the chunk in hand"
+    return jsonify({"success": True, "message": f"import {job_id} {message}", "job": job})
 
 
 @bp.post("/api/add")

@@ -18,6 +18,7 @@ from flask import current_app
 from batch.manager import BatchManager
 from config.providers import AppConfig, load_config
 from config.settings import Settings
+from dataset.import_jobs import ImportJobs
 from dataset.stats import StatsFrame
 from generation.engine import GenerationEngine
 from generation.requests import SampleTypeRotation
@@ -36,6 +37,7 @@ class Services:
     stats: StatsFrame
     quality: QualityService
     batches: BatchManager
+    imports: ImportJobs
     rotation: SampleTypeRotation = field(default_factory=SampleTypeRotation)
     demo: Any = None             # simulator.demo.DemoProviders in --demo mode
     started: float = field(default_factory=time.time)
@@ -50,8 +52,9 @@ class Services:
         quality = QualityService(store)
         batches = BatchManager(engine=engine, store=store, config=config, quality=quality,
                                simulated=demo is not None)
+        imports = ImportJobs(store, quality, chunk_rows=settings.import_chunk_rows)
         return cls(settings=settings, config=config, engine=engine, store=store, stats=StatsFrame(store),
-                   quality=quality, batches=batches, demo=demo)
+                   quality=quality, batches=batches, imports=imports, demo=demo)
 
     def start(self, *, resume_batches: bool = True) -> None:
         """Background work: warm the statistics frame and the duplicate index; resume batches."""
@@ -72,6 +75,7 @@ class Services:
             return max(0.0, deadline - time.monotonic())
 
         self.batches.shutdown(timeout=left())
+        self.imports.stop(timeout=left())   # a running import stops after its chunk in hand
         self.store.close()
 
     def _warm_up(self) -> None:

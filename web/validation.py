@@ -91,12 +91,16 @@ class BatchStopBody(Body):
 
 class ImportBody(Body):
     model_config = ConfigDict(str_strip_whitespace=False)  # line numbers in errors count from the first line
-    content: StrictStr = Field(min_length=1, description="one JSON object per line")
+    # No length constraint here: pydantic refuses text holding a lone surrogate as soon as it has
+    # one, and such text must reach the line check, which names the line and the field.
+    content: StrictStr = Field(description="one JSON object per line", json_schema_extra={"minLength": 1})
 
     @field_validator("content")
     @classmethod
     def _lines_not_too_deep(cls, content: str) -> str:
         """A line nested too deeply would exhaust the parser; lines count from 1, like the import's."""
+        if not content:
+            raise PydanticCustomError("string_too_short", "String should have at least 1 character")
         for number, line in enumerate(split_lines(content), 1):
             if too_deep(line):
                 raise PydanticCustomError("json_too_deep", "line {line}: JSON nested more than {limit} levels deep",
@@ -151,7 +155,8 @@ def describe(error: ValidationError, prefix: str = "") -> str:
     parts = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "body"
-        parts.append(f"{prefix}{where}: {item['msg']}")
+        message = records.UNICODE_MESSAGE if item["type"] == "string_unicode" else item["msg"]
+        parts.append(f"{prefix}{where}: {message}")
     return "; ".join(parts)
 
 
