@@ -13,10 +13,10 @@ import sqlite3
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from state import utc_now  # noqa: F401  (re-exported: one clock format for rows and batches)
 from storage.database import Database
 from storage.errors import DuplicateId, InvalidRecord, StoreError, WriteFailed  # noqa: F401  (re-exported)
 from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, STORAGE_KEYS,
@@ -36,9 +36,6 @@ _WORD = re.compile(r"[^\W_]+")   # what the index's unicode61 tokenizer calls a 
 ROW = ", ".join(COLUMNS)   # every stored field, named (not `*`: column order differs in adopted files)
 log = logging.getLogger("storage")
 
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat()
 
 
 def new_sample_id(prefix: str | None) -> str:

@@ -45,14 +45,13 @@ def configure_logging(secrets: Iterable[str], level: int = logging.INFO) -> None
 
 
 def install_redaction(secrets: Iterable[str]) -> None:
+    """One redaction filter on every root handler and on each of `LOGGERS` (replacing any earlier one)."""
+    remove_redaction()
     redactor = RedactSecrets(list(secrets))
     for handler in logging.getLogger().handlers:
-        handler.filters = [f for f in handler.filters if not isinstance(f, RedactSecrets)]
         handler.addFilter(redactor)
     for name in LOGGERS:
-        logger = logging.getLogger(name)
-        logger.filters = [f for f in logger.filters if not isinstance(f, RedactSecrets)]
-        logger.addFilter(redactor)
+        logging.getLogger(name).addFilter(redactor)
 
 
 def remove_redaction() -> None:

@@ -83,7 +83,7 @@ class _Collector:
         samples.add_metric([], svc.store.count())
         yield samples
         running = GaugeMetricFamily("batch_running", "Batches running now")
-        running.add_metric([], len(svc.batches.running_ids()) if svc.batches else 0)
+        running.add_metric([], len(svc.batches.running_ids()))
         yield running
 
 

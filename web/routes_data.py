@@ -321,7 +321,7 @@ def search(query: SearchQuery):
 def batch_samples(batch_id: str):
     svc = services()
     samples = svc.store.list({"batch_id": batch_id})
-    info = svc.batches.history_record(batch_id) if svc.batches is not None else None
+    info = svc.batches.history_record(batch_id)
     if not samples and info is None:
         raise ApiError(404, f"no batch with id {batch_id!r}")
     return jsonify({"success": True, "batch_id": batch_id, "samples": samples, "count": len(samples),

@@ -125,7 +125,7 @@ def health():
         "cerebras_configured": "cerebras" in configured,
         "providers_configured": configured,
         "providers": providers,
-        "batch_generation_running": bool(batches and batches.running_ids()),
+        "batch_generation_running": bool(batches.running_ids()),
         "demo": svc.simulated,
         "uptime_seconds": round(time.time() - svc.started, 1),
         "damaged_rows": damaged,

@@ -28,7 +28,7 @@ def stats_quality():
     svc = services()
     stats = dict(svc.stats.cached("quality", quality_stats))
     stats["rejection_reasons"] = {  # outside the cache: rejected samples never reach the store
-        "batch_attempts": svc.batches.repo.rejection_counts() if svc.batches is not None else {},
+        "batch_attempts": svc.batches.repo.rejection_counts(),
         "since_start": dict(svc.quality.rejections)}
     stats["damaged_rows"] = svc.store.damaged_rows(limit=DAMAGED_LISTED)   # cached by the store until it changes
     return jsonify({"success": True, "stats": stats})
