@@ -292,8 +292,8 @@ del C
 @lru_cache(maxsize=None)
 def _provider_exceptions() -> tuple[type, ...]:
     """What a provider call itself raises: the SDKs' errors, httpx's, and our unusable-response ones."""
-    return _sdk_classes("APIError") + _status_errors() + _connections() + (httpx.HTTPError, UnusableResponse,
-                                                                             InvalidOutput)
+    # every SDK error derives from its APIError; every httpx error from httpx.HTTPError
+    return _sdk_classes("APIError") + (httpx.HTTPError, ConnectionError, UnusableResponse, InvalidOutput)
 
 
 def _pick_rule(signals: Signals) -> SignalRule | None:
