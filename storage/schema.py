@@ -131,10 +131,59 @@ def _create_search_index(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO samples_fts(samples_fts) VALUES ('rebuild')")   # rows stored before this version
 
 
+# A narrow copy of every sample's short columns and text lengths, kept in step with `samples` by
+# triggers: statistics, counts and filters read it without touching the texts (in `samples` the short
+# columns sit after the long texts, so reading them there reads every page of every row).
+TEXT_LENGTHS = ("question", "answer", "reasoning", "case_citation", "topic")
+LIGHT_COLUMNS = ("id", "topic", "difficulty", "sample_type", "provider", "model", "batch_id", "created_at",
+                 "updated_at", "prompt_tokens", "completion_tokens", "latency", "attempts", "simulated",
+                 "quality_score", "quality_flags", "duplicate_of")
+
+
+def light_length(field: str) -> str:
+    """The `samples_light` column holding the character length of `field`."""
+    return f"{field}_length"
+
+
+def _create_light_table(db: sqlite3.Connection) -> None:
+    lengths = [light_length(f) for f in TEXT_LENGTHS]
+    db.execute(f"CREATE TABLE samples_light (seq INTEGER PRIMARY KEY, {', '.join(LIGHT_COLUMNS)}, "
+               f"{', '.join(f'{c} INTEGER NOT NULL' for c in lengths)})")
+    columns = ", ".join(("seq", *LIGHT_COLUMNS, *lengths))
+
+    def values(row: str) -> str:
+        return ", ".join((f"{row}.seq", *(f"{row}.{c}" for c in LIGHT_COLUMNS),
+                          *(f"coalesce(length({row}.{f}), 0)" for f in TEXT_LENGTHS)))
+
+    db.execute(f"CREATE TRIGGER samples_light_insert AFTER INSERT ON samples BEGIN "
+               f"INSERT INTO samples_light ({columns}) VALUES ({values('new')}); END")
+    db.execute("CREATE TRIGGER samples_light_delete AFTER DELETE ON samples BEGIN "
+               "DELETE FROM samples_light WHERE seq = old.seq; END")
+    db.execute(f"CREATE TRIGGER samples_light_update AFTER UPDATE ON samples BEGIN "
+               f"DELETE FROM samples_light WHERE seq = old.seq; "
+               f"INSERT INTO samples_light ({columns}) VALUES ({values('new')}); END")
+    db.execute(f"INSERT INTO samples_light ({columns}) SELECT {values('samples')} FROM samples")
+    db.execute("CREATE INDEX samples_light_batch ON samples_light(batch_id)")
+
+
+# Each sample's JSON as a read returns it (`Store.iter_json`, what `/api/data` sends), written by the
+# store with every add and update. A row changed or deleted by other means loses its JSON (triggers),
+# and a read encodes it again from `samples`, so a stale copy is never served.
+def _create_json_table(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE samples_json (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+    db.execute("CREATE TRIGGER samples_json_delete AFTER DELETE ON samples BEGIN "
+               "DELETE FROM samples_json WHERE seq = old.seq; END")
+    db.execute("CREATE TRIGGER samples_json_update AFTER UPDATE ON samples BEGIN "
+               "DELETE FROM samples_json WHERE seq = old.seq; END")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "samples, batches and batch_attempts tables", _create_v1),
     Migration(2, "storage_probe: the row the write check rewrites", _create_storage_probe),
     Migration(3, "samples_fts: full-text index of the searchable text", _create_search_index),
+    Migration(4, "samples_light: short columns and text lengths of every sample, kept by triggers",
+              _create_light_table),
+    Migration(5, "samples_json: every sample's JSON ready to send, written by the store", _create_json_table),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-import orjson
 from flask import Blueprint, Response, jsonify
 
 from generation.requests import RequestProblem, check_labels
@@ -27,20 +26,13 @@ ATTACHMENT = {"Content-Disposition": "attachment; filename=..."}
 CHANGED = ok("message", "total_samples", message=STRING, total_samples=INT)
 
 
-def _encode(record: dict[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(record, default=str)
-    except orjson.JSONEncodeError:   # what orjson refuses (a lone surrogate, a huge integer), json escapes
-        return json.dumps(record, default=str).encode()
-
-
-def _json_array(records: Iterator[dict[str, Any]], rows_per_chunk: int = 200) -> Iterator[bytes]:
-    """The records as one JSON array, encoded with orjson, in chunks of a few hundred rows."""
+def _json_array(rows: Iterator[bytes], rows_per_chunk: int = 200) -> Iterator[bytes]:
+    """Rows already encoded as JSON (`Store.iter_json`) as one JSON array, in chunks of a few hundred rows."""
     yield b"["
     chunk: list[bytes] = []
     first = True
-    for record in records:
-        chunk.append(_encode(record))
+    for row in rows:
+        chunk.append(row)
         if len(chunk) == rows_per_chunk:
             yield (b"" if first else b",") + b",".join(chunk)
             chunk, first = [], False
@@ -74,8 +66,8 @@ def data(query: DataQuery):
     svc = services()
     filters = query.filters()
     total = svc.store.count(filters)
-    records = svc.store.iter_records(filters, limit=query.limit, offset=query.offset)
-    response = Response(_json_array(records), mimetype="application/json")
+    rows = svc.store.iter_json(filters, limit=query.limit, offset=query.offset)
+    response = Response(_json_array(rows), mimetype="application/json")
     response.headers["X-Total-Count"] = str(total)
     return response
 
