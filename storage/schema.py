@@ -177,6 +177,17 @@ def _create_json_table(db: sqlite3.Connection) -> None:
                "DELETE FROM samples_json WHERE seq = old.seq; END")
 
 
+# The rows' JSON compressed in blocks of consecutive rows (`storage.json_blocks`). A block holding a
+# row that changes, or a seq inserted into its range, is dropped: it is never served stale.
+def _create_json_blocks(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE samples_json_blocks (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, "
+               "rows INTEGER NOT NULL, body BLOB NOT NULL)")
+    for event, row in (("INSERT", "new"), ("UPDATE", "old"), ("DELETE", "old")):
+        db.execute(f"CREATE TRIGGER samples_json_blocks_{event.lower()} AFTER {event} ON samples BEGIN "
+                   f"DELETE FROM samples_json_blocks WHERE first_seq = (SELECT max(first_seq) FROM "
+                   f"samples_json_blocks WHERE first_seq <= {row}.seq) AND last_seq >= {row}.seq; END")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "samples, batches and batch_attempts tables", _create_v1),
     Migration(2, "storage_probe: the row the write check rewrites", _create_storage_probe),
@@ -184,6 +195,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "samples_light: short columns and text lengths of every sample, kept by triggers",
               _create_light_table),
     Migration(5, "samples_json: every sample's JSON ready to send, written by the store", _create_json_table),
+    Migration(6, "samples_json_blocks: the rows' JSON compressed in blocks, written by the store",
+              _create_json_blocks),
 )
 LATEST = MIGRATIONS[-1].version
 

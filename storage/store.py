@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import orjson
 
 from state import utc_now  # noqa: F401  (re-exported: one clock format for rows and batches)
+from storage import json_blocks
 from storage.database import Database
 from storage.errors import DuplicateId, InvalidRecord, StoreError, WriteFailed  # noqa: F401  (re-exported)
 from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, STORAGE_KEYS,
@@ -167,6 +168,7 @@ class Store:
         except sqlite3.IntegrityError as exc:
             raise DuplicateId(str(exc)) from None
         self._notify(Change("add", tuple(stored)))
+        self.seal_json()
         return stored
 
     def update(self, sample_id: str, changes: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -306,6 +308,19 @@ class Store:
             filled += len(seqs)
             if len(seqs) < chunk:
                 return filled
+
+    def iter_json_zstd(self) -> Iterator[bytes]:
+        """Every record, as the JSON array `iter_json` gives, compressed with zstd: the blocks
+        compressed when rows were written, the rest on the way (`storage.json_blocks`)."""
+        return json_blocks.array_zstd(self._read(), self._encode_rows)
+
+    def seal_json(self, force: bool = False) -> int:
+        """Compress the rows no block holds into blocks (`storage.json_blocks.seal`), when enough
+        follow the last block or `force`; returns how many rows were sealed. Called after every add."""
+        if not force and json_blocks.unsealed_tail(self._read()) < json_blocks.BLOCK_ROWS:
+            return 0
+        with self.database.transaction() as db:
+            return json_blocks.seal(db, self._encode_rows)
 
     def random(self, count: int, filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         where, params = self._where(filters)

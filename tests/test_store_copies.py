@@ -27,6 +27,18 @@ def stored_json_rows(path) -> int:
         db.close()
 
 
+def back_to_version_3(path) -> None:
+    """Drop what versions after 3 added, as the release before them left its files."""
+    db = sqlite3.connect(path)
+    with db:
+        for kind, name in db.execute("SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'table') AND "
+                                     "(name LIKE 'samples_light%' OR name LIKE 'samples_json%') ORDER BY type = 'table'"
+                                     ).fetchall():
+            db.execute(f"DROP {kind.upper()} IF EXISTS {name}")
+        db.execute("DELETE FROM schema_migrations WHERE version > 3")
+    db.close()
+
+
 def test_ready_json_is_what_a_read_returns_after_adds_updates_and_deletes(tmp_path):
     store = Store(tmp_path / "j.sqlite3")
     store.add_many([record("a", provider="groq", latency=2, quality_flags=["short_answer"], reviewer="Ann"),
@@ -63,12 +75,7 @@ def test_rows_stored_before_the_copies_existed_get_them(tmp_path):
     store = Store(path)
     store.add_many([record("a", answer="x" * 50, quality_flags=["us_law"]), record("b", batch_id="b1")])
     store.close()
-    db = sqlite3.connect(path)   # back to version 3, as the previous release left its files
-    db.executescript("DROP TRIGGER samples_light_insert; DROP TRIGGER samples_light_update; "
-                     "DROP TRIGGER samples_light_delete; DROP TRIGGER samples_json_update; "
-                     "DROP TRIGGER samples_json_delete; DROP TABLE samples_light; DROP TABLE samples_json; "
-                     "DELETE FROM schema_migrations WHERE version > 3;")
-    db.close()
+    back_to_version_3(path)
     reopened = Store(path)
     assert reopened.count() == 2 and reopened.count({"batch_id": "b1"}) == 1
     assert reopened.columns(("id", "quality_flags"), lengths={"a_len": "answer"}) == {

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from generation.requests import RequestProblem, check_labels
 from dataset.import_jobs import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, JobFinished, ShuttingDown
@@ -41,6 +41,19 @@ def _json_array(rows: Iterator[bytes], rows_per_chunk: int = 200) -> Iterator[by
     yield b"]"
 
 
+def _accepts_zstd(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header lists zstd (or *) without q=0."""
+    for item in accept_encoding.split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() in ("zstd", "*"):
+            quality = params.strip().lower().removeprefix("q=")
+            try:
+                return not params.strip() or float(quality) > 0
+            except ValueError:
+                return False
+    return False
+
+
 def _checked(fields: dict[str, Any]) -> dict[str, Any]:
     """400 unless the difficulty and sample type are the catalogue's (the import checks the same)."""
     try:
@@ -66,8 +79,14 @@ def data(query: DataQuery):
     svc = services()
     filters = query.filters()
     total = svc.store.count(filters)
-    rows = svc.store.iter_json(filters, limit=query.limit, offset=query.offset)
-    response = Response(_json_array(rows), mimetype="application/json")
+    if not any(v not in (None, "") for v in filters.values()) and query.limit is None and not query.offset \
+            and _accepts_zstd(request.headers.get("Accept-Encoding", "")):
+        # the whole dataset, mostly compressed when written (flask-compress leaves an encoded answer alone)
+        response = Response(svc.store.iter_json_zstd(), mimetype="application/json",
+                            headers={"Content-Encoding": "zstd", "Vary": "Accept-Encoding"})
+    else:
+        rows = svc.store.iter_json(filters, limit=query.limit, offset=query.offset)
+        response = Response(_json_array(rows), mimetype="application/json")
     response.headers["X-Total-Count"] = str(total)
     return response
 
