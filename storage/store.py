@@ -24,7 +24,7 @@ from storage.database import Database
 from storage.errors import DuplicateId, InvalidRecord, StoreError, WriteFailed  # noqa: F401  (re-exported)
 from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, STORAGE_KEYS,
                              TEXT_COLUMNS, check_record, repair_column, repair_record)
-from storage.schema import LIGHT_COLUMNS, SEARCH_COLUMNS, TEXT_LENGTHS, light_length
+from storage.schema import LIGHT_COLUMNS, SEARCH_COLUMNS, TEXT_LENGTHS, damaged_checks, light_length
 
 CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
 EDITABLE_FIELDS = CONTENT_FIELDS + ("topic", "difficulty", "sample_type")
@@ -380,6 +380,31 @@ class Store:
             result[name] = [value if type(value) is int else 0 for value in result[name]]
         return result
 
+    def column_arrays(self, fields: Sequence[str], *, lengths: Mapping[str, str] | None = None) -> dict[str, str] | None:
+        """What `columns` reads, for every sample, each column as one JSON array built by the
+        database (for readers that decode column-wise, such as Polars: no Python value per cell),
+        from the narrow copy; `simulated` as 0/1, `quality_flags` as arrays ([] for none).
+        `fields` must be short columns, `lengths` of the texts the copy measures (`ValueError`).
+        None when some row holds a value of the wrong type: `columns` repairs those."""
+        lengths = dict(lengths or {})
+        if not set(fields) <= set(LIGHT_COLUMNS) or not set(lengths.values()) <= set(TEXT_LENGTHS) \
+                or len({*fields, *lengths}) != len(fields) + len(lengths):
+            raise ValueError(f"bad column request: fields {list(fields)}, lengths {lengths}")
+        db = self._read()
+        if db.execute("SELECT EXISTS (SELECT 1 FROM samples_light WHERE damaged)").fetchone()[0]:
+            return None   # (an index holds just the damaged rows: this costs nothing)
+
+        def array(field: str) -> str:
+            if field == "quality_flags":
+                return ("json_group_array(CASE WHEN quality_flags IS NULL OR quality_flags = '' THEN json('[]') "
+                        "ELSE json(quality_flags) END)")
+            return f"json_group_array({field})"
+
+        selected = [array(f) for f in fields] + [f"json_group_array({light_length(f)})" for f in lengths.values()]
+        # an aggregate over an ordered subquery keeps its order (SQLite does not flatten it)
+        row = db.execute(f"SELECT {', '.join(selected)} FROM (SELECT * FROM samples_light ORDER BY seq)").fetchone()
+        return dict(zip([*fields, *lengths], row))
+
     def damaged_rows(self, limit: int = 100) -> dict[str, Any]:
         """Rows holding values of the wrong type (written by older versions, or by hand): reads
         repair them on the way out (`to_record`, `columns`), this says which rows and fields.
@@ -437,21 +462,8 @@ def _as_read(row: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, An
     return record
 
 
-def _damaged_condition() -> str:
-    """SQL true for a row holding a value of the wrong type: a superset check, confirmed in Python
-    by `repair_record`."""
-    checks = [f"typeof({name}) != 'text'" for name in TEXT_COLUMNS]
-    checks += [f"typeof({name}) NOT IN ('text', 'null')" for name in OPTIONAL_TEXT_COLUMNS]
-    checks += [f"(typeof({name}) NOT IN ('integer', 'null') OR {name} < 0 OR {name} > {MAX_COUNT})"
-               for name in COUNT_COLUMNS]
-    checks += [f"(typeof({name}) NOT IN ('real', 'integer', 'null') OR abs({name}) > 1e308)" for name in NUMBER_COLUMNS]
-    checks.append("typeof(simulated) != 'integer' OR simulated NOT IN (0, 1)")
-    checks.append("(quality_flags IS NOT NULL AND quality_flags != '' AND CASE WHEN typeof(quality_flags) = 'text' "
-                  "AND json_valid(quality_flags) THEN json_type(quality_flags) != 'array' OR EXISTS (SELECT 1 FROM "
-                  "json_each(samples.quality_flags) WHERE type != 'text') ELSE 1 END)")
-    checks.append("(extra IS NOT NULL AND extra != '' AND CASE WHEN typeof(extra) = 'text' AND json_valid(extra) "
-                  "THEN json_type(extra) != 'object' ELSE 1 END)")
-    return " OR ".join(f"({check})" for check in checks)
+def _damaged_condition(names: Sequence[str] = COLUMNS) -> str:
+    return " OR ".join(f"({check})" for name, check in damaged_checks().items() if name in names) or "0"
 
 
 _DAMAGED = _damaged_condition()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import polars as pl
+
 from storage.store import Store
 
 
@@ -108,3 +110,31 @@ def test_the_narrow_copy_follows_every_write(tmp_path):
     assert store.columns((*fields, "question"), lengths=lengths) == {**from_light, "question": ["Shorter?", "Question c?"]}
     assert store.count({"flag": "near_duplicate"}) == 1 and store.count({"practice_area": "Contract Law"}) == 1
     store.close()
+
+
+def test_the_statistics_frame_read_column_wise_equals_the_one_read_row_by_row(tmp_path):
+    from dataset import stats
+
+    store = Store(tmp_path / "f.sqlite3")
+    store.add_many([record("a", provider="groq", model="m1", prompt_tokens=10, completion_tokens=20,
+                           quality_score=0.75, quality_flags=["short_answer", "us_law"], simulated=True),
+                    record("b", topic="Contract Law - Formation", sample_type="case_analysis", batch_id="b1"),
+                    record("c", answer="\u00e9" * 30, duplicate_of="a", quality_flags=[])])
+    store.update("b", {"difficulty": "expert"})
+    fast = stats.StatsFrame(store).frame()
+    arrays = store.column_arrays(stats.LOAD_FIELDS, lengths=stats.LOAD_LENGTHS)
+    assert arrays is not None and json.loads(arrays["quality_flags"]) == [["short_answer", "us_law"], [], []]
+    slow = stats.StatsFrame(store)
+    slow.store = type("RowByRow", (), {"column_arrays": lambda *a, **k: None, "columns": store.columns})()
+    assert fast.to_dicts() == slow.frame().to_dicts() and fast.schema == slow.frame().schema
+    assert fast.filter(fast["id"] == "c")["a_len"].to_list() == [30]
+    empty = Store(tmp_path / "empty.sqlite3")
+    assert stats.StatsFrame(empty).frame().height == 0
+    db = sqlite3.connect(store.path)   # a value of the wrong type: no arrays, the repairing read instead
+    with db:
+        db.execute("UPDATE samples SET prompt_tokens = 'lots' WHERE id = 'a'")
+    db.close()
+    assert store.column_arrays(stats.LOAD_FIELDS, lengths=stats.LOAD_LENGTHS) is None
+    assert stats.StatsFrame(store).frame().filter(pl.col("id") == "a")["prompt_tokens"].to_list() == [None]
+    store.close()
+    empty.close()
