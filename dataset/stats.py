@@ -76,6 +76,9 @@ def _frame_from_arrays(arrays: Mapping[str, str]) -> pl.DataFrame:
     return frame.select([pl.col(name).cast(kind) for name, kind in LIGHT_SCHEMA.items()])
 
 
+PENDING_ROWS = 2000   # changed rows kept as dicts before they are folded into the frame
+
+
 class StatsFrame:
     """The light frame, loaded once from the store, then updated from its change events."""
 
@@ -106,6 +109,8 @@ class StatsFrame:
                     self._ids.discard(sample_id)
                     self._removed.add(sample_id)
                     self._pending.pop(sample_id, None)
+            if len(self._pending) >= PENDING_ROWS:   # a long import: fold the rows in now, not as dicts
+                self.frame()
 
     def _load(self) -> pl.DataFrame:
         arrays = self.store.column_arrays(LOAD_FIELDS, lengths=LOAD_LENGTHS)

@@ -138,3 +138,18 @@ def test_the_statistics_frame_read_column_wise_equals_the_one_read_row_by_row(tm
     assert stats.StatsFrame(store).frame().filter(pl.col("id") == "a")["prompt_tokens"].to_list() == [None]
     store.close()
     empty.close()
+
+
+def test_the_statistics_frame_folds_a_long_run_of_writes_in_as_it_goes(tmp_path, monkeypatch):
+    from dataset import stats
+
+    monkeypatch.setattr(stats, "PENDING_ROWS", 3)
+    store = Store(tmp_path / "p.sqlite3")
+    frame = stats.StatsFrame(store)
+    frame.frame()
+    for i in range(10):
+        store.add(record(f"r{i}"))
+        assert len(frame._pending) < 3   # never more than a few rows held as dicts
+    store.delete("r4")
+    assert frame.frame()["id"].to_list() == [f"r{i}" for i in range(10) if i != 4]
+    store.close()
