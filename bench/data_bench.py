@@ -62,8 +62,9 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
         env.update(DATA_DIR=str(data_dir), PORT=str(self.port), HOST="127.0.0.1", MAX_BODY_BYTES=str(1 << 30))
         self.started = time.perf_counter()
-        self.process = subprocess.Popen([sys.executable, "-m", "api_server"], env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        self.log = data_dir / "server.log"
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "api_server"], env=env, stdout=log, stderr=log)
         self.base = f"http://127.0.0.1:{self.port}"
         while True:
             try:
@@ -74,6 +75,11 @@ class Server:
                     raise RuntimeError("the server did not start")
                 time.sleep(0.05)
         self.listening = time.perf_counter() - self.started
+
+    def warm_up(self) -> list[str]:
+        """What the server logged about its warm-up steps."""
+        return [line.split("warm-up: ", 1)[1] for line in self.log.read_text(errors="replace").splitlines()
+                if "warm-up: " in line]
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -161,7 +167,8 @@ def reads(rows: int, full: bool) -> None:
                       f"(server listening after {server.listening:.1f} s; it used {server.cpu_seconds() - cpu:.2f} "
                       f"CPU s meanwhile, warm-up included)")
                 print(f"  GET /api/stats again: {timed_ms(client, 'GET', '/api/stats'):.1f} ms")
-                server.settled_rss_mb()
+                rss = server.settled_rss_mb()
+                print(f"  warm-up: {'; '.join(server.warm_up())}; server RSS then {rss:,.0f} MB")
                 if full:
                     for encoding in (None, "zstd", "br", "gzip"):
                         cpu = server.cpu_seconds()

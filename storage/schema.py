@@ -196,19 +196,9 @@ def _create_light_table(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX samples_light_damaged ON samples_light(seq) WHERE damaged")
 
 
-# Each sample's JSON as a read returns it (`Store.iter_json`, what `/api/data` sends), written by the
-# store with every add and update. A row changed or deleted by other means loses its JSON (triggers),
-# and a read encodes it again from `samples`, so a stale copy is never served.
-def _create_json_table(db: sqlite3.Connection) -> None:
-    db.execute("CREATE TABLE samples_json (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")
-    db.execute("CREATE TRIGGER samples_json_delete AFTER DELETE ON samples BEGIN "
-               "DELETE FROM samples_json WHERE seq = old.seq; END")
-    db.execute("CREATE TRIGGER samples_json_update AFTER UPDATE ON samples BEGIN "
-               "DELETE FROM samples_json WHERE seq = old.seq; END")
-
-
-# The rows' JSON compressed in blocks of consecutive rows (`storage.json_blocks`). A block holding a
-# row that changes, or a seq inserted into its range, is dropped: it is never served stale.
+# Each row's JSON as a read returns it, compressed in blocks of consecutive rows (`storage.json_blocks`:
+# the whole `/api/data` array). A block holding a row that changes, or a seq inserted into its range,
+# is dropped: it is never served stale.
 def _create_json_blocks(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE samples_json_blocks (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, "
                "rows INTEGER NOT NULL, body BLOB NOT NULL)")
@@ -224,8 +214,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "samples_fts: full-text index of the searchable text", _create_search_index),
     Migration(4, "samples_light: short columns and text lengths of every sample, kept by triggers",
               _create_light_table),
-    Migration(5, "samples_json: every sample's JSON ready to send, written by the store", _create_json_table),
-    Migration(6, "samples_json_blocks: the rows' JSON compressed in blocks, written by the store",
+    Migration(5, "samples_json_blocks: the rows' JSON compressed in blocks, written by the store",
               _create_json_blocks),
 )
 LATEST = MIGRATIONS[-1].version
