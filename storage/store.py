@@ -252,10 +252,12 @@ class Store:
 
     def iter_records(self, filters: Mapping[str, Any] | None = None, *, limit: int | None = None, offset: int = 0,
                      newest_first: bool = False, chunk: int = 1000) -> Iterator[dict[str, Any]]:
-        """Records in insertion order (or newest first), fetched in chunks."""
-        where, params = self._where(filters)
+        """Records in insertion order (or newest first), fetched in chunks. Filters and the offset
+        are applied to the light table, so skipped rows' texts are never read."""
+        where, params = self._where(filters, "samples_light")
         order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT {ROW} FROM samples{where} ORDER BY seq {order} LIMIT ? OFFSET ?"
+        sql = (f"SELECT {ROW} FROM samples WHERE seq IN (SELECT seq FROM samples_light{where} ORDER BY seq {order} "
+               f"LIMIT ? OFFSET ?) ORDER BY seq {order}")
         cursor = self._read().execute(sql, [*params, -1 if limit is None else limit, offset])
         while True:
             rows = cursor.fetchmany(chunk)
