@@ -28,7 +28,7 @@ breaks a listing, a statistic or an export; `damaged_rows()` names them.
     column_arrays(fields, lengths=) -> {name: JSON array text} | None   (the same, built by the database, for
                                                             Polars; None if a row needs repairing: use columns)
     iter_json_zstd() -> zstd stream of the whole JSON array   (blocks compressed when written, the rest on the way)
-    seal_json(force=False) -> rows compressed into blocks     (called after every add; see json_blocks)
+    seal_json(force=False) -> rows compressed into blocks     (add_many seals as it writes; see json_blocks)
     damaged_rows(limit) / damaged_count()                   (rows an older version stored with wrong types)
     on_change(listener) and `version`                       (a `Change` after every commit; a cache key)
     write_problem() -> None | "cannot write FILE: reason; what to do"   (a small real write, short lock wait)
@@ -45,9 +45,9 @@ breaks a listing, a statistic or an export; `damaged_rows()` names them.
     texts; `columns` falls back to the samples table for any other field.
   - the compressed blocks (`samples_json_blocks`, `json_blocks`): the JSON of 1,024 consecutive
     rows, each encoded by `store.encode_record` (orjson, compact UTF-8) exactly as a read returns
-    it, joined by commas and zstd-compressed when the rows are written (`seal_json`, after every
-    add). A change to a row, by the store or not, drops its block (triggers); the next seal
-    rebuilds it. `iter_json_zstd` sends the blocks as stored and compresses the rows between them
+    it, joined by commas and zstd-compressed when the rows are written (in `add_many`'s transaction,
+    once 1,024 rows follow the last block; `seal_json` for rows stored before the blocks existed).
+    A change to a row, by the store or not, drops its block (triggers); the next seal rebuilds it. `iter_json_zstd` sends the blocks as stored and compresses the rows between them
     on the way (one stream of zstd frames); `iter_json` of the whole dataset decompresses them.
 
 `batches.BatchRepository(store)`, batches and their attempt log (same database):

@@ -158,14 +158,21 @@ class Store:
             rows.append(row)
             checked_records.append(checked)
         sql = f"INSERT INTO samples ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + n for n in COLUMNS)})"
+        stored = [_as_read(row, checked) for row, checked in zip(rows, checked_records)]
         try:
             with self.database.transaction() as db:
+                last = db.execute("SELECT coalesce(max(seq), 0) FROM samples").fetchone()[0]
                 db.executemany(sql, rows)
+                if json_blocks.unsealed_tail(db) >= json_blocks.BLOCK_ROWS:
+                    # seal in the same transaction, with the JSON of the new rows at hand: nothing can
+                    # change them in between, and they need not be read back and decoded
+                    by_id = {record["id"]: record for record in stored}
+                    fresh = {seq: encode_record(by_id[sample_id]) for seq, sample_id in
+                             db.execute("SELECT seq, id FROM samples WHERE seq > ?", (last,))}
+                    json_blocks.seal(db, lambda *where: self._encoded_range(*where, fresh=fresh))
         except sqlite3.IntegrityError as exc:
             raise DuplicateId(str(exc)) from None
-        stored = [_as_read(row, checked) for row, checked in zip(rows, checked_records)]
         self._notify(Change("add", tuple(stored)))
-        self.seal_json()
         return stored
 
     def update(self, sample_id: str, changes: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -280,12 +287,23 @@ class Store:
         while chunk := [encode_record(record) for record in itertools.islice(records, 500)]:
             yield b",".join(chunk)
 
-    def _encoded_range(self, db: sqlite3.Connection, after: int, before: int | None,
-                       limit: int) -> list[tuple[int, bytes]]:
-        """(seq, JSON) of up to `limit` rows with after < seq < before, in order."""
+    def _encoded_range(self, db: sqlite3.Connection, after: int, before: int | None, limit: int,
+                       fresh: Mapping[int, bytes] | None = None) -> list[tuple[int, bytes]]:
+        """(seq, JSON) of up to `limit` rows with after < seq < before, in order; rows in `fresh`
+        (just written, in this transaction) are taken from it instead of being read back."""
         bound, params = ("", [after, limit]) if before is None else (" AND seq < ?", [after, before, limit])
-        rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq > ?{bound} ORDER BY seq LIMIT ?", params)
-        return [(row["seq"], encode_record(self.to_record(row))) for row in rows]
+        if not fresh:
+            rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq > ?{bound} ORDER BY seq LIMIT ?", params)
+            return [(row["seq"], encode_record(self.to_record(row))) for row in rows]
+        seqs = [seq for (seq,) in db.execute(f"SELECT seq FROM samples_light WHERE seq > ?{bound} ORDER BY seq "
+                                             "LIMIT ?", params)]
+        older = [seq for seq in seqs if seq not in fresh]
+        found = dict(fresh)
+        for start in range(0, len(older), 500):
+            chunk = older[start:start + 500]
+            rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq IN ({', '.join('?' for _ in chunk)})", chunk)
+            found.update((row["seq"], encode_record(self.to_record(row))) for row in rows)
+        return [(seq, found[seq]) for seq in seqs]
 
     def iter_json_zstd(self) -> Iterator[bytes]:
         """Every record, as the JSON array `iter_json` gives, compressed with zstd: the blocks
@@ -294,7 +312,8 @@ class Store:
 
     def seal_json(self, force: bool = False) -> int:
         """Compress the rows no block holds into blocks (`storage.json_blocks.seal`), when enough
-        follow the last block or `force`; returns how many rows were sealed. Called after every add."""
+        follow the last block or `force`; returns how many rows were sealed. `add_many` seals as it
+        writes; this is for rows stored before the blocks existed (the start-up warm-up)."""
         if not force and json_blocks.unsealed_tail(self._read()) < json_blocks.BLOCK_ROWS:
             return 0
         with self.database.transaction() as db:
