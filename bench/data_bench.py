@@ -7,8 +7,9 @@
 - memory: the server's RSS after importing `rows` lines over HTTP, and after a restart on the
   same data (`--memory`), with the import's rows/s.
 
-Run: `make bench`, or `.venv/bin/python bench/data_bench.py [rows ...] [--memory] [--no-full]`
-(default 1000 10000 100000). `--no-full` skips the full array (for 1,000,000 rows: about 8 GB).
+Run: `make bench`, or `.venv/bin/python bench/data_bench.py [rows ...] [--memory] [--no-full]
+[--row-bytes=8000]` (default 1000 10000 100000). `--no-full` skips the full array (at 1,000,000
+rows of 8 KB: 8 GB); `--row-bytes` sets the rows' size.
 
 Rows for the reads are realistic samples padded to about 8 KB of text each, the size users'
 rows reach, written straight into the store before the server starts. Rows for the import are
@@ -145,18 +146,18 @@ def timed_ms(client: httpx.Client, method: str, path: str, repeat: int = 5, **kw
     return best
 
 
-def reads(rows: int, full: bool) -> None:
+def reads(rows: int, full: bool, row_bytes: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         store = Store(data_dir / "dataset.sqlite3")
         started = time.perf_counter()
         rng = random.Random(rows)
         for start in range(0, rows, 50_000):   # in slices: a million padded rows would not fit in memory
-            fill(store, padded(fake_records(min(50_000, rows - start), rng), rng))
+            fill(store, padded(fake_records(min(50_000, rows - start), rng), rng, row_bytes))
         store.close()
         size_mb = (data_dir / "dataset.sqlite3").stat().st_size / 1e6
-        print(f"\n{rows:,} rows ({size_mb:,.0f} MB database, written in {time.perf_counter() - started:.0f} s)",
-              flush=True)
+        print(f"\n{rows:,} rows of about {row_bytes:,} characters ({size_mb:,.0f} MB database, written in "
+              f"{time.perf_counter() - started:.0f} s)", flush=True)
         server = Server(data_dir)
         try:
             with httpx.Client(base_url=server.base, timeout=600) as client:
@@ -229,8 +230,9 @@ def memory(rows: int) -> None:
 if __name__ == "__main__":
     args = sys.argv[1:]
     sizes = [int(a) for a in args if not a.startswith("--")] or [1000, 10000, 100000]
+    row_bytes = next((int(a.split("=", 1)[1]) for a in args if a.startswith("--row-bytes=")), 8000)
     for n in sizes:
         if "--memory" in args:
             memory(n)
         else:
-            reads(n, full="--no-full" not in args)
+            reads(n, full="--no-full" not in args, row_bytes=row_bytes)

@@ -35,8 +35,8 @@ breaks a listing, a statistic or an export; `damaged_rows()` names them.
     writable() -> bool; size_bytes() -> int; close()
   Filters: topic, difficulty, sample_type, provider, model, batch_id, practice_area, simulated,
   flag, exclude_flags, min_score, ids.
-  Two copies serve the big reads (schema migrations 4 and 5); a backend may keep them any way that
-  gives the same answers:
+  Two copies serve the big reads (schema migrations 4 and 6; 5 added a third copy, every row's
+  JSON uncompressed, which 7 drops); a backend may keep them any way that gives the same answers:
   - the light table (`samples_light`): every column but the four long texts and `extra`, plus the
     character length of question, answer, reasoning, case_citation and topic (`<field>_length`),
     kept by triggers on insert/update/delete, and `damaged` (1 when a short column holds a value of

@@ -8,7 +8,7 @@ newest, or those of a block a change dropped) compressed on the way at `STREAM_L
 its own zstd frame: consecutive frames are one valid zstd stream (RFC 8878, section 3), which
 browsers and httpx decode as a whole. An uncompressed read decompresses the blocks, which is faster
 than encoding their rows again. An edit or delete drops the block holding the row (triggers,
-schema migration 5); `seal` rebuilds it with the next write that finds enough rows after the last
+schema migration 6); `seal` rebuilds it with the next write that finds enough rows after the last
 block (until then those rows are encoded and compressed on the way: correct, a little slower).
 
 Why our own: neither flask-compress nor a cache can send part of a response pre-compressed; this

@@ -196,6 +196,21 @@ def _create_light_table(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX samples_light_damaged ON samples_light(seq) WHERE damaged")
 
 
+# Version 5 (shipped, then replaced by the blocks alone): each sample's JSON, written by the store.
+def _create_json_table(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE samples_json (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+    db.execute("CREATE TRIGGER samples_json_delete AFTER DELETE ON samples BEGIN "
+               "DELETE FROM samples_json WHERE seq = old.seq; END")
+    db.execute("CREATE TRIGGER samples_json_update AFTER UPDATE ON samples BEGIN "
+               "DELETE FROM samples_json WHERE seq = old.seq; END")
+
+
+def _drop_json_table(db: sqlite3.Connection) -> None:
+    db.execute("DROP TRIGGER IF EXISTS samples_json_delete")
+    db.execute("DROP TRIGGER IF EXISTS samples_json_update")
+    db.execute("DROP TABLE IF EXISTS samples_json")
+
+
 # Each row's JSON as a read returns it, compressed in blocks of consecutive rows (`storage.json_blocks`:
 # the whole `/api/data` array). A block holding a row that changes, or a seq inserted into its range,
 # is dropped: it is never served stale.
@@ -214,8 +229,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "samples_fts: full-text index of the searchable text", _create_search_index),
     Migration(4, "samples_light: short columns and text lengths of every sample, kept by triggers",
               _create_light_table),
-    Migration(5, "samples_json_blocks: the rows' JSON compressed in blocks, written by the store",
+    Migration(5, "samples_json: every sample's JSON ready to send, written by the store", _create_json_table),
+    Migration(6, "samples_json_blocks: the rows' JSON compressed in blocks, written by the store",
               _create_json_blocks),
+    Migration(7, "samples_json dropped: the compressed blocks are the only ready JSON", _drop_json_table),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -163,3 +163,26 @@ def test_the_statistics_frame_folds_a_long_run_of_writes_in_as_it_goes(tmp_path,
     store.delete("r4")
     assert frame.frame()["id"].to_list() == [f"r{i}" for i in range(10) if i != 4]
     store.close()
+
+
+def test_a_file_from_the_release_with_an_uncompressed_json_copy_loses_it(tmp_path):
+    """Version 6 (shipped) also kept every row's JSON uncompressed in `samples_json`; version 7 drops it."""
+    from storage import schema
+
+    path = tmp_path / "v6.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(schema.VERSION_TABLE)
+    db.execute("BEGIN")
+    for migration in schema.MIGRATIONS[:6]:
+        migration.apply(db)
+        db.execute("INSERT INTO schema_migrations VALUES (?, ?, 'then')", (migration.version, migration.name))
+    db.execute("COMMIT")
+    db.close()
+    store = Store(path)
+    store.add(record("a"))
+    db = sqlite3.connect(path)
+    names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    db.close()
+    assert "samples_json" not in names and not {"samples_json_delete", "samples_json_update"} & names
+    assert "samples_json_blocks" in names and decoded(store)[0]["id"] == "a"
+    store.close()
