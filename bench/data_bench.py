@@ -5,11 +5,11 @@
 - search for a present and an absent term; a page of 50 rows in the middle; one append;
 - the first statistics after start-up (`GET /api/stats` as soon as the server answers);
 - memory: the server's RSS after importing `rows` lines over HTTP, and after a restart on the
-  same data (`--memory`), with the import's rows/s.
+  same data, with the import's rows/s.
 
-Run: `make bench`, or `.venv/bin/python bench/data_bench.py [rows ...] [--memory] [--no-full]
-[--row-bytes=8000]` (default 1000 10000 100000). `--no-full` skips the full array (at 1,000,000
-rows of 8 KB: 8 GB); `--row-bytes` sets the rows' size.
+Run: `make bench`, or `.venv/bin/python bench/data_bench.py [rows ...] [--reads | --memory] [--no-full]
+[--row-bytes=8000]` (default 1000 10000 100000, reads then memory). `--no-full` skips the full
+array (at 1,000,000 rows of 8 KB: 8 GB); `--row-bytes` sets the rows' size.
 
 Rows for the reads are realistic samples padded to about 8 KB of text each, the size users'
 rows reach, written straight into the store before the server starts. Rows for the import are
@@ -232,7 +232,8 @@ if __name__ == "__main__":
     sizes = [int(a) for a in args if not a.startswith("--")] or [1000, 10000, 100000]
     row_bytes = next((int(a.split("=", 1)[1]) for a in args if a.startswith("--row-bytes=")), 8000)
     for n in sizes:
-        if "--memory" in args:
-            memory(n)
-        else:
+        if "--memory" not in args:
             reads(n, full="--no-full" not in args, row_bytes=row_bytes)
+    for n in sizes:
+        if "--reads" not in args:
+            memory(n)

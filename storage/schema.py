@@ -105,6 +105,8 @@ class Migration:
     version: int
     name: str
     apply: Callable[[sqlite3.Connection], None]
+    undone_by: int | None = None   # a later migration that removes what this one adds: a file that
+                                   # gets both in one go only records this one (no pages left free)
 
 
 def _create_storage_probe(db: sqlite3.Connection) -> None:
@@ -229,7 +231,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "samples_fts: full-text index of the searchable text", _create_search_index),
     Migration(4, "samples_light: short columns and text lengths of every sample, kept by triggers",
               _create_light_table),
-    Migration(5, "samples_json: every sample's JSON ready to send, written by the store", _create_json_table),
+    Migration(5, "samples_json: every sample's JSON ready to send, written by the store", _create_json_table,
+              undone_by=7),
     Migration(6, "samples_json_blocks: the rows' JSON compressed in blocks, written by the store",
               _create_json_blocks),
     Migration(7, "samples_json dropped: the compressed blocks are the only ready JSON", _drop_json_table),
@@ -308,7 +311,8 @@ def migrate(db: sqlite3.Connection, path: Path | str) -> int:
             found = 1
         for migration in MIGRATIONS:
             if migration.version > found:
-                migration.apply(db)
+                if migration.undone_by is None or migration.undone_by > LATEST:
+                    migration.apply(db)
                 _record(db, migration.version, migration.name)
         db.execute("COMMIT")
     except BaseException:
