@@ -37,7 +37,6 @@ from storage.store import Store
 
 WINDOW = 10.0                                   # the undeclared limits' window (unscaled seconds)
 SHARED = {"groq": 4, "cerebras": 10}            # requests per WINDOW, across all of a provider's models
-PROMPT_TOKENS = 700                             # about what the prompts weigh (the fake counts chars / 4)
 COMPLETION_TOKENS = 1800
 
 
@@ -190,26 +189,37 @@ def _rejected_at(run: Run, t: float) -> int:
     return max((count for at, count in run.status_log if at <= t), default=0)
 
 
+def prompt_tokens(servers: dict[str, FakeProviderServer]) -> float:
+    """The prompts' mean size as the fakes count it (characters / 4)."""
+    sizes = [max(1, len("\n".join(str(m.get("content", "")) for m in r.body.get("messages", []))) // 4)
+             for server in servers.values() for r in server.requests]
+    return sum(sizes) / len(sizes)
+
+
 def scenario_2_and_3(scale: float) -> None:
     servers = fakes(scale, 31)
     cfg = config(scale)
-    ceiling = 0.0
     for provider, server in servers.items():
         for model in cfg.providers[provider].models:
-            limits = model.limits
-            server.limit(model.id, rpm=limits.rpm, tpm=limits.tpm, window=60 * scale)
-            per_minute = [float(limits.rpm)] if limits.rpm else []
-            if limits.tpm:
-                per_minute.append(limits.tpm / (PROMPT_TOKENS + COMPLETION_TOKENS))
-            ceiling += min(per_minute) if per_minute else 0.0
+            server.limit(model.id, rpm=model.limits.rpm, tpm=model.limits.tpm, window=60 * scale)
     seconds = 150 * scale
     run = run_batch(cfg, servers, target=100_000, seconds=seconds)
-    minutes = (seconds - 60 * scale * 0) / (60 * scale)
+    prompt = prompt_tokens(servers)
+    ceiling = 0.0   # per minute, every model at min(rpm, tpm / tokens a sample really uses)
+    for provider in servers:
+        for model in cfg.providers[provider].models:
+            limits = model.limits
+            per_minute = [float(limits.rpm)] if limits.rpm else []
+            if limits.tpm:
+                per_minute.append(limits.tpm / (prompt + COMPLETION_TOKENS))
+            ceiling += min(per_minute) if per_minute else 0.0
+    minutes = seconds / (60 * scale)
     per_minute = len(run.done) / minutes
     print("Scenario 2: per-model limits as shipped, Cerebras charging prompt + max_completion_tokens, "
           f"answers of ~{COMPLETION_TOKENS} completion tokens, 150 s")
     print(f"  now    : {per_minute:5.1f} samples per minute-window of {ceiling:.0f} the limits allow at the tokens a "
-          f"sample really uses = {per_minute / ceiling:.2f}; {sum(run.rejected.values())} x 429")
+          f"sample really uses ({prompt:.0f} prompt + {COMPLETION_TOKENS} completion) = {per_minute / ceiling:.2f}; "
+          f"{sum(run.rejected.values())} x 429")
     budgets = sorted(set(run.budgets.values()))
     print(f"           learned completion budgets: {budgets[0]}-{budgets[-1]} tokens (configured 2,048-8,192)")
     print("  before : 123 of 196 = 0.63, 0 x 429 (issue 8's reported figures)")

@@ -144,7 +144,7 @@ class PacingConfig(_Strict):
     probe_first_step: float = Field(default=0.05, gt=0, le=1)   # ...by this much, doubling each time
     probe_max_step: float = Field(default=1.0, gt=0)
     budget_percentile: float = Field(default=95.0, gt=0, le=100)
-    budget_margin: float = Field(default=0.15, ge=0)            # budget = percentile x (1 + margin)
+    budget_margin: float = Field(default=0.10, ge=0)            # budget = percentile x (1 + margin)
     budget_min_samples: int = Field(default=5, ge=1)            # answers before the budget is learned
     budget_samples: int = Field(default=200, ge=1)              # answers kept per model
     budget_truncated_factor: float = Field(default=1.5, gt=1)   # raise after finish_reason=length
@@ -182,6 +182,10 @@ class BatchConfig(_Strict):
     topic_skip_after: int = Field(default=3, ge=1)
     topic_skip_seconds: float = Field(default=600, ge=0)
     max_wait_seconds: float = Field(default=30, gt=0)
+    # A sample waits this long inside the engine for the next paced slot (steady flow spaces
+    # requests a few seconds apart) instead of reporting a wait to the batch; cooldowns after a
+    # failure are still reported as waits.
+    pace_wait_seconds: float = Field(default=5, ge=0)
     stuck_after_minutes: float = Field(default=10, gt=0)
     heartbeat_seconds: float = Field(default=15, gt=0, le=30)
     storage_retry_seconds: float = Field(default=5, gt=0, le=300)

@@ -8,7 +8,12 @@ completion tokens of its latest answers (`pacing.budget_samples`); once it has
 `1 + budget_margin`, rounded up to 64 and kept between the configured bounds
 (`min_completion_tokens`, `max_completion_tokens`: the configured budget is the ceiling). An
 answer cut off (`finish_reason: length`) raises the budget by `budget_truncated_factor` at once,
-and the cut-off length counts as a lower bound of what the model needed.
+for the next `4 x budget_min_samples` answers (then the percentile, which counts the cut-off
+length as a lower bound of what the model needed, decides again).
+
+The prompt's size is estimated offline (characters per token); each provider's answers report
+the real count, and `prompt_scale` (a moving average of real / estimated, between 0.5 and 2)
+corrects the estimate the limiter reserves.
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ from fallback.metrics import percentile
 @dataclass
 class _Model:
     used: deque = field(default_factory=deque)
-    floor: int = 0          # raised after a truncation: the budget stays at least this
+    floor: int = 0          # raised after a truncation: the budget stays at least this...
+    floor_answers: int = 0  # ...for this many more answers
     truncated: int = 0
 
 
@@ -34,6 +40,7 @@ class CompletionBudgets:
         self.pacing = pacing
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], _Model] = {}
+        self._prompt_scale: dict[str, float] = {}
 
     def _model(self, provider: str, model: str) -> _Model:
         return self._models.setdefault((provider, model), _Model(deque(maxlen=self.pacing.budget_samples)))
@@ -59,9 +66,27 @@ class CompletionBudgets:
             stats = self._model(provider, model)
             if completion_tokens is not None and completion_tokens >= 0:
                 stats.used.append(completion_tokens)
+            if stats.floor_answers > 0:
+                stats.floor_answers -= 1
+                if stats.floor_answers == 0:
+                    stats.floor = 0
             if truncated:
                 stats.truncated += 1
                 stats.floor = max(stats.floor, int(math.ceil(budget * self.pacing.budget_truncated_factor)))
+                stats.floor_answers = 4 * self.pacing.budget_min_samples
+
+    def prompt_scale(self, provider: str) -> float:
+        with self._lock:
+            return self._prompt_scale.get(provider, 1.0)
+
+    def observe_prompt(self, provider: str, estimated: int, reported: int | None) -> None:
+        """An answer reported `reported` prompt tokens for a prompt estimated at `estimated`."""
+        if not reported or estimated <= 0:
+            return
+        ratio = max(0.5, min(2.0, reported / estimated))
+        with self._lock:
+            previous = self._prompt_scale.get(provider)
+            self._prompt_scale[provider] = ratio if previous is None else 0.8 * previous + 0.2 * ratio
 
     def report(self, provider: str, model: str, low: int, high: int) -> dict[str, Any]:
         with self._lock:

@@ -114,12 +114,38 @@ class RateLimiter:
     def _steady(self, name: str) -> bool:
         return self.span(name) <= self.pacing.steady_max_window_seconds * self.pacing.time_scale
 
+    def _logged(self, name: str) -> bool:
+        """Token windows paced evenly also keep a log: a request's tokens come in one lump, so the
+        rate alone could put one request too many in some stretch of the window."""
+        return WINDOW_NAMES[name][0] == "tokens" and self._steady(name)
+
+    def _log(self, state: ScopeState, name: str, limit: float, now: float) -> list[list[float]]:
+        entries = state.log.setdefault(name, [])
+        expiry = limit * self._unit(name, limit)
+        while entries and entries[0][0] + expiry <= now:
+            entries.pop(0)
+        return entries
+
+    def _log_wait(self, state: ScopeState, name: str, limit: float, cost: float, now: float) -> float:
+        entries = self._log(state, name, limit, now)
+        excess = sum(amount for _, amount in entries) + cost - limit
+        if excess <= 0:
+            return 0.0
+        freed = 0.0
+        expiry = limit * self._unit(name, limit)
+        for at, amount in entries:
+            freed += amount
+            if freed >= excess:
+                return max(0.0, at + expiry - now)
+        return expiry
+
     def _wait(self, state: ScopeState, name: str, limit: float, cost: float, now: float) -> float:
         if cost > limit:
             return math.inf
         tat = state.tat.get(name, now)
         if self._steady(name):
-            return max(0.0, tat - now)
+            paced = max(0.0, tat - now)
+            return max(paced, self._log_wait(state, name, limit, cost, now)) if self._logged(name) else paced
         unit = self._unit(name, limit)
         return max(0.0, max(tat, now) + cost * unit - now - limit * unit)
 
@@ -178,6 +204,8 @@ class RateLimiter:
                 state.tat[gate.name] = max(state.tat.get(gate.name, now), now) + (tokens if tokens_window else 1) * unit
                 if tokens_window:
                     reservation.charges.append((gate.key, gate.name, unit))
+                if self._logged(gate.name):
+                    self._log(state, gate.name, gate.limit, now).append([now, float(tokens)])
             for key in self._keys(provider, model):
                 learning.count_sent(states[key], now, tokens, self.pacing)
             return reservation
@@ -215,6 +243,10 @@ class RateLimiter:
             for key, name, unit in reservation.charges:
                 if name in states[key].tat:
                     states[key].tat[name] += delta * unit
+                for entry in states[key].log.get(name, []):
+                    if entry[0] == reservation.at and entry[1] == reservation.tokens:
+                        entry[1] = float(max(0, used_tokens))
+                        break
             for state in states.values():
                 learning.uncount_tokens(state, delta)
 
@@ -224,8 +256,10 @@ class RateLimiter:
 
     def observe(self, provider: str, model: str, readings: Iterable[WindowReading], need: float = 0.0) -> None:
         """Correct the model's windows with what the provider reported: a reported limit replaces
-        the configured one; a window with less left than one request (1, or `need` tokens) is held
-        until the reported reset."""
+        the configured one; a window the provider says has less left than one request (1, or
+        `need` tokens) while our own books say it fits (someone else uses the key) is held until
+        the reported reset. When our books already hold it, their own, exact, wait stands: the
+        reset a provider reports is when the window is whole again, later than the next room."""
         readings = list(readings)
         if not readings:
             return
@@ -243,10 +277,14 @@ class RateLimiter:
                 if reading.remaining is None:
                     continue
                 enough = 1.0 if reading.metric == "requests" else max(1.0, need)
-                if reading.remaining < enough:
+                limit = self._model_ceiling(key, state).get(name) or float(reading.limit or 0) or 1.0
+                if self._logged(name):
+                    fits = limit - sum(a for _, a in self._log(state, name, limit, now)) >= enough
+                else:
+                    fits = enough <= limit and self._wait(state, name, limit, enough, now) <= 0
+                if reading.remaining < enough and fits:
                     span = self.span(name)
                     reset = reading.reset_seconds if reading.reset_seconds is not None else span
-                    limit = self._model_ceiling(key, state).get(name) or float(reading.limit or 0) or 1.0
                     hold = now + min(reset, span)
                     if not self._steady(name):   # a bucket admits while the backlog fits the span
                         hold += limit * self._unit(name, limit) - self._unit(name, limit)

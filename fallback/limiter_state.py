@@ -6,6 +6,8 @@ holds floats and a few short lists, so it serializes to a small JSON object (`to
 
 * `tat`: per window (`rpm`, `tpm`, ...), the GCRA theoretical arrival time, i.e. the clock time by
   which everything admitted so far has drained at the window's rate;
+* `log`: per token window paced evenly (`tpm`), the `[at, tokens]` admitted over the last window
+  (a few dozen pairs at most), which keeps a sliding window of lumpy token costs exact;
 * `reported`: limits the provider's headers declared; `learned`: limits learned from its 429s;
 * the learning episode: `since`, `sent` and `rejected` (requests and tokens sent since `since`, and
   how many of them were refused with a 429), `reset_at` (when the window that last said "slow down" frees), `window_seconds` (its
@@ -41,6 +43,7 @@ def provider_key(provider: str) -> str:
 @dataclass
 class ScopeState:
     tat: dict[str, float] = field(default_factory=dict)
+    log: dict[str, list[list[float]]] = field(default_factory=dict)
     reported: dict[str, float] = field(default_factory=dict)
     learned: dict[str, float] = field(default_factory=dict)
     since: float | None = None

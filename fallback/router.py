@@ -127,6 +127,7 @@ class _Run:
     cancel: threading.Event | None
     max_wait: float = 0.0
     prompt_tokens: int = 0
+    pace_wait: float = 0.0            # how long to wait when only budget (pacing) holds every candidate
     tried: set[Pair] = field(default_factory=set)
     skip_providers: set[str] = field(default_factory=set)
     per_category: dict[str, int] = field(default_factory=dict)
@@ -183,9 +184,9 @@ class Router:
     # -- running ---------------------------------------------------------------------------
 
     def run(self, call: Call, *, prompt_tokens: int, provider: str | None = None, model: str | None = None,
-            max_wait: float = 0.0, cancel: threading.Event | None = None) -> Routed:
+            max_wait: float = 0.0, cancel: threading.Event | None = None, pace_wait: float = 0.0) -> Routed:
         run = _Run(self.plan(provider, model), self.clock() + self.engine.sample_deadline_seconds, cancel, max_wait,
-                   prompt_tokens)
+                   prompt_tokens, pace_wait)
         while True:
             self._check_bounds(run)
             choice = self._choose(run, prompt_tokens)
@@ -239,7 +240,7 @@ class Router:
             try:
                 run.budget = self.completion_budget(name, model)
                 client.sdk()   # built before the budget is taken, so the request leaves when it is reserved
-                reservation = self.limiter.reserve(name, model_id, prompt_tokens + run.budget)
+                reservation = self.limiter.reserve(name, model_id, self._prompt(name, prompt_tokens) + run.budget)
                 if isinstance(reservation, Reservation):
                     self._note_skips(run, pair, waiting)
                     handed_over = True
@@ -264,10 +265,11 @@ class Router:
                                    waiting=waiting)
             return self._error(AttemptsExhausted, "every candidate failed: " + self._why(run, waiting), run,
                                retry_after=self._earliest_recovery(run.plan), waiting=waiting)
-        earliest = min(w[0] for w in recoverable)
+        earliest, _, hold = min(recoverable, key=lambda w: w[0])
         now = self.clock()
         delay = max(0.0, earliest - now)
-        if delay <= min(run.deadline - now, run.max_wait):
+        patience = max(run.max_wait, run.pace_wait) if isinstance(hold, Wait) else run.max_wait
+        if delay <= min(run.deadline - now, patience):
             self._sleep(run, delay)
             return None
         blocked = self.report(run, waiting)
@@ -316,7 +318,7 @@ class Router:
                              message=last.message if last else None)
             else:
                 wait = hold if isinstance(hold, Wait) else self.limiter.wait_time(
-                    name, model_id, run.prompt_tokens + self.completion_budget(name, model))
+                    name, model_id, self._prompt(name, run.prompt_tokens) + self.completion_budget(name, model))
                 if wait > 0:
                     entry.update(why="budget", window=wait.windows[0] if wait.windows else None,
                                  windows=list(wait.windows),
@@ -442,6 +444,11 @@ class Router:
         """Feed the answer's completion tokens to the model's budget; a cut-off answer raises it."""
         self.budgets.observe(pair[0], pair[1], completion.completion_tokens,
                              completion.finish_reason == "length", run.budget)
+        self.budgets.observe_prompt(pair[0], run.prompt_tokens, completion.prompt_tokens)
+
+    def _prompt(self, provider: str, estimated: int) -> int:
+        """The prompt's estimated tokens, corrected by what the provider's answers reported."""
+        return int(estimated * self.budgets.prompt_scale(provider) + 0.5)
 
     @staticmethod
     def _charged(client: ProviderClient, used: int | None) -> int | None:

@@ -98,9 +98,11 @@ class GenerationEngine:
         chars = sum(len(m["content"]) for m in messages)
         return int(chars / self.config.engine.estimate_chars_per_token) + 8 * len(messages)
 
-    def generate(self, request: GenerationRequest, *, max_wait: float = 0.0,
+    def generate(self, request: GenerationRequest, *, max_wait: float = 0.0, pace_wait: float = 0.0,
                  cancel: threading.Event | None = None) -> GenerationResult:
-        """One validated sample, or a `fallback.router.RoutingError` saying why not and until when."""
+        """One validated sample, or a `fallback.router.RoutingError` saying why not and until when.
+        `max_wait`: how long it may wait for anything to recover; `pace_wait`: how long for budget
+        alone (the limiter's pacing), when that is longer."""
         spec = request.spec
         messages = build_messages(spec)
         started = time.perf_counter()
@@ -116,7 +118,7 @@ class GenerationEngine:
 
         routed = self.router.run(call, prompt_tokens=self.estimate_prompt_tokens(messages),
                                  provider=request.provider, model=request.model,
-                                 max_wait=max_wait, cancel=cancel)
+                                 max_wait=max_wait, pace_wait=pace_wait, cancel=cancel)
         completion = routed.completion
         return GenerationResult(
             content=routed.value, request=request, provider=completion.provider, model=completion.model,

@@ -135,9 +135,11 @@ def test_per_model_limits_with_the_up_front_charge_draw_no_429(fake, make_engine
     Workers(engine, 20, threads=6, provider="cerebras").join()
     assert fake.statuses[429] == 0
     sent = [r.body["max_completion_tokens"] for r in fake.requests]
-    assert sent[0] == 8192 and sent[-1] <= 2432           # p95 of ~1,800 x 1.15, rounded up to 64
+    assert sent[0] == 8192 and sent[-1] <= 2432, sent     # p95 of ~1,800 x 1.1, rounded up to 64
     budget = engine.router.budgets.report("cerebras", "c-0", 256, 8192)
-    assert budget["learned"] and 1900 <= budget["budget"] <= 2432 and 1700 <= budget["p50"] <= 1900
+    assert budget["learned"] and 1900 <= budget["budget"] <= 2432 and 1700 <= budget["p50"] <= 1900, (budget, sent)
+    # The offline prompt estimate (3.5 characters a token) is corrected to what the provider counts (4).
+    assert 0.8 <= engine.router.budgets.prompt_scale("cerebras") <= 0.9
 
 
 def test_a_cut_off_answer_raises_the_budget(fake, make_engine):
@@ -147,7 +149,7 @@ def test_a_cut_off_answer_raises_the_budget(fake, make_engine):
                          env_overrides=NO_CEREBRAS, pacing={"budget_min_samples": 3})
     for _ in range(3):
         engine.generate(request("groq"))
-    assert engine.router.completion_budget("groq", engine.providers["groq"].config.models[0]) == 1152  # 1000 x 1.15
+    assert engine.router.completion_budget("groq", engine.providers["groq"].config.models[0]) == 1152  # 1000 x 1.1, rounded up to 64
     fake.completion_tokens = 1500                      # answers now need more than the learned budget
     with pytest.raises(RoutingError):                  # cut off at 1,152 (finish_reason: length)
         engine.generate(request("groq"))
@@ -196,7 +198,7 @@ def test_learned_limits_and_budgets_are_reported_in_stats_and_metrics(fake, make
     shared = [e for e in groq["learned_limits"] if e["scope"] == "provider"]
     assert shared and shared[0]["window"] == "rpm" and shared[0]["model"] is None and shared[0]["limit"] > 0
     budgets = {m: v["completion_budget"] for m, v in groq["models"].items()}
-    assert any(b["learned"] and b["budget"] == 1088 for b in budgets.values())   # 900 x 1.15, up to 64
+    assert any(b["learned"] and b["budget"] == 1024 for b in budgets.values())   # 900 x 1.1, up to 64
     assert all(b["configured"] == 4096 and b["minimum"] == 256 for b in budgets.values())
     text = client.get("/metrics").get_data(as_text=True)
     assert 'llm_learned_limit{model="",provider="groq",scope="provider",window="rpm"}' in text
