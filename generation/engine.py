@@ -18,6 +18,7 @@ from config.catalog import Topic
 from errors import InvalidOutput, warm_up
 from fallback.health import HealthBoard
 from fallback.limiter import RateLimiter
+from fallback.limiter_state import LimiterStore
 from fallback.metrics import Metrics, SwitchEvent, utc_now_iso
 from fallback.policy import Policy
 from fallback.router import AttemptRecord, Router
@@ -61,13 +62,16 @@ class GenerationResult:
 
 class GenerationEngine:
     def __init__(self, config: AppConfig, env: Mapping[str, str], *, clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None, rejected_kept: int = 50):
+                 rng: random.Random | None = None, rejected_kept: int = 50,
+                 limiter_store: LimiterStore | None = None):
         self.config = config
         self.clock = clock
         self.providers: dict[str, ProviderClient] = build_providers(config.providers, env)
         self.health = HealthBoard(clock)
         limits = {(p, m.id): m.limits for p, pc in config.providers.items() for m in pc.models}
-        self.limiter = RateLimiter(limits, clock, config.engine.pacing)
+        # `limiter_store`: where the limiter keeps its state (default: in memory, this server only;
+        # a shared store lets several servers pace to one budget, with a shared clock).
+        self.limiter = RateLimiter(limits, clock, config.engine.pacing, limiter_store)
         self.metrics = Metrics()
         self.policy = Policy(config.engine, rng)
         self.router = Router(config.engine, self.providers, self.health, self.limiter, self.metrics,

@@ -203,3 +203,21 @@ def test_learned_limits_and_budgets_are_reported_in_stats_and_metrics(fake, make
     text = client.get("/metrics").get_data(as_text=True)
     assert 'llm_learned_limit{model="",provider="groq",scope="provider",window="rpm"}' in text
     assert 'llm_completion_budget_tokens{model="g-large",provider="groq"}' in text
+
+
+def test_a_paced_batch_waits_for_its_slots_in_the_engine_not_as_reported_waits(fake, make_app):
+    """Steady pacing spaces requests a fraction of a second apart here: the batch's samples wait
+    for those slots inside the engine (batch.pace_wait_seconds), so its state lists no waits."""
+    fake.latency = 0.02
+    models = [{"id": f"c-{i}", "limits": {"rpm": 12}} for i in range(2)]
+    app = make_app({"engine": {"pacing": {"time_scale": 0.05}},
+                    "batch": {"max_in_flight": 4, "max_wait_seconds": 2, "heartbeat_seconds": 0.2},
+                    "providers": {"cerebras": {"models": models}}}, env_overrides=NO_GROQ)
+    client = app.test_client()
+    response = client.post("/api/generate/batch/start", json={"target_count": 10, "provider": "cerebras"})
+    assert response.status_code == 200, response.get_json()
+    batch_id = response.get_json()["batch_id"]
+    state = wait_for(lambda: (s := client.get(f"/api/generate/batch/status?batch_id={batch_id}").get_json())
+                     ["status"] != "running" and s, timeout=30)
+    assert state["status"] == "completed" and state["samples_generated"] == 10
+    assert state["waits"] == [] and state["waits_total"] == 0 and fake.statuses[429] == 0
