@@ -152,3 +152,69 @@ def test_racing_steady_windows_admit_one_at_a_time():
         rl = RacyLimiter({KEY: Limits(rpm=5)}, ManualClock())
         granted = [r for r in race(lambda i: rl.reserve(*KEY, 1)) if isinstance(r, Reservation)]
         assert len(granted) == 1
+
+
+# -- limits learned from 429s (fallback/learning.py) ---------------------------------------------
+
+MODELS = {("groq", "a"): Limits(rpm=30), ("groq", "b"): Limits(rpm=30)}
+
+
+def send(rl, clock, model, count, tokens=100):
+    """Admit `count` requests to `model` as fast as the limiter lets them go; their reservations."""
+    out = []
+    while len(out) < count:
+        result = rl.reserve("groq", model, tokens)
+        if isinstance(result, Reservation):
+            out.append(result)
+        else:
+            clock.advance(float(result))
+    return out
+
+
+def test_two_models_refused_until_the_same_moment_share_one_learned_budget():
+    clock = ManualClock(0.0)
+    rl = RateLimiter(MODELS, clock)
+    sent = send(rl, clock, "a", 2) + send(rl, clock, "b", 2)   # the provider accepts these four...
+    for reservation in sent:
+        rl.settle(reservation, 100)
+    clock.advance(0.5)
+    late_a, late_b = send(rl, clock, "a", 1)[0], send(rl, clock, "b", 1)[0]
+    rl.rate_limited(late_a, 8.0, "Rate limit reached on requests per minute (RPM)")   # ...then refuses,
+    rl.rate_limited(late_b, 8.0 - 0.01, "Rate limit reached on requests per minute (RPM)")  # both until t+8
+    learned = rl.learned_limits("groq")
+    assert [(e["scope"], e["model"], e["window"]) for e in learned] == [("provider", None, "rpm")]
+    assert learned[0]["ceiling"] == 60                           # the models' own limits, summed
+    assert rl.reserve("groq", "a", 100) > 7                      # nothing goes before the window frees
+    assert rl.reserve("groq", "b", 100) > 7
+
+
+def test_one_model_refused_alone_learns_its_own_limit_from_a_token_message():
+    clock = ManualClock(0.0)
+    rl = RateLimiter(MODELS, clock)
+    for reservation in send(rl, clock, "a", 3, tokens=1000):
+        rl.settle(reservation, 1000)
+    late = send(rl, clock, "a", 1, tokens=1000)[0]
+    rl.rate_limited(late, 20.0, "Rate limit reached on tokens per minute (TPM): Limit 6000")
+    learned = rl.learned_limits("groq")
+    assert [(e["scope"], e["model"], e["window"]) for e in learned] == [("model", "a", "tpm")]
+    assert 3000 <= learned[0]["limit"] <= 3000 / 20 * 60   # 3,000 accepted over what the window spans
+    assert isinstance(rl.reserve("groq", "b", 1000), Reservation)   # the other model is not held
+
+
+def test_a_learned_limit_is_probed_upward_and_dropped_at_the_configured_ceiling():
+    clock = ManualClock(0.0)
+    rl = RateLimiter({("groq", "a"): Limits(rpm=30)}, clock)
+    for reservation in send(rl, clock, "a", 5):
+        rl.settle(reservation, 100)
+    rl.rate_limited(send(rl, clock, "a", 1)[0], 5.0, "slow down")
+    first = rl.learned_limits("groq")[0]["limit"]
+    assert first < 30
+    seen = [first]
+    while rl.learned_limits("groq"):
+        clock.advance(30)
+        rl.wait_time("groq", "a", 1)          # time passes without a 429...
+        rl.reserve("groq", "a", 1)            # ...and the limiter looks again
+        seen += [e["limit"] for e in rl.learned_limits("groq")]
+        assert len(seen) < 30
+    assert seen == sorted(seen) and len(seen) > 2     # rose step by step, then gave way to the ceiling
+    assert rl.snapshot("groq", "a")["rpm"]["limit"] == 30
