@@ -6,7 +6,7 @@ import math
 from flask import Blueprint, jsonify
 
 from fallback.router import AllCooling, GaveUp, NoRecovery, RoutingError, Stopped
-from generation.requests import RequestProblem, build_request, sample_record
+from generation.requests import RequestProblem, build_request, model_names, sample_record
 from storage.store import utc_now
 from web.errors import ApiError
 from web.operation import operation
@@ -46,7 +46,8 @@ def generate(body: GenerateBody):
     try:
         request = build_request(svc.config, svc.rotation, practice_area=body.practice_area, topic=body.topic,
                                 difficulty=body.difficulty, provider=body.provider, model=body.model,
-                                sample_type=body.sample_type, instruction=body.reasoning_instruction)
+                                sample_type=body.sample_type, instruction=body.reasoning_instruction,
+                                models=body.models, strategy=body.strategy)
     except RequestProblem as exc:
         raise ApiError(400, str(exc)) from None
     if not svc.engine.configured_providers():
@@ -76,4 +77,5 @@ def generate(body: GenerateBody):
         "tokens_used": result.total_tokens, "elapsed": round(result.elapsed, 3), "provider": result.provider,
         "model": result.model, "attempts": [a.to_dict() for a in result.attempts],
         "switches": [s.to_dict() for s in result.switches],
+        "cost_usd": round(result.cost_usd, 8), "strategy": request.strategy, "models": model_names(request.models),
     })
