@@ -255,3 +255,17 @@ def test_batch_cost_matches_prices_times_the_stored_rows_usage(make_app, fake):
     attempts = client.get(f"/api/batch/{batch_id}/attempts").get_json()["attempts"]
     stored = [a for a in attempts if a["outcome"] == "success"]
     assert sum(a["cost_usd"] for a in stored) == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_configured_default_strategy_applies_and_api_models_lists_the_keys(make_app, fake):
+    client = make_app({**PRICED, "engine": {"strategy": "cheapest"}}).test_client()
+    body = generate(client).get_json()
+    assert body["strategy"] == "cheapest" and body["model"] == "c-small"
+    listed = client.get("/api/models").get_json()
+    assert listed["strategies"] == list(STRATEGY_NAMES) and listed["default_strategy"] == "cheapest"
+    keys = [m["key"] for m in listed["models"]]
+    assert keys == ["groq/g-large", "groq/g-small", "cerebras/c-large", "cerebras/c-small"]
+    assert generate(client, models=keys[::-1], strategy="order").get_json()["model"] == "c-small"
+    started = client.post("/api/generate/batch/start", json={"target_count": 2}).get_json()
+    assert started["strategy"] == "cheapest" and started["models"] is None   # the default, saved with the batch
+    client.post("/api/generate/batch/stop", json={})
