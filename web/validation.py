@@ -84,6 +84,8 @@ class Routing(Body):
     @field_validator("strategy", mode="before")
     @classmethod
     def _known_strategy(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None   # blank: the default, as for provider and model
         if isinstance(value, str) and value.strip() not in STRATEGY_NAMES:
             raise PydanticCustomError("unknown_strategy", "unknown strategy {value}; use one of {names}",
                                       {"value": repr(value[:100]), "names": ", ".join(STRATEGY_NAMES)})
