@@ -3,10 +3,10 @@
 Order: the requested model, the rest of its provider's list, then the other providers' lists in
 `engine.provider_order` (then any other declared provider), or exactly the caller's own `models`
 list; a strategy (`fallback/strategies.py`: order, cheapest, fastest, spread) may reorder them.
-The run skips what is cooling, disabled, not configured or out of budget. One run never tries the same (provider, model) twice, and is
-bounded by `engine.max_attempts` and `engine.sample_deadline_seconds`. When nothing can be tried
-now, the run waits for the earliest recovery if the caller allows that wait, or raises
-`AllCooling` with the time to come back.
+The run skips what is cooling, disabled, not configured or out of budget. One run never tries the
+same (provider, model) twice, and is bounded by `engine.max_attempts` and
+`engine.sample_deadline_seconds`. When nothing can be tried now, the run waits for the earliest
+recovery if the caller allows that wait, or raises `AllCooling` with the time to come back.
 """
 from __future__ import annotations
 
