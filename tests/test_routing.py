@@ -176,8 +176,8 @@ def test_spread_shares_load_by_remaining_budget(make_engine, fake):
         engine.limiter.reserve("cerebras", "c-small", 100)
     firsts = Counter(router.candidates(prompt_tokens=100)[0][0] for _ in range(1000))
     assert firsts["groq"] / 1000 > 0.6                     # 20 left against 10
-    results = Counter(engine.generate(request()).provider for _ in range(12))
-    assert results["groq"] > results["cerebras"]
+    results = Counter(engine.generate(request()).provider for _ in range(20))
+    assert results["groq"] >= 10   # about 2 in 3 expected (seeded: the same every run)
 
 
 def test_spread_counts_a_cooling_model_as_no_budget(make_engine, fake):
