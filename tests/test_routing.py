@@ -144,6 +144,7 @@ def test_cheapest_goes_to_the_cheapest_model_and_reports_the_cost(make_app, fake
     assert fake.models_called() == ["c-small"] and body["model"] == "c-small" and body["strategy"] == "cheapest"
     sample = body["sample"]
     assert body["cost_usd"] == pytest.approx(cost_of(sample)) and body["cost_usd"] > 0
+    assert [a["cost_usd"] for a in body["attempts"]] == [body["cost_usd"]]
     fake.always("c-small", SERVER_ERROR)
     generate(client, strategy="cheapest", models=["groq/g-large", "groq/g-small", "cerebras/c-small"])
     assert fake.models_called()[1:] == ["c-small", "g-small"]   # cheapest within the given list

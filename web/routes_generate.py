@@ -75,7 +75,9 @@ def generate(body: GenerateBody):
         "success": True, "sample": record, "saved": rejection is None and body.save,
         "rejected": {"codes": list(rejection.codes), "detail": rejection.detail} if rejection else None,
         "tokens_used": result.total_tokens, "elapsed": round(result.elapsed, 3), "provider": result.provider,
-        "model": result.model, "attempts": [a.to_dict() for a in result.attempts],
+        "model": result.model, "attempts": [
+            {**a.to_dict(), "cost_usd": round(svc.config.cost(a.provider, a.model, a.prompt_tokens,
+                                                              a.completion_tokens), 8)} for a in result.attempts],
         "switches": [s.to_dict() for s in result.switches],
         "cost_usd": round(result.cost_usd, 8), "strategy": request.strategy, "models": model_names(request.models),
     })
