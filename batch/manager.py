@@ -84,7 +84,8 @@ class BatchManager:
             state = BatchState(batch_id=new_batch_id(), target_count=target_count, start_count=current,
                                total=target_count - current, provider=provider, model=model,
                                requested_provider=provider, requested_model=model,
-                               requested_models=order, strategy=strategy, topic_filter=topic_label, difficulty_filter=difficulty,
+                               requested_models=order, strategy=strategy, topic_filter=topic_label,
+                               difficulty_filter=difficulty,
                                reasoning_instruction=reasoning_instruction or None,
                                sample_type_filter=sample_type)
             self.repo.save(state)
