@@ -14,7 +14,8 @@ the configuration, the metrics and the limiter:
 |            | as the median tried one and goes before a tried one of equal estimate, so it is tried |
 |            | once and measured instead of starved                                                 |
 | `spread`   | a provider drawn at random, weighted by the requests its models' budgets still admit |
-|            | (cooling or disabled models count nothing), so load follows the remaining budget     |
+|            | (cooling or disabled models count nothing), so load follows the remaining budget; a  |
+|            | model without limits makes its provider unlimited: such providers go first, shuffled |
 
 Ties keep the planned order (sorts are stable), so `cheapest` among free local models or `fastest`
 before anything was measured is `order`. Written here rather than with a library: routing libraries
