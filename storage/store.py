@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import orjson
+
 from state import utc_now  # noqa: F401  (re-exported: one clock format for rows and batches)
+from storage import json_blocks
 from storage.database import Database
 from storage.errors import DuplicateId, InvalidRecord, StoreError, WriteFailed  # noqa: F401  (re-exported)
 from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, STORAGE_KEYS,
                              TEXT_COLUMNS, check_record, repair_column, repair_record)
-from storage.schema import SEARCH_COLUMNS
+from storage.schema import LIGHT_COLUMNS, SEARCH_COLUMNS, TEXT_LENGTHS, damaged_checks, light_length
 
 CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
 EDITABLE_FIELDS = CONTENT_FIELDS + ("topic", "difficulty", "sample_type")
@@ -36,6 +39,14 @@ _WORD = re.compile(r"[^\W_]+")   # what the index's unicode61 tokenizer calls a 
 ROW = ", ".join(COLUMNS)   # every stored field, named (not `*`: column order differs in adopted files)
 log = logging.getLogger("storage")
 
+
+
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """A record as JSON (orjson: UTF-8, compact), as `iter_json` and `/api/data` send it."""
+    try:
+        return orjson.dumps(record, default=str)
+    except orjson.JSONEncodeError:   # what orjson refuses (a lone surrogate, a huge integer), json escapes
+        return json.dumps(record, default=str).encode()
 
 
 def new_sample_id(prefix: str | None) -> str:
@@ -146,13 +157,18 @@ class Store:
             rows.append(row)
             checked_records.append(checked)
         sql = f"INSERT INTO samples ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + n for n in COLUMNS)})"
+        stored = [_as_read(row, checked) for row, checked in zip(rows, checked_records)]
+        bodies = [encode_record(record) for record in stored]
         try:
             with self.database.transaction() as db:
-                db.executemany(sql, rows)
+                cursor = db.cursor()
+                for row, body in zip(rows, bodies):   # one statement per row: its seq keys its JSON
+                    cursor.execute(sql, row)
+                    cursor.execute("INSERT INTO samples_json (seq, body) VALUES (?, ?)", (cursor.lastrowid, body))
         except sqlite3.IntegrityError as exc:
             raise DuplicateId(str(exc)) from None
-        stored = [_as_read(row, checked) for row, checked in zip(rows, checked_records)]
         self._notify(Change("add", tuple(stored)))
+        self.seal_json()
         return stored
 
     def update(self, sample_id: str, changes: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -160,14 +176,16 @@ class Store:
         The changed fields are checked (`InvalidRecord`; nothing written); a field an older version
         stored with the wrong type is written back repaired, one it stored too long is kept."""
         with self.database.transaction() as db:
-            row = db.execute(f"SELECT {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
+            row = db.execute(f"SELECT seq, {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
             if row is None:
                 return None
             merged = {**self.to_record(row), **changes, "id": sample_id, "updated_at": utc_now()}
             stored = self._to_row(check_record(merged, only=[*changes, "updated_at"]))
             assignments = ", ".join(f"{n} = :{n}" for n in COLUMNS if n != "id")
             db.execute(f"UPDATE samples SET {assignments} WHERE id = :id", stored)
-        record = self.to_record(stored)
+            record = self.to_record(stored)
+            db.execute("INSERT OR REPLACE INTO samples_json (seq, body) VALUES (?, ?)",
+                       (row["seq"], encode_record(record)))
         self._notify(Change("update", (record,)))
         return record
 
@@ -181,7 +199,9 @@ class Store:
     # -- reads -----------------------------------------------------------------------------
 
     @staticmethod
-    def _where(filters: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
+    def _where(filters: Mapping[str, Any] | None, table: str = "samples") -> tuple[str, list[Any]]:
+        """The WHERE clause for `filters` over `table` (`samples`, or `samples_light`, which has every
+        filtered column)."""
         clauses, params = [], []
         for name, value in (filters or {}).items():
             if value is None or value == "":
@@ -196,12 +216,12 @@ class Store:
                 clauses.append("simulated = ?")
                 params.append(1 if value else 0)
             elif name == "flag":
-                clauses.append("EXISTS (SELECT 1 FROM json_each(samples.quality_flags) WHERE value = ?)")
+                clauses.append(f"EXISTS (SELECT 1 FROM json_each({table}.quality_flags) WHERE value = ?)")
                 params.append(value)
             elif name == "exclude_flags":
                 codes = list(value)
                 marks = ", ".join("?" for _ in codes) or "NULL"
-                clauses.append(f"NOT EXISTS (SELECT 1 FROM json_each(samples.quality_flags) WHERE value IN ({marks}))")
+                clauses.append(f"NOT EXISTS (SELECT 1 FROM json_each({table}.quality_flags) WHERE value IN ({marks}))")
                 params += codes
             elif name == "min_score":
                 clauses.append("quality_score >= ?")
@@ -215,8 +235,8 @@ class Store:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def count(self, filters: Mapping[str, Any] | None = None) -> int:
-        where, params = self._where(filters)
-        return self._read().execute(f"SELECT COUNT(*) FROM samples{where}", params).fetchone()[0]
+        where, params = self._where(filters, "samples_light")
+        return self._read().execute(f"SELECT COUNT(*) FROM samples_light{where}", params).fetchone()[0]
 
     def get(self, sample_id: str) -> dict[str, Any] | None:
         row = self._read().execute(f"SELECT {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
@@ -248,6 +268,59 @@ class Store:
                 return
             for row in rows:
                 yield self.to_record(row)
+
+    def iter_json(self, filters: Mapping[str, Any] | None = None, *, limit: int | None = None, offset: int = 0,
+                  newest_first: bool = False, chunk: int = 500) -> Iterator[bytes]:
+        """What `iter_records` yields, each record already encoded as JSON (`encode_record`): the
+        copy kept in `samples_json` since the row was written, so nothing is decoded or encoded
+        here. A row without one (stored before that table, or changed outside the store) is
+        encoded from `samples` on the way."""
+        where, params = self._where(filters, "samples_light")
+        order = "DESC" if newest_first else "ASC"
+        db = self._read()
+        cursor = db.execute(f"SELECT samples_light.seq, samples_json.body FROM samples_light LEFT JOIN samples_json "
+                            f"ON samples_json.seq = samples_light.seq{where} ORDER BY samples_light.seq {order} "
+                            "LIMIT ? OFFSET ?", [*params, -1 if limit is None else limit, offset])
+        while rows := cursor.fetchmany(chunk):
+            missing = [seq for seq, body in rows if body is None]
+            encoded = self._encode_rows(db, missing) if missing else {}
+            for seq, body in rows:
+                yield body if body is not None else encoded[seq]
+
+    def _encode_rows(self, db: sqlite3.Connection, seqs: Sequence[int]) -> dict[int, bytes]:
+        marks = ", ".join("?" for _ in seqs)
+        rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq IN ({marks})", list(seqs)).fetchall()
+        return {row["seq"]: encode_record(self.to_record(row)) for row in rows}
+
+    def fill_json(self, chunk: int = 500) -> int:
+        """Write the JSON of rows that have none (stored before `samples_json` existed, or changed
+        outside the store), a chunk per transaction; returns how many. Reads are right without
+        it, only slower (`iter_json` encodes such rows on the way)."""
+        filled = 0
+        while True:
+            with self.database.transaction() as db:
+                seqs = [seq for (seq,) in db.execute(
+                    "SELECT samples_light.seq FROM samples_light LEFT JOIN samples_json ON samples_json.seq = "
+                    "samples_light.seq WHERE samples_json.seq IS NULL LIMIT ?", (chunk,))]
+                if seqs:
+                    db.executemany("INSERT INTO samples_json (seq, body) VALUES (?, ?)",
+                                   list(self._encode_rows(db, seqs).items()))
+            filled += len(seqs)
+            if len(seqs) < chunk:
+                return filled
+
+    def iter_json_zstd(self) -> Iterator[bytes]:
+        """Every record, as the JSON array `iter_json` gives, compressed with zstd: the blocks
+        compressed when rows were written, the rest on the way (`storage.json_blocks`)."""
+        return json_blocks.array_zstd(self._read(), self._encode_rows)
+
+    def seal_json(self, force: bool = False) -> int:
+        """Compress the rows no block holds into blocks (`storage.json_blocks.seal`), when enough
+        follow the last block or `force`; returns how many rows were sealed. Called after every add."""
+        if not force and json_blocks.unsealed_tail(self._read()) < json_blocks.BLOCK_ROWS:
+            return 0
+        with self.database.transaction() as db:
+            return json_blocks.seal(db, self._encode_rows)
 
     def random(self, count: int, filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         where, params = self._where(filters)
@@ -290,9 +363,14 @@ class Store:
         unknown = [f for f in (*fields, *lengths.values()) if f not in COLUMNS or f == "extra"]
         if unknown or len(set(names)) != len(names):
             raise ValueError(f"bad column request: fields {list(fields)}, lengths {lengths}")
-        where, params = self._where(filters)
-        selected = [*fields, *(f"length({field})" for field in lengths.values())]
-        rows = self._read().execute(f"SELECT {', '.join(selected)} FROM samples{where} ORDER BY seq",
+        if set(fields) <= set(LIGHT_COLUMNS) and set(lengths.values()) <= set(TEXT_LENGTHS):
+            table = "samples_light"   # the narrow copy: the texts are not read
+            selected = [*fields, *(light_length(field) for field in lengths.values())]
+        else:
+            table = "samples"
+            selected = [*fields, *(f"length({field})" for field in lengths.values())]
+        where, params = self._where(filters, table)
+        rows = self._read().execute(f"SELECT {', '.join(selected)} FROM {table}{where} ORDER BY seq",
                                     params).fetchall()
         values = zip(*rows) if rows else ([] for _ in names)
         result: dict[str, list[Any]] = {name: list(column) for name, column in zip(names, values)}
@@ -301,6 +379,31 @@ class Store:
         for name in lengths:
             result[name] = [value if type(value) is int else 0 for value in result[name]]
         return result
+
+    def column_arrays(self, fields: Sequence[str], *, lengths: Mapping[str, str] | None = None) -> dict[str, str] | None:
+        """What `columns` reads, for every sample, each column as one JSON array built by the
+        database (for readers that decode column-wise, such as Polars: no Python value per cell),
+        from the narrow copy; `simulated` as 0/1, `quality_flags` as arrays ([] for none).
+        `fields` must be short columns, `lengths` of the texts the copy measures (`ValueError`).
+        None when some row holds a value of the wrong type: `columns` repairs those."""
+        lengths = dict(lengths or {})
+        if not set(fields) <= set(LIGHT_COLUMNS) or not set(lengths.values()) <= set(TEXT_LENGTHS) \
+                or len({*fields, *lengths}) != len(fields) + len(lengths):
+            raise ValueError(f"bad column request: fields {list(fields)}, lengths {lengths}")
+        db = self._read()
+        if db.execute("SELECT EXISTS (SELECT 1 FROM samples_light WHERE damaged)").fetchone()[0]:
+            return None   # (an index holds just the damaged rows: this costs nothing)
+
+        def array(field: str) -> str:
+            if field == "quality_flags":
+                return ("json_group_array(CASE WHEN quality_flags IS NULL OR quality_flags = '' THEN json('[]') "
+                        "ELSE json(quality_flags) END)")
+            return f"json_group_array({field})"
+
+        selected = [array(f) for f in fields] + [f"json_group_array({light_length(f)})" for f in lengths.values()]
+        # an aggregate over an ordered subquery keeps its order (SQLite does not flatten it)
+        row = db.execute(f"SELECT {', '.join(selected)} FROM (SELECT * FROM samples_light ORDER BY seq)").fetchone()
+        return dict(zip([*fields, *lengths], row))
 
     def damaged_rows(self, limit: int = 100) -> dict[str, Any]:
         """Rows holding values of the wrong type (written by older versions, or by hand): reads
@@ -359,21 +462,8 @@ def _as_read(row: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, An
     return record
 
 
-def _damaged_condition() -> str:
-    """SQL true for a row holding a value of the wrong type: a superset check, confirmed in Python
-    by `repair_record`."""
-    checks = [f"typeof({name}) != 'text'" for name in TEXT_COLUMNS]
-    checks += [f"typeof({name}) NOT IN ('text', 'null')" for name in OPTIONAL_TEXT_COLUMNS]
-    checks += [f"(typeof({name}) NOT IN ('integer', 'null') OR {name} < 0 OR {name} > {MAX_COUNT})"
-               for name in COUNT_COLUMNS]
-    checks += [f"(typeof({name}) NOT IN ('real', 'integer', 'null') OR abs({name}) > 1e308)" for name in NUMBER_COLUMNS]
-    checks.append("typeof(simulated) != 'integer' OR simulated NOT IN (0, 1)")
-    checks.append("(quality_flags IS NOT NULL AND quality_flags != '' AND CASE WHEN typeof(quality_flags) = 'text' "
-                  "AND json_valid(quality_flags) THEN json_type(quality_flags) != 'array' OR EXISTS (SELECT 1 FROM "
-                  "json_each(samples.quality_flags) WHERE type != 'text') ELSE 1 END)")
-    checks.append("(extra IS NOT NULL AND extra != '' AND CASE WHEN typeof(extra) = 'text' AND json_valid(extra) "
-                  "THEN json_type(extra) != 'object' ELSE 1 END)")
-    return " OR ".join(f"({check})" for check in checks)
+def _damaged_condition(names: Sequence[str] = COLUMNS) -> str:
+    return " OR ".join(f"({check})" for name, check in damaged_checks().items() if name in names) or "0"
 
 
 _DAMAGED = _damaged_condition()
