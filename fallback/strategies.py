@@ -14,8 +14,9 @@ the configuration, the metrics and the limiter:
 |            | as the median tried one and goes before a tried one of equal estimate, so it is tried |
 |            | once and measured instead of starved                                                 |
 | `spread`   | a provider drawn at random, weighted by the requests its models' budgets still admit |
-|            | (cooling or disabled models count nothing), so load follows the remaining budget; a  |
-|            | model without limits makes its provider unlimited: such providers go first, shuffled |
+|            | (cooling or disabled models count nothing; a budget the provider's models share caps |
+|            | their sum), so load follows the remaining budget; a model without limits makes its   |
+|            | provider unlimited: such providers go first, shuffled                                |
 
 Ties keep the planned order (sorts are stable), so `cheapest` among free local models or `fastest`
 before anything was measured is `order`. Written here rather than with a library: routing libraries
@@ -42,6 +43,8 @@ class Signals:
     latency: Callable[[Pair], float | None]     # observed seconds of a success (None: not measured yet)
     headroom: Callable[[Pair], float]           # requests its budget admits now (inf: unlimited; 0: unusable)
     rng: random.Random = field(default_factory=random.Random)
+    # requests a budget shared by all of a provider's models admits now (inf: none is known)
+    shared_headroom: Callable[[str], float] = lambda provider: math.inf
 
 
 class Strategy(Protocol):
@@ -87,7 +90,8 @@ class Spread:
         groups: dict[str, list[Pair]] = {}
         for pair in pairs:
             groups.setdefault(pair[0], []).append(pair)
-        weights = {name: sum(signals.headroom(pair) for pair in group) for name, group in groups.items()}
+        weights = {name: min(sum(signals.headroom(pair) for pair in group), signals.shared_headroom(name))
+                   for name, group in groups.items()}
         providers = draw_weighted(list(groups), weights, signals.rng)
         return [pair for name in providers for pair in groups[name]]
 

@@ -83,6 +83,10 @@ def test_spread_draws_providers_in_proportion_to_their_remaining_budget():
     assert sorted(order) == sorted(PAIRS) and order.index(("groq", "a")) < order.index(("groq", "b"))
     none_left = signals(headroom={**budget, ("cerebras", "c"): 0, ("cerebras", "d"): 0})
     assert all(arrange([PAIRS], "spread", none_left)[0][0] == "groq" for _ in range(50))
+    shared = signals(headroom=budget, seed=5)
+    shared.shared_headroom = lambda provider: 2 if provider == "cerebras" else math.inf   # a provider-wide cap
+    firsts = Counter(arrange([PAIRS], "spread", shared)[0][0] for _ in range(2000))
+    assert 0.78 < firsts["groq"] / 2000 < 0.88   # 10 of 12
     assert draw_weighted(["x", "y", "z"], {"x": 0.0, "y": math.inf, "z": 1.0}, random.Random(0)) == ["y", "z", "x"]
 
 
