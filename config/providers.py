@@ -25,6 +25,9 @@ DEFAULT_COOLDOWNS: dict[str, float] = {
 
 USER_CONFIG_ENV = "PROVIDER_CONFIG_FILE"
 PROVIDER_KINDS = ("groq", "cerebras", "openai")
+# Routing strategies (`fallback/strategies.py` implements each; its table must list these, in order).
+STRATEGY_NAMES = ("order", "cheapest", "fastest", "spread")
+StrategyName = Literal["order", "cheapest", "fastest", "spread"]
 
 
 class ConfigError(ValueError):
@@ -51,6 +54,10 @@ class Price(_Strict):
 
     input: float = Field(default=0.0, ge=0)
     output: float = Field(default=0.0, ge=0)
+
+    def cost(self, prompt_tokens: int | None, completion_tokens: int | None) -> float:
+        """USD for this many tokens (None counts as 0)."""
+        return ((prompt_tokens or 0) * self.input + (completion_tokens or 0) * self.output) / 1e6
 
 
 class Timeouts(_Strict):
@@ -166,6 +173,8 @@ class EngineConfig(_Strict):
     max_wait_hint_seconds: float = Field(default=86400.0, gt=0)
     estimate_chars_per_token: float = Field(default=3.5, gt=0)
     pacing: PacingConfig = PacingConfig()
+    # How a request without its own `strategy` orders its candidates (fallback/strategies.py).
+    strategy: StrategyName = "order"
 
     @model_validator(mode="after")
     def _non_negative_cooldowns(self) -> "EngineConfig":
@@ -198,6 +207,13 @@ class AppConfig(_Strict):
 
     def provider(self, name: str) -> ProviderConfig | None:
         return self.providers.get(name)
+
+    def cost(self, provider: str | None, model: str | None, prompt_tokens: int | None,
+             completion_tokens: int | None) -> float:
+        """USD for these tokens at the model's configured price (0 for a model not configured)."""
+        found = self.providers.get(provider or "")
+        entry = found.model(model) if found is not None and model else None
+        return entry.price.cost(prompt_tokens, completion_tokens) if entry is not None else 0.0
 
 
 def _merge(base: Any, override: Any) -> Any:

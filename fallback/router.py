@@ -1,15 +1,17 @@
 """The fallback router: runs one unit of work (one sample) across providers and models.
 
 Order: the requested model, the rest of its provider's list, then the other providers' lists in
-`engine.provider_order` (then any other declared provider), skipping what is cooling, disabled,
-not configured or out of budget. One run never tries the same (provider, model) twice, and is
-bounded by `engine.max_attempts` and `engine.sample_deadline_seconds`. When nothing can be tried
-now, the run waits for the earliest recovery if the caller allows that wait, or raises
-`AllCooling` with the time to come back.
+`engine.provider_order` (then any other declared provider), or exactly the caller's own `models`
+list; a strategy (`fallback/strategies.py`: order, cheapest, fastest, spread) may reorder them.
+The run skips what is cooling, disabled, not configured or out of budget. One run never tries the
+same (provider, model) twice, and is bounded by `engine.max_attempts` and
+`engine.sample_deadline_seconds`. When nothing can be tried now, the run waits for the earliest
+recovery if the caller allows that wait, or raises `AllCooling` with the time to come back.
 """
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,9 +21,10 @@ from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar, Union
 from errors import Category, Failure, classify
 from fallback.budgets import CompletionBudgets
 from fallback.health import BUSY, OWNED, Blocked, HealthBoard
-from fallback.limiter import RateLimiter, Reservation, Wait, window_label
+from fallback.limiter import WINDOW_NAMES, RateLimiter, Reservation, Wait, window_label
 from fallback.metrics import Metrics, SwitchEvent, utc_now_iso
 from fallback.policy import Action, Decision, Policy
+from fallback.strategies import Signals, arrange
 from config.providers import EngineConfig, ModelConfig
 from providers.client import Completion, ProviderClient
 from providers.headers import read_rate_limits
@@ -143,9 +146,11 @@ class _Run:
 class Router:
     def __init__(self, engine: EngineConfig, providers: Mapping[str, ProviderClient], health: HealthBoard,
                  limiter: RateLimiter, metrics: Metrics, policy: Policy,
-                 clock: Callable[[], float] = time.monotonic, budgets: CompletionBudgets | None = None):
+                 clock: Callable[[], float] = time.monotonic, budgets: CompletionBudgets | None = None,
+                 rng: random.Random | None = None):
         self.engine = engine
         self.budgets = budgets or CompletionBudgets(engine.pacing)
+        self.rng = rng or random.Random()
         self.providers = providers
         self.health = health
         self.limiter = limiter
@@ -177,6 +182,44 @@ class Router:
         config = self.providers[provider].config
         return self.budgets.budget(provider, model.id, config.completion_floor(model), config.completion_budget(model))
 
+    def candidates(self, *, provider: str | None = None, model: str | None = None,
+                   models: Sequence[Pair] | None = None, strategy: str | None = None,
+                   prompt_tokens: int = 0) -> list[Pair]:
+        """The pairs one run tries, in order: `models` exactly (nothing appended), else the plan;
+        ordered by `strategy` (default `engine.strategy`), a requested model kept first and a
+        requested provider's models ahead of the others."""
+        if models:
+            groups = [list(dict.fromkeys(models))]
+        else:
+            pairs = self.plan(provider, model)
+            lead = provider or (self.engine.default_provider if model else None)
+            pinned = pairs[:1] if model else []
+            own = [p for p in pairs[len(pinned):] if p[0] == lead]
+            groups = [pinned, own, [p for p in pairs[len(pinned):] if p[0] != lead]]
+        return arrange(groups, strategy or self.engine.strategy, self._signals(prompt_tokens))
+
+    def _signals(self, prompt_tokens: int) -> Signals:
+        def model_of(pair: Pair) -> ModelConfig | None:
+            return self.providers[pair[0]].config.model(pair[1])
+
+        def cost(pair: Pair) -> float:
+            model = model_of(pair)
+            if model is None:
+                return math.inf
+            return model.price.cost(prompt_tokens, self.completion_budget(pair[0], model))
+
+        def headroom(pair: Pair) -> float:
+            model = model_of(pair)
+            if model is None or not self.providers[pair[0]].configured or self.blocked(pair) is not None:
+                return 0.0
+            tokens = prompt_tokens + self.completion_budget(pair[0], model)
+            admits = [window["remaining"] / (1 if WINDOW_NAMES.get(name, ("requests",))[0] == "requests" else tokens)
+                      for name, window in self.limiter.snapshot(*pair).items()]
+            return max(0.0, min(admits)) if admits else math.inf
+
+        return Signals(cost=cost, latency=lambda pair: self.metrics.success_latency(*pair), headroom=headroom,
+                       rng=self.rng)
+
     def blocked(self, pair: Pair) -> Blocked | None:
         client = self.providers[pair[0]]
         return self.health.blocked(pair[0], pair[1], client.key_fingerprint)
@@ -184,8 +227,11 @@ class Router:
     # -- running ---------------------------------------------------------------------------
 
     def run(self, call: Call, *, prompt_tokens: int, provider: str | None = None, model: str | None = None,
+            models: Sequence[Pair] | None = None, strategy: str | None = None,
             max_wait: float = 0.0, cancel: threading.Event | None = None, pace_wait: float = 0.0) -> Routed:
-        run = _Run(self.plan(provider, model), self.clock() + self.engine.sample_deadline_seconds, cancel, max_wait,
+        plan = self.candidates(provider=provider, model=model, models=models, strategy=strategy,
+                               prompt_tokens=prompt_tokens)
+        run = _Run(plan, self.clock() + self.engine.sample_deadline_seconds, cancel, max_wait,
                    prompt_tokens, pace_wait)
         while True:
             self._check_bounds(run)

@@ -36,6 +36,8 @@ class GenerationRequest:
     provider: str | None = None
     model: str | None = None
     instruction: str | None = None
+    models: tuple[tuple[str, str], ...] | None = None   # exactly these (provider, model) pairs, in order
+    strategy: str | None = None                         # None: engine.strategy
 
     @property
     def spec(self) -> SampleSpec:
@@ -54,10 +56,20 @@ class GenerationResult:
     elapsed: float                       # the whole run, failed attempts and waits included
     attempts: list[AttemptRecord] = field(default_factory=list)
     switches: list[SwitchEvent] = field(default_factory=list)
+    cost_usd: float = 0.0                # the successful call at configured prices
 
     @property
     def total_tokens(self) -> int:
         return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+
+def _copy(rng: random.Random | None) -> random.Random | None:
+    """An independent generator in the same state (a seeded engine stays deterministic)."""
+    if rng is None:
+        return None
+    twin = random.Random()
+    twin.setstate(rng.getstate())
+    return twin
 
 
 class GenerationEngine:
@@ -75,7 +87,7 @@ class GenerationEngine:
         self.metrics = Metrics()
         self.policy = Policy(config.engine, rng)
         self.router = Router(config.engine, self.providers, self.health, self.limiter, self.metrics,
-                             self.policy, clock)
+                             self.policy, clock, rng=_copy(rng))
         self._rejected: deque[dict[str, Any]] = deque(maxlen=rejected_kept)
         self._lock = threading.Lock()
         warm_up()
@@ -121,14 +133,16 @@ class GenerationEngine:
                 raise
 
         routed = self.router.run(call, prompt_tokens=self.estimate_prompt_tokens(messages),
-                                 provider=request.provider, model=request.model,
-                                 max_wait=max_wait, pace_wait=pace_wait, cancel=cancel)
+                                 provider=request.provider, model=request.model, models=request.models,
+                                 strategy=request.strategy, max_wait=max_wait, pace_wait=pace_wait, cancel=cancel)
         completion = routed.completion
         return GenerationResult(
             content=routed.value, request=request, provider=completion.provider, model=completion.model,
             prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
             latency=completion.latency, elapsed=time.perf_counter() - started,
-            attempts=routed.attempts, switches=routed.switches)
+            attempts=routed.attempts, switches=routed.switches,
+            cost_usd=self.config.cost(completion.provider, completion.model, completion.prompt_tokens,
+                                      completion.completion_tokens))
 
     def _keep_rejected(self, completion: Completion, reason: str, raw: str) -> None:
         with self._lock:
