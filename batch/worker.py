@@ -302,7 +302,8 @@ class BatchRun:
             self._activity.notify_all()
         outcome: GenerationResult | RoutingError
         try:
-            outcome = self.engine.generate(self._request(slot), cancel=self.stop_event)
+            outcome = self.engine.generate(self._request(slot), cancel=self.stop_event,
+                                           pace_wait=self.settings.pace_wait_seconds)
         except RoutingError as exc:
             outcome = exc
         finally:
