@@ -242,8 +242,8 @@ class Router:
             max_wait: float = 0.0, cancel: threading.Event | None = None, pace_wait: float = 0.0) -> Routed:
         plan = self.candidates(provider=provider, model=model, models=models, strategy=strategy,
                                prompt_tokens=prompt_tokens)
-        run = _Run(plan, self.clock() + self.engine.sample_deadline_seconds, cancel, max_wait, prompt_tokens,
-                   pace_wait)
+        run = _Run(plan, self.clock() + self.engine.sample_deadline_seconds, cancel, max_wait,
+                   prompt_tokens, pace_wait)
         while True:
             self._check_bounds(run)
             choice = self._choose(run, prompt_tokens)
