@@ -17,6 +17,8 @@ from storage.errors import SchemaError, SchemaTooNew
 from storage.schema import LATEST, MIGRATIONS, Migration
 from storage.store import Store
 
+pytestmark = pytest.mark.sqlite_only   # the SQLite file itself; PostgreSQL's own tests: test_postgres.py
+
 PROJECT = Path(__file__).resolve().parents[1]
 
 # The layout the last release before versioning created, as it then was on a file made before
