@@ -28,7 +28,7 @@ class BatchRepository:
     def log_attempts(self, batch_id: str, slot: int, attempts: Iterable[dict[str, Any]],
                      sample_id: str | None = None) -> None:
         rows = [(batch_id, slot, a.get("provider"), a.get("model"), a.get("outcome"), a.get("category"),
-                 a.get("latency"), a.get("prompt_tokens"), a.get("completion_tokens"), a.get("message"),
+                 a.get("latency"), a.get("prompt_tokens"), a.get("completion_tokens"), _printable(a.get("message")),
                  sample_id if a.get("outcome") == "success" else None, a.get("started_at") or utc_now())
                 for a in attempts]
         if not rows:
@@ -39,6 +39,8 @@ class BatchRepository:
                 "prompt_tokens, completion_tokens, message, sample_id, at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def get(self, batch_id: str) -> BatchState | None:
+        if self.store.unmatchable(batch_id):
+            return None
         with self.database.reading() as db:
             row = db.execute("SELECT state FROM batches WHERE id = ?", (batch_id,)).fetchone()
         return BatchState.from_dict(json.loads(row[0])) if row else None
@@ -69,8 +71,15 @@ class BatchRepository:
         return counts
 
     def attempts(self, batch_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        if self.store.unmatchable(batch_id):
+            return []
         with self.database.reading() as db:
             rows = db.execute(
                 "SELECT slot, provider, model, outcome, category, latency, prompt_tokens, completion_tokens, message, "
                 "sample_id, at FROM batch_attempts WHERE batch_id = ? ORDER BY seq LIMIT ?", (batch_id, limit)).fetchall()
         return [dict(r) for r in rows]
+
+
+def _printable(message: Any) -> Any:
+    """A provider's message as the attempt log keeps it: NUL (which PostgreSQL's text cannot hold) shown as U+FFFD."""
+    return message.replace("\x00", "\ufffd") if isinstance(message, str) else message

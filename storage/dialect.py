@@ -33,6 +33,7 @@ class Dialect:
     flags_none_of: Callable[[int], str]   # SQL true if they hold none of n flags `?, ?...`
     like_ci: str                    # the case-insensitive LIKE operator
     no_limit: int | None            # the LIMIT value meaning "all rows"
+    text_holds_nul: bool            # whether stored text can contain U+0000 (else a value with it matches nothing)
     for_update: str                 # appended to a SELECT that is followed by an UPDATE of the row
     batch_order: str                # the tie-breaker for batches started at the same instant
     damaged_condition: str          # SQL true for a row that may hold a value of the wrong type
@@ -70,6 +71,7 @@ def sqlite_dialect(damaged_condition: str) -> Dialect:
         flags_none_of=_sqlite_none_of,
         like_ci="LIKE",             # SQLite's LIKE ignores ASCII case
         no_limit=-1,
+        text_holds_nul=True,        # rows an older version stored may hold it
         for_update="",              # BEGIN IMMEDIATE already holds the write lock
         batch_order="rowid DESC",
         damaged_condition=damaged_condition,
@@ -85,6 +87,7 @@ POSTGRES = Dialect(
     flags_none_of=_pg_none_of,
     like_ci="ILIKE",
     no_limit=None,
+    text_holds_nul=False,           # PostgreSQL's text cannot, and refuses it even as a parameter
     for_update=" FOR UPDATE",
     batch_order="seq DESC",
     damaged_condition="FALSE",

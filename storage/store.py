@@ -173,14 +173,19 @@ class Store:
         """Merge `changes` into a row, keep its other fields, refresh `updated_at`; None if absent.
         The changed fields are checked (`InvalidRecord`; nothing written); a field an older version
         stored with the wrong type is written back repaired, one it stored too long is kept."""
+        if self.unmatchable(sample_id):
+            return None
         try:
             with self.database.transaction() as db:
-                row = db.execute(f"SELECT {ROW} FROM samples WHERE id = ?{self.dialect.for_update}",
+                row = db.execute(f"SELECT {ROW}, question_key FROM samples WHERE id = ?{self.dialect.for_update}",
                                  (sample_id,)).fetchone()
                 if row is None:
                     return None
-                merged = {**self.to_record(row), **changes, "id": sample_id, "updated_at": utc_now()}
+                current = {name: row[name] for name in COLUMNS}
+                merged = {**self.to_record(current), **changes, "id": sample_id, "updated_at": utc_now()}
                 stored = self._to_row(check_record(merged, only=[*changes, "updated_at"]))
+                if "question" not in changes:   # the key stays (a duplicate an older version let in has none)
+                    stored["question_key"] = row["question_key"]
                 assignments = ", ".join(f"{n} = :{n}" for n in WRITTEN if n != "id")
                 db.execute(f"UPDATE samples SET {assignments} WHERE id = :id", stored)
         except self.database.IntegrityError as exc:
@@ -193,6 +198,8 @@ class Store:
         return record
 
     def delete(self, sample_id: str) -> bool:
+        if self.unmatchable(sample_id):
+            return False
         with self.database.transaction() as db:
             deleted = db.execute("DELETE FROM samples WHERE id = ?", (sample_id,)).rowcount
         if deleted:
@@ -205,6 +212,11 @@ class Store:
         clauses, params = [], []
         for name, value in (filters or {}).items():
             if value is None or value == "":
+                continue
+            if name in ("ids", "exclude_flags"):
+                value = [v for v in value if not self.unmatchable(v)]
+            elif self.unmatchable(value):
+                clauses.append("1 = 0")   # no stored text holds it
                 continue
             if name in FILTER_COLUMNS:
                 clauses.append(f"{name} = ?")
@@ -238,13 +250,20 @@ class Store:
         with self.database.reading() as db:
             return db.execute(f"SELECT COUNT(*) FROM samples{where}", params).fetchone()[0]
 
+    def unmatchable(self, value: Any) -> bool:
+        """Whether a looked-up text cannot match any stored one (NUL, where stored text cannot hold it)."""
+        return not self.dialect.text_holds_nul and isinstance(value, str) and "\x00" in value
+
     def get(self, sample_id: str) -> dict[str, Any] | None:
+        if self.unmatchable(sample_id):
+            return None
         with self.database.reading() as db:
             row = db.execute(f"SELECT {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
         return self.to_record(row) if row else None
 
     def exists(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
+        ids = [i for i in ids if not self.unmatchable(i)]
         with self.database.reading() as db:
             for start in range(0, len(ids), 500):
                 chunk = list(ids[start:start + 500])
@@ -279,7 +298,7 @@ class Store:
         tsvector) finds the rows holding its words; a substring check then keeps exact matches."""
         fields = [field] if field else list(SEARCH_FIELDS)
         words = _WORD.findall(text)
-        if not words:
+        if not words or self.unmatchable(text):
             return []
         match, query = self.dialect.search_match(words, fields)
         pattern = f"%{like_escape(text)}%"

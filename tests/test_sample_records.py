@@ -80,6 +80,7 @@ LIMITS = [
     ("reasoning", "r" * (MAX_TEXT + 1)), ("case_citation", "c" * (MAX_TEXT + 1)), ("topic", "t" * (MAX_TOPIC + 1)),
     ("difficulty", "d" * (MAX_LABEL + 1)), ("sample_type", "s" * (MAX_LABEL + 1)), ("question", "   "),
     ("answer", ""), ("reasoning", " "), ("topic", ""), ("question", "What is a trust \ud800?"),
+    ("answer", "Equity\x00 follows the law."), ("case_citation", "\x00"),   # NUL: PostgreSQL's text cannot hold it
 ]
 
 

@@ -190,3 +190,14 @@ def test_a_listener_that_raises_does_not_undo_a_committed_write(make_store, capl
     assert any("listener bug" in r.getMessage() or (r.exc_info and "listener bug" in str(r.exc_info[1]))
                for r in caplog.records)
     store.close()
+
+
+def test_lookups_holding_nul_match_nothing_and_never_fail(make_store):
+    """PostgreSQL refuses U+0000 even as a parameter; no stored text holds it (writes refuse it), so
+    on either backend such a lookup simply finds nothing."""
+    store = make_store("nul.sqlite3")
+    store.add(record("a"))
+    assert store.get("a\x00") is None and store.delete("a\x00") is False and store.update("a\x00", {}) is None
+    assert store.count({"topic": "Tort\x00"}) == 0 and store.list({"ids": ["a\x00", "a"]})[0]["id"] == "a"
+    assert store.search("Question\x00", None, 10) == [] and store.exists(["a", "a\x00"]) == {"a"}
+    assert store.count({"exclude_flags": ["x\x00"]}) == 1
