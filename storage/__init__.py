@@ -83,5 +83,6 @@ def open_storage(settings: "Settings") -> "Store":
     if settings.database_url:
         from storage.postgres import PostgresDatabase
 
-        return Store(PostgresDatabase(settings.database_url))
+        # a connection per request thread, with room for a batch's workers and the warm-up
+        return Store(PostgresDatabase(settings.database_url, max_size=settings.threads + 8))
     return Store(settings.database_path)

@@ -18,6 +18,7 @@ from storage.store import Store
 from tests import backends
 from tests.conftest import CEREBRAS_KEY, GROQ_KEY
 from tests.test_process import ROOT, free_port
+from tests.test_store import record
 
 pytestmark = pytest.mark.postgres_only
 
@@ -118,3 +119,15 @@ def test_health_reports_the_backend_and_the_url_without_password(make_app, datab
 
 def test_the_test_backend_is_postgresql(make_store):
     assert backends.POSTGRES and make_store().describe()["backend"] == "postgresql"
+
+
+def test_connections_the_server_dropped_are_replaced_before_use(make_store, postgres_database):
+    store = make_store("dropped")
+    store.add_many([record(f"s{n}") for n in range(3)])
+    killed = postgres_database.connection.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid != pg_backend_pid()").fetchone()[0]
+    assert killed >= 1                       # the pool's idle connections are gone
+    assert store.count() == 3 and store.get("s1")["id"] == "s1"
+    store.add(record("after"))
+    assert store.count() == 4

@@ -47,7 +47,9 @@ class PostgresDatabase:
         self.path = self.where            # what messages name (a file path in SQLite mode)
         self._password = password_of(url)
         self.schema_version = self._check_and_migrate()
+        # check: a connection the server dropped (a restart, a network cut) is replaced before use
         self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, timeout=POOL_WAIT, open=False,
+                                   check=ConnectionPool.check_connection,
                                    kwargs={"autocommit": True, "row_factory": row_factory,
                                            "connect_timeout": CONNECT_TIMEOUT},
                                    name="uk-law-storage")
