@@ -20,6 +20,10 @@ to `storage.postgres.schema.MIGRATIONS` (its docstring says how) and reach the p
 `store.database` (`transaction()` for a short locked write: `SELECT ... FOR UPDATE` or
 `pg_advisory_xact_lock`). `store.database.dialect.name` says which backend runs.
 
+Several servers on one PostgreSQL database: each store follows the others' sample writes
+(`postgres.changes.ChangeFeed`: a trigger-fed log polled every second) and passes them to its
+listeners as `Change` events, so every server's statistics frame and duplicate index stay current.
+
 Exact duplicates: `question_key` (the normalised question, `storage.question_key`, the same
 normalisation `quality.duplicates` uses) is a column with a unique constraint on both backends,
 so one question can never be stored twice, even by two servers at the same instant: `add`,

@@ -70,10 +70,35 @@ class Store:
         self._damaged: dict[str, list[str]] | None = None   # damaged_rows(): None until scanned
         self._touched: set[str] | None = None               # ids changed while it scans
         self._scan_lock = threading.Lock()
+        self._feed = None   # PostgreSQL: other servers' changes, delivered as change events
+        if self.dialect.name == "postgresql":
+            from storage.postgres.changes import ChangeFeed
+
+            self._feed = ChangeFeed(source, source.origin, self._remote_changes)
+            self._feed.start()
 
     def close(self) -> None:
-        """Close this thread's connection (and finished threads'); see `Database.close`."""
+        """Close this thread's connection (and finished threads'); see `Database.close`. (PostgreSQL:
+        stop following other servers' changes and close the pool.)"""
+        if self._feed is not None:
+            self._feed.stop()
         self.database.close()
+
+    def _remote_changes(self, changes: list[tuple[str, str]]) -> None:
+        """Other servers' committed writes (`storage.postgres.changes`) as change events: the rows
+        as they are now ("update", which listeners apply to a new id as to a known one), and the
+        ids gone ("delete")."""
+        latest = {sample_id: kind for kind, sample_id in changes}
+        changed = [sample_id for sample_id, kind in latest.items() if kind != "delete"]
+        records: list[dict[str, Any]] = []
+        for start in range(0, len(changed), 500):
+            records += self.iter_records({"ids": changed[start:start + 500]})
+        found = {record["id"] for record in records}
+        gone = [sample_id for sample_id, kind in latest.items() if kind == "delete" or sample_id not in found]
+        if records:
+            self._notify(Change("update", tuple(records)))
+        if gone:
+            self._notify(Change("delete", ids=tuple(gone)))
 
     def writable(self) -> bool:
         """Whether a small write works now (see `write_problem`)."""
@@ -222,7 +247,7 @@ class Store:
                 clauses.append(f"{name} = ?")
                 params.append(value)
             elif name == "practice_area":
-                clauses.append("(topic = ? OR topic LIKE ? ESCAPE '!')")
+                clauses.append(f"(topic = ? OR topic {self.dialect.like_ci} ? ESCAPE '!')")
                 params += [value, like_escape(value) + " - %"]
             elif name == "simulated":
                 clauses.append("simulated = ?")

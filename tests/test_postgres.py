@@ -13,7 +13,7 @@ import pytest
 
 from storage.errors import DatabaseUnavailable, SchemaTooNew
 from storage.postgres import PostgresDatabase, redact_url
-from storage.postgres.schema import LATEST
+from storage.postgres.schema import LATEST, MIGRATIONS
 from storage.store import Store
 from tests import backends
 from tests.conftest import CEREBRAS_KEY, GROQ_KEY
@@ -46,6 +46,15 @@ def test_a_bad_database_url_is_one_line_naming_the_url_without_its_password(targ
     message = str(caught.value)
     assert "\n" not in message and words in message
     assert message.startswith(f"postgresql://postgres@{target}:") and PASSWORD not in message
+
+
+def test_an_unknown_user_is_named_with_what_to_do():
+    url = f"postgresql://uklaw_nobody:{PASSWORD}@127.0.0.1:5432/postgres"
+    with pytest.raises(DatabaseUnavailable) as caught:
+        PostgresDatabase(url)
+    message = str(caught.value)
+    assert 'role "uklaw_nobody" does not exist' in message and "create the user or fix its name" in message
+    assert message.startswith("postgresql://uklaw_nobody@127.0.0.1:5432/postgres:") and PASSWORD not in message
 
 
 def test_missing_privileges_are_named_at_start_up(postgres_database, databases):
@@ -104,7 +113,8 @@ def test_servers_starting_together_migrate_once(databases):
         thread.join()
     assert len(opened) == 4 and {d.schema_version for d in opened} == {LATEST}
     with opened[0].reading() as session:
-        assert [tuple(r) for r in session.execute("SELECT version FROM schema_migrations")] == [(1,)]
+        versions = [tuple(r) for r in session.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    assert versions == [(m.version,) for m in MIGRATIONS]
     for database in opened:
         database.close()
 
@@ -131,3 +141,26 @@ def test_connections_the_server_dropped_are_replaced_before_use(make_store, post
     assert store.count() == 3 and store.get("s1")["id"] == "s1"
     store.add(record("after"))
     assert store.count() == 4
+
+
+def test_another_servers_writes_reach_this_servers_statistics_and_duplicate_index(make_store):
+    """Two stores on one database, as two servers: what the first writes (add, edit, delete)
+    reaches the second's statistics frame and duplicate index through the change feed."""
+    from dataset.stats import StatsFrame
+    from quality.service import QualityService
+    from tests.conftest import wait_for
+
+    writer, reader = make_store("feed"), make_store("feed")
+    frame, quality = StatsFrame(reader), QualityService(reader)
+    quality.build()
+    assert frame.frame().height == 0
+    writer.add_many([record(f"s{n}") for n in range(3)])
+    wait_for(lambda: frame.frame().height == 3)
+    writer.update("s1", {"difficulty": "expert"})
+    writer.delete("s2")
+    wait_for(lambda: sorted(frame.frame()["id"].to_list()) == ["s0", "s1"]
+             and frame.frame().filter(frame.frame()["id"] == "s1")["difficulty"].to_list() == ["expert"])
+    assessed, report = quality.assess(record("mine", question="question S0"))
+    assert "exact_duplicate" in report.codes and assessed["duplicate_of"] == "s0"
+    reader.add(record("own"))                 # its own writes are not delivered back to it
+    assert reader._feed.poll() == 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -48,8 +49,9 @@ class PostgresDatabase:
         self._password = password_of(url)
         self.schema_version = self._check_and_migrate()
         # check: a connection the server dropped (a restart, a network cut) is replaced before use
+        self.origin = uuid.uuid4().hex   # this pool's writes, as `sample_changes` records them
         self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, timeout=POOL_WAIT, open=False,
-                                   check=ConnectionPool.check_connection,
+                                   check=ConnectionPool.check_connection, configure=self._configure,
                                    kwargs={"autocommit": True, "row_factory": row_factory,
                                            "connect_timeout": CONNECT_TIMEOUT},
                                    name="uk-law-storage")
@@ -60,6 +62,10 @@ class PostgresDatabase:
             raise DatabaseUnavailable(f"{self.where}: the connection pool could not connect ({exc}); "
                                       "check the database server") from None
         self._closed = threading.Event()
+
+    def _configure(self, connection: psycopg.Connection[Any]) -> None:
+        """Each new pooled connection tags its writes with this pool's origin (see `changes`)."""
+        connection.execute("SELECT set_config('uklaw.origin', %s, false)", (self.origin,))
 
     # -- start-up ----------------------------------------------------------------------------
 

@@ -101,9 +101,38 @@ class Migration:
     apply: Callable[[Session], None]
 
 
+CHANGE_LOG_STATEMENTS = (
+    """CREATE TABLE sample_changes (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+        at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        origin TEXT,
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL
+    )""",
+    "CREATE INDEX sample_changes_xid ON sample_changes (xid)",
+    "CREATE INDEX sample_changes_at ON sample_changes (at)",
+    """CREATE FUNCTION log_sample_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO sample_changes (origin, kind, id) VALUES (current_setting('uklaw.origin', true), lower(TG_OP),
+            CASE WHEN TG_OP = 'DELETE' THEN OLD.id ELSE NEW.id END);
+        RETURN NULL;
+    END $$""",
+    "CREATE TRIGGER samples_log_change AFTER INSERT OR UPDATE OR DELETE ON samples "
+    "FOR EACH ROW EXECUTE FUNCTION log_sample_change()",
+)
+
+
+def _create_change_log(session: Session) -> None:
+    for statement in CHANGE_LOG_STATEMENTS:
+        session.execute(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "samples (unique id and question key, full-text index), batches, batch_attempts, storage_probe",
               _create_v1),
+    Migration(2, "sample_changes: every sample write, logged by a trigger, for other servers (changes.ChangeFeed)",
+              _create_change_log),
 )
 LATEST = MIGRATIONS[-1].version
 
