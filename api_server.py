@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # channel_request_lookahead keeps a busy connection readable, so waitress notices at once when a
     # client of a long response (the event stream) goes away and reports it to the app.
     server = create_server(app, host=settings.host, port=settings.port, threads=settings.threads,
-                           channel_timeout=300, channel_request_lookahead=1)
+                           channel_timeout=300, channel_request_lookahead=1, **SERVER_BUFFERS)
 
     signals: list[int] = []
 
@@ -103,6 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo.stop()
     log.info("stopped in %.1fs", time.monotonic() - began)
     return 0 if signals else 1
+
+
+# A response is buffered in memory up to 32 MB per connection (waitress spools anything past 1 MB to a
+# temporary file by default: every chunk of the `/api/data` array went through the disk); past 16 MB
+# the request thread waits for the client, so a slow reader never makes the buffer grow further.
+SERVER_BUFFERS = {"outbuf_overflow": 32 * 1024 * 1024, "outbuf_high_watermark": 16 * 1024 * 1024}
 
 
 def _serve(server: Any) -> None:

@@ -1,29 +1,44 @@
-"""Large datasets over HTTP: the full `/api/data` array (time and bytes on the wire, with and without
-compression), search for a present and an absent term, and the first statistics after start-up.
+"""Large datasets over HTTP, against a real server process (`python -m api_server`):
 
-Run: `make bench`, or `.venv/bin/python bench/data_bench.py [rows ...]` (default 1000 10000 100000).
+- the full `/api/data` array: seconds and bytes on the wire, uncompressed and with each encoding a
+  browser may accept (zstd, br, gzip);
+- search for a present and an absent term; a page of 50 rows in the middle; one append;
+- the first statistics after start-up (`GET /api/stats` as soon as the server answers);
+- memory: the server's RSS after importing `rows` lines over HTTP, and after a restart on the
+  same data (`--memory`), with the import's rows/s.
 
-Rows are realistic samples padded to about 8 KB of text each, the size users' rows reach. The
-server is the real app on waitress in this process, the client httpx over loopback, reading the
-whole body; "wire" is the bytes received before decoding (httpx decodes zstd only with the `zstandard`
-package, so for zstd "decoded" may show the wire size).
+Run: `make bench`, or `.venv/bin/python bench/data_bench.py [rows ...] [--memory] [--no-full]`
+(default 1000 10000 100000). `--no-full` skips the full array (for 1,000,000 rows: about 8 GB).
+
+Rows for the reads are realistic samples padded to about 8 KB of text each, the size users'
+rows reach, written straight into the store before the server starts. Rows for the import are
+`import_bench.lines` (about 300 bytes each: 100,000 of them fit one request). Figures are wall
+time on this machine, which other work may share: the server's CPU seconds are printed beside.
 """
 from __future__ import annotations
 
+import json
+import os
 import random
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
-from waitress import create_server
 
-from api_server import create_app
-from store_bench import fake_records, fill   # a sibling script: bench/ is on sys.path when run
-from config.settings import Settings
+from import_bench import lines as import_lines   # sibling scripts: bench/ is on sys.path when run
+from store_bench import fake_records, fill
 from storage.store import Store
+
+try:
+    from compression import zstd
+except ImportError:
+    from backports import zstd
+
 
 def padded(records: list[dict], rng: random.Random, size: int = 8000) -> list[dict]:
     """Each answer grown to about `size` characters of text with words drawn from the samples'
@@ -37,76 +52,178 @@ def padded(records: list[dict], rng: random.Random, size: int = 8000) -> list[di
     return records
 
 
-def serve(settings: Settings):
-    app = create_app(settings)
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    def run() -> None:
-        try:
-            server.run()
-        except OSError:
-            pass   # the listening socket closed at the end of the run
+class Server:
+    """`python -m api_server` on a free port over `data_dir`, without provider keys."""
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return app, server, f"http://127.0.0.1:{server.effective_port}"
+    def __init__(self, data_dir: Path):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+        env.update(DATA_DIR=str(data_dir), PORT=str(self.port), HOST="127.0.0.1", MAX_BODY_BYTES=str(1 << 30))
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen([sys.executable, "-m", "api_server"], env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        self.base = f"http://127.0.0.1:{self.port}"
+        while True:
+            try:
+                httpx.get(self.base + "/api/health", timeout=1)
+                break
+            except httpx.TransportError:
+                if self.process.poll() is not None:
+                    raise RuntimeError("the server did not start")
+                time.sleep(0.05)
+        self.listening = time.perf_counter() - self.started
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def settled_rss_mb(self, quiet: float = 3.0, limit: float = 300.0) -> float:
+        """RSS once the server's CPU time has not moved for `quiet` seconds (its warm-up done)."""
+        deadline = time.monotonic() + limit
+        last, since = self.cpu_seconds(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.cpu_seconds()
+            if now - last > 0.05:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                break
+        return self.rss_mb()
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
 
 
 def full_array(base: str, encoding: str | None) -> tuple[float, int, int]:
-    """Seconds, bytes on the wire and decoded bytes of the whole array."""
+    """Seconds to receive the whole array, bytes on the wire, and bytes decoded (checked to be JSON)."""
     headers = {"Accept-Encoding": encoding or "identity"}
     started = time.perf_counter()
-    wire = decoded = 0
+    parts = []
     with httpx.stream("GET", base + "/api/data", headers=headers, timeout=600) as response:
         assert response.status_code == 200
+        assert response.headers.get("Content-Encoding", "identity") == (encoding or "identity")
         for raw in response.iter_raw():
-            wire += len(raw)
-        # decode separately so the timing includes what a browser does (it decodes as it reads)
+            parts.append(raw)
     elapsed = time.perf_counter() - started
-    if encoding:
-        with httpx.stream("GET", base + "/api/data", headers=headers, timeout=600) as response:
-            decoded = sum(len(chunk) for chunk in response.iter_bytes())
-    else:
-        decoded = wire
-    return elapsed, wire, decoded
+    wire = sum(map(len, parts))
+    body = b"".join(parts)
+    del parts
+    if encoding == "zstd":
+        body = zstd.decompress(body)
+    elif encoding == "gzip":
+        import gzip
+        body = gzip.decompress(body)
+    elif encoding == "br":
+        import brotli
+        body = brotli.decompress(body)
+    assert body[:1] == b"[" and body[-1:] == b"]"
+    return elapsed, wire, len(body)
 
 
-def timed_ms(client: httpx.Client, path: str, repeat: int = 5) -> float:
+def timed_ms(client: httpx.Client, method: str, path: str, repeat: int = 5, **kwargs) -> float:
     best = float("inf")
     for _ in range(repeat):
         started = time.perf_counter()
-        assert client.get(path).status_code == 200
+        response = client.request(method, path, **kwargs)
+        assert response.status_code == 200, (path, response.status_code, response.text[:200])
         best = min(best, (time.perf_counter() - started) * 1000)
     return best
 
 
-def run(rows: int) -> None:
+def reads(rows: int, full: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.from_env({}, data_dir=Path(tmp))
-        store = Store(settings.database_path)
+        data_dir = Path(tmp)
+        store = Store(data_dir / "dataset.sqlite3")
         started = time.perf_counter()
         rng = random.Random(rows)
-        fill(store, padded(fake_records(rows, rng), rng))
+        for start in range(0, rows, 50_000):   # in slices: a million padded rows would not fit in memory
+            fill(store, padded(fake_records(min(50_000, rows - start), rng), rng))
         store.close()
-        size_mb = settings.database_path.stat().st_size / 1e6
-        print(f"\n{rows:,} rows ({size_mb:,.0f} MB database, filled in {time.perf_counter() - started:.1f} s)")
-
-        app, server, base = serve(settings)
+        size_mb = (data_dir / "dataset.sqlite3").stat().st_size / 1e6
+        print(f"\n{rows:,} rows ({size_mb:,.0f} MB database, written in {time.perf_counter() - started:.0f} s)",
+              flush=True)
+        server = Server(data_dir)
         try:
-            started = time.perf_counter()
-            app.extensions["services"].stats.frame()
-            print(f"  first statistics frame after start-up: {time.perf_counter() - started:.2f} s")
-            for encoding in (None, "gzip", "br", "zstd"):
-                elapsed, wire, decoded = full_array(base, encoding)
-                print(f"  GET /api/data ({encoding or 'uncompressed'}): {elapsed:.2f} s, {wire / 1e6:,.1f} MB on the"
-                      f" wire ({decoded / 1e6:,.1f} MB decoded)")
-            with httpx.Client(base_url=base, timeout=60) as client:
+            with httpx.Client(base_url=server.base, timeout=600) as client:
+                cpu = server.cpu_seconds()
+                started = time.perf_counter()
+                assert client.get("/api/stats").status_code == 200
+                print(f"  first GET /api/stats after start-up: {time.perf_counter() - started:.2f} s "
+                      f"(server listening after {server.listening:.1f} s; it used {server.cpu_seconds() - cpu:.2f} "
+                      f"CPU s meanwhile, warm-up included)")
+                print(f"  GET /api/stats again: {timed_ms(client, 'GET', '/api/stats'):.1f} ms")
+                server.settled_rss_mb()
+                if full:
+                    for encoding in (None, "zstd", "br", "gzip"):
+                        cpu = server.cpu_seconds()
+                        elapsed, wire, decoded = full_array(server.base, encoding)
+                        print(f"  GET /api/data ({encoding or 'uncompressed'}): {elapsed:.2f} s, {wire / 1e6:,.1f} MB on "
+                              f"the wire ({decoded / 1e6:,.1f} MB decoded; server CPU {server.cpu_seconds() - cpu:.2f} s)",
+                              flush=True)
+                page = f"/api/data?limit=50&offset={rows // 2}"
+                print(f"  GET {page}: {timed_ms(client, 'GET', page):.1f} ms (best of 5)")
                 for term in ("Donoghue", "snail bottle", "zebracorn"):
-                    print(f"  GET /api/search?q={term}: {timed_ms(client, '/api/search?q=' + term):.1f} ms (best of 5)")
+                    print(f"  GET /api/search?q={term}: {timed_ms(client, 'GET', '/api/search?q=' + term):.1f} ms "
+                          "(best of 5)")
+                sample = {"question": f"Is a bench append {rows} stored at once?", "answer": "Yes.",
+                          "topic": "Tort Law - Nuisance", "difficulty": "basic", "reasoning": "Step 1: x.",
+                          "case_citation": "Donoghue v Stevenson [1932] AC 562"}
+                appends = []
+                for i in range(10):
+                    started = time.perf_counter()
+                    answer = client.post("/api/add", json={**sample, "question": f"{sample['question']} ({i})"})
+                    assert answer.status_code == 200, answer.text
+                    appends.append((time.perf_counter() - started) * 1000)
+                print(f"  POST /api/add: median {sorted(appends)[5]:.1f} ms (of 10)")
         finally:
-            server.close()
-            app.extensions["services"].close()
+            server.stop()
+
+
+def memory(rows: int) -> None:
+    """Import `rows` lines over HTTP into an empty server; RSS after it, then after a restart."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        content = "\n".join(import_lines(rows, random.Random(rows), "m"))
+        server = Server(data_dir)
+        try:
+            with httpx.Client(base_url=server.base, timeout=600) as client:
+                before = server.settled_rss_mb()
+                started = time.perf_counter()
+                answer = client.post("/api/import/jsonl?background=true", json={"content": content})
+                del content
+                assert answer.status_code == 202, answer.text[:300]
+                location = answer.headers["Location"]
+                while (job := client.get(location).json()["job"])["status"] in ("queued", "running"):
+                    time.sleep(0.2)
+                assert job["status"] == "completed", job
+                seconds = time.perf_counter() - started
+                after_import = server.settled_rss_mb()
+        finally:
+            server.stop()
+        server = Server(data_dir)
+        try:
+            after_restart = server.settled_rss_mb()
+        finally:
+            server.stop()
+        print(f"\nimport of {rows:,} lines over HTTP: {seconds:.1f} s, {rows / seconds:,.0f} rows/s "
+              f"(job: {job['rows_per_second']} rows/s); server RSS {before:,.0f} MB before, {after_import:,.0f} MB "
+              f"after, {after_restart:,.0f} MB after a restart (x{after_import / after_restart:.2f})", flush=True)
 
 
 if __name__ == "__main__":
-    for n in [int(a) for a in sys.argv[1:]] or [1000, 10000, 100000]:
-        run(n)
+    args = sys.argv[1:]
+    sizes = [int(a) for a in args if not a.startswith("--")] or [1000, 10000, 100000]
+    for n in sizes:
+        if "--memory" in args:
+            memory(n)
+        else:
+            reads(n, full="--no-full" not in args)

@@ -30,6 +30,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from dataset import memory
 from dataset.importing import LISTED, Importer, LineError, check_line, split_lines
 from quality.service import QualityService
 from storage.errors import WriteFailed
@@ -217,6 +218,7 @@ class ImportJobs:
             finally:
                 with self._lock:
                     job.content = None   # the text can be large: keep only the report
+                memory.release()         # and give back the pages its lines and records took
 
     def _import(self, job: ImportJob) -> None:
         assert job.content is not None and job.importer is not None

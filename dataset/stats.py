@@ -54,6 +54,31 @@ def light_row(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# How each column `Store.column_arrays` gives is decoded (LIGHT_SCHEMA's type, or what it is cast from).
+_ARRAY_TYPES: dict[str, Any] = {**{name: pl.Utf8 for name in ("id", "topic", "difficulty", "sample_type", "provider",
+                                                               "model", "batch_id", "duplicate_of")},
+                                **{name: pl.Int64 for name in ("prompt_tokens", "completion_tokens", "simulated",
+                                                               *LOAD_LENGTHS)},
+                                "quality_score": pl.Float64, "quality_flags": pl.List(pl.Utf8)}
+
+
+def _frame_from_arrays(arrays: Mapping[str, str]) -> pl.DataFrame:
+    """The light frame from one JSON array per column, decoded by Polars (no Python value per cell)."""
+    columns = {name: pl.Series([text]).str.json_decode(pl.List(_ARRAY_TYPES[name])).explode()
+               for name, text in arrays.items()}
+    if columns["id"].is_null().all():   # no samples: `[]` explodes to one null
+        return pl.DataFrame(schema=LIGHT_SCHEMA)
+    topics = columns["topic"].unique().to_list()
+    areas = {topic: practice_area_of(topic) if topic else "" for topic in topics}
+    frame = pl.DataFrame(columns).rename({"quality_flags": "flags"}).with_columns(
+        pl.col("simulated") == 1, pl.col("topic").replace_strict(areas, return_dtype=pl.Utf8).alias("practice_area"),
+        pl.col("topic").fill_null(""), pl.col("difficulty").fill_null(""))
+    return frame.select([pl.col(name).cast(kind) for name, kind in LIGHT_SCHEMA.items()])
+
+
+PENDING_ROWS = 2000   # changed rows kept as dicts before they are folded into the frame
+
+
 class StatsFrame:
     """The light frame, loaded once from the store, then updated from its change events."""
 
@@ -84,9 +109,14 @@ class StatsFrame:
                     self._ids.discard(sample_id)
                     self._removed.add(sample_id)
                     self._pending.pop(sample_id, None)
+            if len(self._pending) >= PENDING_ROWS:   # a long import: fold the rows in now, not as dicts
+                self.frame()
 
     def _load(self) -> pl.DataFrame:
-        data = self.store.columns(LOAD_FIELDS, lengths=LOAD_LENGTHS)
+        arrays = self.store.column_arrays(LOAD_FIELDS, lengths=LOAD_LENGTHS)
+        if arrays is not None:
+            return _frame_from_arrays(arrays)
+        data = self.store.columns(LOAD_FIELDS, lengths=LOAD_LENGTHS)   # some row needs repairing on the way
         if not data["id"]:
             return pl.DataFrame(schema=LIGHT_SCHEMA)
         data["practice_area"] = [practice_area_of(topic) if topic else "" for topic in data["topic"]]

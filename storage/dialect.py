@@ -29,8 +29,8 @@ def like_escape(text: str) -> str:
 @dataclass(frozen=True)
 class Dialect:
     name: str                       # "sqlite" or "postgresql"
-    flag_in: str                    # SQL true if the row's quality_flags hold the flag `?`
-    flags_none_of: Callable[[int], str]   # SQL true if they hold none of n flags `?, ?...`
+    flag_in: str                    # SQL true if the row's quality_flags hold the flag `?` ({table}: the table read)
+    flags_none_of: Callable[[int, str], str]   # SQL true if they hold none of n flags `?, ?...` (n, table)
     like_ci: str                    # the case-insensitive LIKE operator
     no_limit: int | None            # the LIMIT value meaning "all rows"
     text_holds_nul: bool            # whether stored text can contain U+0000 (else a value with it matches nothing)
@@ -39,6 +39,23 @@ class Dialect:
     damaged_condition: str          # SQL true for a row that may hold a value of the wrong type
     search_match: Callable[[list[str], list[str]], tuple[str, str]]
     # (SQL true for a row whose indexed text holds these words, its parameter): words, fields searched
+    light_table: str                # what counts, short columns and lengths are read from
+    length_of: Callable[[str], str]  # the character length of a text field, in `light_table`
+    flags_json: str                 # quality_flags as a JSON array ([] for none)
+    column_arrays: Callable[[list[str]], str]   # SELECT of one JSON array per expression, in seq order
+    any_damaged: str | None         # SELECT: does any row of `light_table` hold a value of the wrong type
+    json_blocks: bool               # whether the rows' JSON is also kept compressed in blocks
+
+
+def _sqlite_arrays(expressions: list[str]) -> str:
+    # an aggregate over an ordered subquery keeps its order (SQLite does not flatten it)
+    selected = ", ".join(f"json_group_array({e})" for e in expressions)
+    return f"SELECT {selected} FROM (SELECT * FROM samples_light ORDER BY seq)"
+
+
+def _pg_arrays(expressions: list[str]) -> str:
+    selected = ", ".join(f"COALESCE(json_agg({e} ORDER BY seq), '[]')::text" for e in expressions)
+    return f"SELECT {selected} FROM samples"
 
 
 def _sqlite_search(words: list[str], fields: list[str]) -> tuple[str, str]:
@@ -53,12 +70,12 @@ def _pg_search(words: list[str], fields: list[str]) -> tuple[str, str]:
     return f"{SEARCH_DOCUMENT} @@ to_tsquery('simple', ?)", " & ".join(f"'{word}':*" for word in words)
 
 
-def _sqlite_none_of(count: int) -> str:
+def _sqlite_none_of(count: int, table: str) -> str:
     marks = ", ".join("?" for _ in range(count)) or "NULL"
-    return f"NOT EXISTS (SELECT 1 FROM json_each(samples.quality_flags) WHERE value IN ({marks}))"
+    return f"NOT EXISTS (SELECT 1 FROM json_each({table}.quality_flags) WHERE value IN ({marks}))"
 
 
-def _pg_none_of(count: int) -> str:
+def _pg_none_of(count: int, table: str) -> str:
     marks = ", ".join("?" for _ in range(count)) or "NULL"
     return ("NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(COALESCE(quality_flags, '[]')::jsonb) AS flag "
             f"WHERE flag IN ({marks}))")
@@ -67,7 +84,7 @@ def _pg_none_of(count: int) -> str:
 def sqlite_dialect(damaged_condition: str) -> Dialect:
     return Dialect(
         name="sqlite",
-        flag_in="EXISTS (SELECT 1 FROM json_each(samples.quality_flags) WHERE value = ?)",
+        flag_in="EXISTS (SELECT 1 FROM json_each({table}.quality_flags) WHERE value = ?)",
         flags_none_of=_sqlite_none_of,
         like_ci="LIKE",             # SQLite's LIKE ignores ASCII case
         no_limit=-1,
@@ -76,6 +93,12 @@ def sqlite_dialect(damaged_condition: str) -> Dialect:
         batch_order="rowid DESC",
         damaged_condition=damaged_condition,
         search_match=_sqlite_search,
+        light_table="samples_light",  # a narrow copy kept by triggers (schema migration 4)
+        length_of=lambda field: f"{field}_length",
+        flags_json="CASE WHEN quality_flags IS NULL OR quality_flags = '' THEN json('[]') ELSE json(quality_flags) END",
+        column_arrays=_sqlite_arrays,
+        any_damaged="SELECT EXISTS (SELECT 1 FROM samples_light WHERE damaged)",
+        json_blocks=True,
     )
 
 
@@ -92,4 +115,10 @@ POSTGRES = Dialect(
     batch_order="seq DESC",
     damaged_condition="FALSE",
     search_match=_pg_search,
+    light_table="samples",          # typed columns, long texts TOASTed out of line: no copy needed
+    length_of=lambda field: f"length({field})",
+    flags_json="COALESCE(NULLIF(quality_flags, ''), '[]')::json",
+    column_arrays=_pg_arrays,
+    any_damaged=None,
+    json_blocks=False,
 )

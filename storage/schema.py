@@ -24,6 +24,7 @@ from typing import Callable
 
 from storage.dialect import SEARCH_COLUMNS  # shared with PostgreSQL's index
 from storage.errors import SchemaError, SchemaTooNew
+from storage.records import COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, TEXT_COLUMNS
 
 VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -131,6 +132,92 @@ def _create_search_index(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO samples_fts(samples_fts) VALUES ('rebuild')")   # rows stored before this version
 
 
+# A narrow copy of every sample's short columns and text lengths, kept in step with `samples` by
+# triggers: statistics, counts and filters read it without touching the texts (in `samples` the short
+# columns sit after the long texts, so reading them there reads every page of every row).
+TEXT_LENGTHS = ("question", "answer", "reasoning", "case_citation", "topic")
+LIGHT_COLUMNS = ("id", "topic", "difficulty", "sample_type", "provider", "model", "batch_id", "created_at",
+                 "updated_at", "prompt_tokens", "completion_tokens", "latency", "attempts", "simulated",
+                 "quality_score", "quality_flags", "duplicate_of")
+
+
+def damaged_checks(row: str = "") -> dict[str, str]:
+    """Per column, SQL true for a value of the wrong type (a superset check, confirmed in Python by
+    `storage.records.repair_record`); `row` prefixes the column names (`new.` in a trigger)."""
+    def c(name: str) -> str:
+        return f"{row}{name}"
+
+    checks = {name: f"typeof({c(name)}) != 'text'" for name in TEXT_COLUMNS}
+    checks |= {name: f"typeof({c(name)}) NOT IN ('text', 'null')" for name in OPTIONAL_TEXT_COLUMNS}
+    checks |= {name: f"(typeof({c(name)}) NOT IN ('integer', 'null') OR {c(name)} < 0 OR {c(name)} > {MAX_COUNT})"
+               for name in COUNT_COLUMNS}
+    checks |= {name: f"(typeof({c(name)}) NOT IN ('real', 'integer', 'null') OR abs({c(name)}) > 1e308)"
+               for name in NUMBER_COLUMNS}
+    checks["simulated"] = f"typeof({c('simulated')}) != 'integer' OR {c('simulated')} NOT IN (0, 1)"
+    flags = c("quality_flags")
+    checks["quality_flags"] = (
+        f"({flags} IS NOT NULL AND {flags} != '' AND {flags} != '[]' AND CASE WHEN typeof({flags}) = 'text' "
+        f"AND json_valid({flags}) THEN json_type({flags}) != 'array' OR EXISTS (SELECT 1 FROM "
+        f"json_each({flags}) WHERE type != 'text') ELSE 1 END)")
+    extra = c("extra")
+    checks["extra"] = (f"({extra} IS NOT NULL AND {extra} != '' AND CASE WHEN typeof({extra}) = 'text' AND "
+                       f"json_valid({extra}) THEN json_type({extra}) != 'object' ELSE 1 END)")
+    return checks
+
+
+def light_length(field: str) -> str:
+    """The `samples_light` column holding the character length of `field`."""
+    return f"{field}_length"
+
+
+def _create_light_table(db: sqlite3.Connection) -> None:
+    lengths = [light_length(f) for f in TEXT_LENGTHS]
+    db.execute(f"CREATE TABLE samples_light (seq INTEGER PRIMARY KEY, {', '.join(LIGHT_COLUMNS)}, "
+               f"{', '.join(f'{c} INTEGER NOT NULL' for c in lengths)}, damaged INTEGER NOT NULL)")
+    columns = ", ".join(("seq", *LIGHT_COLUMNS, *lengths, "damaged"))
+
+    def values(row: str) -> str:
+        """The light row of `row`; `damaged` says whether any of its short columns holds a value of
+        the wrong type (only a write outside the store can store one)."""
+        damaged = " OR ".join(f"({check})" for name, check in damaged_checks(f"{row}.").items()
+                              if name in LIGHT_COLUMNS)
+        return ", ".join((f"{row}.seq", *(f"{row}.{c}" for c in LIGHT_COLUMNS),
+                          *(f"coalesce(length({row}.{f}), 0)" for f in TEXT_LENGTHS), f"coalesce({damaged}, 0)"))
+
+    db.execute(f"CREATE TRIGGER samples_light_insert AFTER INSERT ON samples BEGIN "
+               f"INSERT INTO samples_light ({columns}) VALUES ({values('new')}); END")
+    db.execute("CREATE TRIGGER samples_light_delete AFTER DELETE ON samples BEGIN "
+               "DELETE FROM samples_light WHERE seq = old.seq; END")
+    db.execute(f"CREATE TRIGGER samples_light_update AFTER UPDATE ON samples BEGIN "
+               f"DELETE FROM samples_light WHERE seq = old.seq; "
+               f"INSERT INTO samples_light ({columns}) VALUES ({values('new')}); END")
+    db.execute(f"INSERT INTO samples_light ({columns}) SELECT {values('samples')} FROM samples")
+    db.execute("CREATE INDEX samples_light_batch ON samples_light(batch_id)")
+    db.execute("CREATE INDEX samples_light_damaged ON samples_light(seq) WHERE damaged")
+
+
+# Each sample's JSON as a read returns it (`Store.iter_json`, what `/api/data` sends), written by the
+# store with every add and update. A row changed or deleted by other means loses its JSON (triggers),
+# and a read encodes it again from `samples`, so a stale copy is never served.
+def _create_json_table(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE samples_json (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+    db.execute("CREATE TRIGGER samples_json_delete AFTER DELETE ON samples BEGIN "
+               "DELETE FROM samples_json WHERE seq = old.seq; END")
+    db.execute("CREATE TRIGGER samples_json_update AFTER UPDATE ON samples BEGIN "
+               "DELETE FROM samples_json WHERE seq = old.seq; END")
+
+
+# The rows' JSON compressed in blocks of consecutive rows (`storage.json_blocks`). A block holding a
+# row that changes, or a seq inserted into its range, is dropped: it is never served stale.
+def _create_json_blocks(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE samples_json_blocks (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, "
+               "rows INTEGER NOT NULL, body BLOB NOT NULL)")
+    for event, row in (("INSERT", "new"), ("UPDATE", "old"), ("DELETE", "old")):
+        db.execute(f"CREATE TRIGGER samples_json_blocks_{event.lower()} AFTER {event} ON samples BEGIN "
+                   f"DELETE FROM samples_json_blocks WHERE first_seq = (SELECT max(first_seq) FROM "
+                   f"samples_json_blocks WHERE first_seq <= {row}.seq) AND last_seq >= {row}.seq; END")
+
+
 def _add_question_key(db: sqlite3.Connection) -> None:
     """The normalised question's key (`storage.question_key`) in a column with a unique index, so
     an exact duplicate can never be stored twice. Rows stored before keep their key, except the
@@ -151,7 +238,15 @@ def _add_question_key(db: sqlite3.Connection) -> None:
             seen.add(key)
         if key is not None:
             keys.append((key, seq))
+    # The update triggers drop a changed row's ready JSON and its compressed block: the records do not
+    # change here (the key is no field of theirs), so both are kept aside and put back.
+    db.execute("CREATE TEMP TABLE kept_json AS SELECT * FROM samples_json")
+    db.execute("CREATE TEMP TABLE kept_blocks AS SELECT * FROM samples_json_blocks")
     db.executemany("UPDATE samples SET question_key = ? WHERE seq = ?", keys)
+    db.execute("INSERT OR REPLACE INTO samples_json SELECT * FROM kept_json")
+    db.execute("INSERT OR REPLACE INTO samples_json_blocks SELECT * FROM kept_blocks")
+    db.execute("DROP TABLE kept_json")
+    db.execute("DROP TABLE kept_blocks")
     db.execute("CREATE UNIQUE INDEX samples_question_key ON samples(question_key)")
     if repeated:
         import logging
@@ -165,7 +260,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "samples, batches and batch_attempts tables", _create_v1),
     Migration(2, "storage_probe: the row the write check rewrites", _create_storage_probe),
     Migration(3, "samples_fts: full-text index of the searchable text", _create_search_index),
-    Migration(4, "samples.question_key: the normalised question, unique", _add_question_key),
+    Migration(4, "samples_light: short columns and text lengths of every sample, kept by triggers",
+              _create_light_table),
+    Migration(5, "samples_json: every sample's JSON ready to send, written by the store", _create_json_table),
+    Migration(6, "samples_json_blocks: the rows' JSON compressed in blocks, written by the store",
+              _create_json_blocks),
+    Migration(7, "samples.question_key: the normalised question, unique", _add_question_key),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -6,6 +6,7 @@ which keeps the in-memory statistics frame (`dataset/stats.py`) current without 
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -15,7 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import orjson
+
 from state import utc_now  # noqa: F401  (re-exported: one clock format for rows and batches)
+from storage import json_blocks
 from storage.database import Database
 from storage.dialect import like_escape, sqlite_dialect
 from storage.errors import (DuplicateId, DuplicateQuestion, InvalidRecord, StoreError,  # noqa: F401  (re-exported)
@@ -23,7 +27,7 @@ from storage.errors import (DuplicateId, DuplicateQuestion, InvalidRecord, Store
 from storage.question_key import question_key
 from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, STORAGE_KEYS,
                              TEXT_COLUMNS, check_record, repair_column, repair_record)
-from storage.schema import SEARCH_COLUMNS
+from storage.schema import LIGHT_COLUMNS, SEARCH_COLUMNS, TEXT_LENGTHS, damaged_checks
 
 CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
 EDITABLE_FIELDS = CONTENT_FIELDS + ("topic", "difficulty", "sample_type")
@@ -39,6 +43,14 @@ _WORD = re.compile(r"[^\W_]+")   # what the index's unicode61 tokenizer calls a 
 ROW = ", ".join(COLUMNS)   # every stored field, named (not `*`: column order differs in adopted files)
 log = logging.getLogger("storage")
 
+
+
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """A record as JSON (orjson: UTF-8, compact), as `iter_json` and `/api/data` send it."""
+    try:
+        return orjson.dumps(record, default=str)
+    except orjson.JSONEncodeError:   # what orjson refuses (a lone surrogate, a huge integer), json escapes
+        return json.dumps(record, default=str).encode()
 
 
 def new_sample_id(prefix: str | None) -> str:
@@ -181,17 +193,22 @@ class Store:
             row["updated_at"] = row["updated_at"] or row["created_at"]
             rows.append(row)
             checked_records.append(checked)
-        sql = f"INSERT INTO samples ({', '.join(WRITTEN)}) VALUES ({', '.join(':' + n for n in WRITTEN)})"
+        sql = (f"INSERT INTO samples ({', '.join(WRITTEN)}) VALUES ({', '.join(':' + n for n in WRITTEN)}) "
+               "RETURNING seq")
+        stored = [_as_read(row, checked) for row, checked in zip(rows, checked_records)]
+        bodies = [encode_record(record) for record in stored]
         try:
             with self.database.transaction() as db:
-                db.executemany(sql, rows)
+                for row, body in zip(rows, bodies):   # one statement per row: its seq keys its JSON
+                    seq = db.execute(sql, row).fetchone()[0]
+                    db.execute("INSERT INTO samples_json (seq, body) VALUES (?, ?)", (seq, body))
         except self.database.IntegrityError as exc:
             ids = [row["id"] for row in rows]
             if _conflict_column(exc) == "question_key" and len(set(ids)) == len(ids) and not self.exists(ids):
                 raise self._duplicate_questions(rows) from None
             raise DuplicateId(str(exc)) from None
-        stored = [_as_read(row, checked) for row, checked in zip(rows, checked_records)]
         self._notify(Change("add", tuple(stored)))
+        self.seal_json()
         return stored
 
     def update(self, sample_id: str, changes: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -202,7 +219,7 @@ class Store:
             return None
         try:
             with self.database.transaction() as db:
-                row = db.execute(f"SELECT {ROW}, question_key FROM samples WHERE id = ?{self.dialect.for_update}",
+                row = db.execute(f"SELECT seq, {ROW}, question_key FROM samples WHERE id = ?{self.dialect.for_update}",
                                  (sample_id,)).fetchone()
                 if row is None:
                     return None
@@ -213,12 +230,14 @@ class Store:
                     stored["question_key"] = row["question_key"]
                 assignments = ", ".join(f"{n} = :{n}" for n in WRITTEN if n != "id")
                 db.execute(f"UPDATE samples SET {assignments} WHERE id = :id", stored)
+                del stored["question_key"]
+                record = self.to_record(stored)
+                db.execute("INSERT INTO samples_json (seq, body) VALUES (?, ?) "
+                           "ON CONFLICT (seq) DO UPDATE SET body = excluded.body", (row["seq"], encode_record(record)))
         except self.database.IntegrityError as exc:
             if _conflict_column(exc) != "question_key":
                 raise
             raise DuplicateQuestion([(sample_id, self._holder(stored["question_key"], sample_id))]) from None
-        del stored["question_key"]
-        record = self.to_record(stored)
         self._notify(Change("update", (record,)))
         return record
 
@@ -233,7 +252,9 @@ class Store:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def _where(self, filters: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
+    def _where(self, filters: Mapping[str, Any] | None, table: str = "samples") -> tuple[str, list[Any]]:
+        """The WHERE clause for `filters` over `table` (`samples`, or the light copy, which has every
+        filtered column)."""
         clauses, params = [], []
         for name, value in (filters or {}).items():
             if value is None or value == "":
@@ -253,11 +274,11 @@ class Store:
                 clauses.append("simulated = ?")
                 params.append(1 if value else 0)
             elif name == "flag":
-                clauses.append(self.dialect.flag_in)
+                clauses.append(self.dialect.flag_in.format(table=table))
                 params.append(value)
             elif name == "exclude_flags":
                 codes = list(value)
-                clauses.append(self.dialect.flags_none_of(len(codes)))
+                clauses.append(self.dialect.flags_none_of(len(codes), table))
                 params += codes
             elif name == "min_score":
                 clauses.append("quality_score >= ?")
@@ -271,9 +292,10 @@ class Store:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def count(self, filters: Mapping[str, Any] | None = None) -> int:
-        where, params = self._where(filters)
+        light = self.dialect.light_table
+        where, params = self._where(filters, light)
         with self.database.reading() as db:
-            return db.execute(f"SELECT COUNT(*) FROM samples{where}", params).fetchone()[0]
+            return db.execute(f"SELECT COUNT(*) FROM {light}{where}", params).fetchone()[0]
 
     def unmatchable(self, value: Any) -> bool:
         """Whether a looked-up text cannot match any stored one (NUL, where stored text cannot hold it)."""
@@ -309,6 +331,75 @@ class Store:
         for row in self.database.stream(sql, [*params, self.dialect.no_limit if limit is None else limit, offset],
                                         chunk):
             yield self.to_record(row)
+
+    def iter_json(self, filters: Mapping[str, Any] | None = None, *, limit: int | None = None, offset: int = 0,
+                  newest_first: bool = False, chunk: int = 500) -> Iterator[bytes]:
+        """What `iter_records` yields, each record already encoded as JSON (`encode_record`): the
+        copy kept in `samples_json` since the row was written, so nothing is decoded or encoded
+        here. A row without one (stored before that table, or changed outside the store) is
+        encoded from `samples` on the way."""
+        light = self.dialect.light_table
+        where, params = self._where(filters, light)
+        order = "DESC" if newest_first else "ASC"
+        sql = (f"SELECT {light}.seq, samples_json.body FROM {light} LEFT JOIN samples_json ON samples_json.seq = "
+               f"{light}.seq{where} ORDER BY {light}.seq {order} LIMIT ? OFFSET ?")
+        rows = self.database.stream(sql, [*params, self.dialect.no_limit if limit is None else limit, offset], chunk)
+        while batch := list(itertools.islice(rows, chunk)):
+            missing = [seq for seq, body in batch if body is None]
+            encoded = self._encode(missing) if missing else {}
+            for seq, body in batch:
+                yield bytes(body) if body is not None else encoded[seq]
+
+    def _encode(self, seqs: Sequence[int]) -> dict[int, bytes]:
+        with self.database.reading() as db:
+            return self._encode_rows(db, seqs)
+
+    def _encode_rows(self, db: Any, seqs: Sequence[int]) -> dict[int, bytes]:
+        marks = ", ".join("?" for _ in seqs)
+        rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq IN ({marks})", list(seqs)).fetchall()
+        return {row["seq"]: encode_record(self.to_record({name: row[name] for name in COLUMNS})) for row in rows}
+
+    def fill_json(self, chunk: int = 500) -> int:
+        """Write the JSON of rows that have none (stored before `samples_json` existed, or changed
+        outside the store), a chunk per transaction; returns how many. Reads are right without
+        it, only slower (`iter_json` encodes such rows on the way)."""
+        light = self.dialect.light_table
+        filled = 0
+        while True:
+            with self.database.transaction() as db:
+                seqs = [seq for (seq,) in db.execute(
+                    f"SELECT {light}.seq FROM {light} LEFT JOIN samples_json ON samples_json.seq = "
+                    f"{light}.seq WHERE samples_json.seq IS NULL LIMIT ?", (chunk,)).fetchall()]
+                if seqs:
+                    db.executemany("INSERT INTO samples_json (seq, body) VALUES (?, ?) ON CONFLICT (seq) DO NOTHING",
+                                   list(self._encode_rows(db, seqs).items()))
+            filled += len(seqs)
+            if len(seqs) < chunk:
+                return filled
+
+    def iter_json_zstd(self) -> Iterator[bytes]:
+        """Every record, as the JSON array `iter_json` gives, compressed with zstd: the blocks
+        compressed when rows were written, the rest on the way (`storage.json_blocks`). (PostgreSQL
+        keeps no blocks: writers there are concurrent, and a row committed late into a sealed range
+        would be missing from its block; every row is compressed on the way.)"""
+        if not self.dialect.json_blocks:
+            return json_blocks.stream_zstd(self.iter_json())
+        return self._blocks_zstd()
+
+    def _blocks_zstd(self) -> Iterator[bytes]:
+        with self.database.reading() as db:
+            yield from json_blocks.array_zstd(db, self._encode_rows)
+
+    def seal_json(self, force: bool = False) -> int:
+        """Compress the rows no block holds into blocks (`storage.json_blocks.seal`), when enough
+        follow the last block or `force`; returns how many rows were sealed. Called after every add."""
+        if not self.dialect.json_blocks:
+            return 0
+        with self.database.reading() as db:
+            if not force and json_blocks.unsealed_tail(db) < json_blocks.BLOCK_ROWS:
+                return 0
+        with self.database.transaction() as db:
+            return json_blocks.seal(db, self._encode_rows)
 
     def random(self, count: int, filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         where, params = self._where(filters)
@@ -351,10 +442,16 @@ class Store:
         unknown = [f for f in (*fields, *lengths.values()) if f not in COLUMNS or f == "extra"]
         if unknown or len(set(names)) != len(names):
             raise ValueError(f"bad column request: fields {list(fields)}, lengths {lengths}")
-        where, params = self._where(filters)
-        selected = [*fields, *(f"length({field})" for field in lengths.values())]
+        light = self.dialect.light_table
+        if set(fields) <= set(LIGHT_COLUMNS) and set(lengths.values()) <= set(TEXT_LENGTHS):
+            table = light   # SQLite: the narrow copy (the texts are not read)
+            selected = [*fields, *(self.dialect.length_of(field) for field in lengths.values())]
+        else:
+            table = "samples"
+            selected = [*fields, *(f"length({field})" for field in lengths.values())]
+        where, params = self._where(filters, table)
         with self.database.reading() as db:
-            rows = db.execute(f"SELECT {', '.join(selected)} FROM samples{where} ORDER BY seq", params).fetchall()
+            rows = db.execute(f"SELECT {', '.join(selected)} FROM {table}{where} ORDER BY seq", params).fetchall()
         values = zip(*rows) if rows else ([] for _ in names)
         result: dict[str, list[Any]] = {name: list(column) for name, column in zip(names, values)}
         for name in fields:   # values an older version stored with the wrong type are repaired
@@ -392,6 +489,25 @@ class Store:
         with self.database.reading() as db:
             row = db.execute("SELECT id FROM samples WHERE question_key = ? AND id != ?", (key, other_than)).fetchone()
         return row[0] if row else None
+
+    def column_arrays(self, fields: Sequence[str], *, lengths: Mapping[str, str] | None = None) -> dict[str, str] | None:
+        """What `columns` reads, for every sample, each column as one JSON array built by the
+        database (for readers that decode column-wise, such as Polars: no Python value per cell),
+        from the narrow copy; `simulated` as 0/1, `quality_flags` as arrays ([] for none).
+        `fields` must be short columns, `lengths` of the texts the copy measures (`ValueError`).
+        None when some row holds a value of the wrong type: `columns` repairs those."""
+        lengths = dict(lengths or {})
+        if not set(fields) <= set(LIGHT_COLUMNS) or not set(lengths.values()) <= set(TEXT_LENGTHS) \
+                or len({*fields, *lengths}) != len(fields) + len(lengths):
+            raise ValueError(f"bad column request: fields {list(fields)}, lengths {lengths}")
+        dialect = self.dialect
+        with self.database.reading() as db:
+            if dialect.any_damaged and db.execute(dialect.any_damaged).fetchone()[0]:
+                return None   # (an index holds just the damaged rows: this costs nothing)
+            expressions = [dialect.flags_json if f == "quality_flags" else f for f in fields]
+            expressions += [dialect.length_of(f) for f in lengths.values()]
+            row = db.execute(dialect.column_arrays(expressions)).fetchone()
+        return dict(zip([*fields, *lengths], row))
 
     def damaged_rows(self, limit: int = 100) -> dict[str, Any]:
         """Rows holding values of the wrong type (written by older versions, or by hand): reads
@@ -449,21 +565,8 @@ def _as_read(row: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, An
     return record
 
 
-def _damaged_condition() -> str:
-    """SQL true for a row holding a value of the wrong type: a superset check, confirmed in Python
-    by `repair_record`."""
-    checks = [f"typeof({name}) != 'text'" for name in TEXT_COLUMNS]
-    checks += [f"typeof({name}) NOT IN ('text', 'null')" for name in OPTIONAL_TEXT_COLUMNS]
-    checks += [f"(typeof({name}) NOT IN ('integer', 'null') OR {name} < 0 OR {name} > {MAX_COUNT})"
-               for name in COUNT_COLUMNS]
-    checks += [f"(typeof({name}) NOT IN ('real', 'integer', 'null') OR abs({name}) > 1e308)" for name in NUMBER_COLUMNS]
-    checks.append("typeof(simulated) != 'integer' OR simulated NOT IN (0, 1)")
-    checks.append("(quality_flags IS NOT NULL AND quality_flags != '' AND CASE WHEN typeof(quality_flags) = 'text' "
-                  "AND json_valid(quality_flags) THEN json_type(quality_flags) != 'array' OR EXISTS (SELECT 1 FROM "
-                  "json_each(samples.quality_flags) WHERE type != 'text') ELSE 1 END)")
-    checks.append("(extra IS NOT NULL AND extra != '' AND CASE WHEN typeof(extra) = 'text' AND json_valid(extra) "
-                  "THEN json_type(extra) != 'object' ELSE 1 END)")
-    return " OR ".join(f"({check})" for check in checks)
+def _damaged_condition(names: Sequence[str] = COLUMNS) -> str:
+    return " OR ".join(f"({check})" for name, check in damaged_checks().items() if name in names) or "0"
 
 
 _DAMAGED = _damaged_condition()

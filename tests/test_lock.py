@@ -5,6 +5,8 @@ import re
 import tomllib
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -19,9 +21,16 @@ def pins(lock: Path) -> dict[str, tuple[str, int]]:
 
 
 def declared(extra: str | None = None) -> dict[str, str]:
+    """name -> pinned version for each dependency pyproject.toml declares (extras and markers allowed)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     entries = project["dependencies"] + (project["optional-dependencies"][extra] if extra else [])
-    return {name.lower().replace("_", "-"): version for name, version in (e.split("==") for e in entries)}
+    found: dict[str, str] = {}
+    for entry in entries:
+        requirement = Requirement(entry)          # psycopg[binary]==3.3.6; backports-zstd==1.8.0; python_version < '3.14'
+        (pin,) = requirement.specifier
+        assert pin.operator == "==", f"pyproject.toml must pin {requirement.name} with ==, not {pin}"
+        found[requirement.name.lower().replace("_", "-")] = pin.version
+    return found
 
 
 def test_every_declared_dependency_is_locked_at_its_version_with_hashes():

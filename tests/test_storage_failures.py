@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from storage import schema
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.sqlite_only   # the SQLite file itself; PostgreSQL's own tests: test_postgres.py
@@ -54,7 +55,7 @@ def test_health_reports_a_full_disk_and_recovers(make_app):
     disk_full(app, False)
     health = client.get("/api/health").get_json()
     assert health["status"] == "ok" and health["store"] == {"writable": True, "path": "dataset.sqlite3", "backend": "sqlite",
-                                                             "schema_version": 4}
+                                                             "schema_version": schema.LATEST}
     assert "problems" not in health
 
 

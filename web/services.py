@@ -82,9 +82,11 @@ class Services:
     def _warm_up(self) -> None:
         """The statistics frame first (the dashboard asks for it at once), then the duplicate index
         (generation waits for it; at 100,000 samples it takes seconds), then a look for rows an
-        older version stored with values of the wrong type (reported, repaired when read). One step
+        older version stored with values of the wrong type (reported, repaired when read); between them
+        the ready JSON of rows stored before it was kept (`Store.fill_json`). One step
         failing is logged and never stops the next: the index above all must be built."""
         for step, work in (("statistics frame", self.stats.frame), ("duplicate index", self.quality.build),
+                           ("JSON of older rows", self.store.fill_json),
                            ("damaged-row scan", self._report_damaged_rows)):
             try:
                 work()

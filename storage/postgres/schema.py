@@ -128,11 +128,30 @@ def _create_change_log(session: Session) -> None:
         session.execute(statement)
 
 
+# Each sample's JSON as a read returns it (`Store.iter_json`), written by the store with every add
+# and update; a row changed or deleted by other means loses it (the trigger), so it is never stale.
+JSON_STATEMENTS = (
+    "CREATE TABLE samples_json (seq BIGINT PRIMARY KEY, body BYTEA NOT NULL)",
+    """CREATE FUNCTION drop_sample_json() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        DELETE FROM samples_json WHERE seq = OLD.seq;
+        RETURN NULL;
+    END $$""",
+    "CREATE TRIGGER samples_json_drop AFTER UPDATE OR DELETE ON samples FOR EACH ROW EXECUTE FUNCTION drop_sample_json()",
+)
+
+
+def _create_json_table(session: Session) -> None:
+    for statement in JSON_STATEMENTS:
+        session.execute(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "samples (unique id and question key, full-text index), batches, batch_attempts, storage_probe",
               _create_v1),
     Migration(2, "sample_changes: every sample write, logged by a trigger, for other servers (changes.ChangeFeed)",
               _create_change_log),
+    Migration(3, "samples_json: every sample's JSON ready to send, written by the store", _create_json_table),
 )
 LATEST = MIGRATIONS[-1].version
 

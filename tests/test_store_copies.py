@@ -1,0 +1,162 @@
+"""The store's two copies kept for fast reads: each sample's JSON ready to send (`samples_json`,
+`Store.iter_json`) and the narrow table of short columns and text lengths (`samples_light`, behind
+`count` and `columns`). Both must say exactly what the samples table says, whatever wrote it."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import polars as pl
+import pytest
+
+from storage.store import Store
+
+
+def record(sample_id: str, **fields) -> dict:
+    return {"id": sample_id, "question": f"Question {sample_id}?", "answer": "Answer.", "reasoning": "Step 1: x",
+            "case_citation": "Donoghue v Stevenson [1932] AC 562", "topic": "Tort Law - Nuisance",
+            "difficulty": "basic", **fields}
+
+
+def decoded(store: Store, **kwargs) -> list[dict]:
+    return [json.loads(body) for body in store.iter_json(**kwargs)]
+
+
+def stored_json_rows(path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT COUNT(*) FROM samples_json").fetchone()[0]
+    finally:
+        db.close()
+
+
+def back_to_version_3(path) -> None:
+    """Drop what versions after 3 added, as the release before them left its files."""
+    db = sqlite3.connect(path)
+    with db:
+        for kind, name in db.execute("SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'table') AND "
+                                     "(name LIKE 'samples_light%' OR name LIKE 'samples_json%') ORDER BY type = 'table'"
+                                     ).fetchall():
+            db.execute(f"DROP {kind.upper()} IF EXISTS {name}")
+        db.execute("DELETE FROM schema_migrations WHERE version > 3")
+    db.close()
+
+
+def test_ready_json_is_what_a_read_returns_after_adds_updates_and_deletes(make_store):
+    store = make_store("j.sqlite3")
+    store.add_many([record("a", provider="groq", latency=2, quality_flags=["short_answer"], reviewer="Ann"),
+                    record("b", answer="Caf\u00e9 \u2013 \U0001F600", simulated=True), record("c")])
+    store.update("a", {"answer": "Rewritten.", "difficulty": "expert"})
+    store.delete("b")
+    assert decoded(store) == json.loads(json.dumps(store.list()))
+    assert decoded(store)[0]["answer"] == "Rewritten." and decoded(store)[0]["reviewer"] == "Ann"
+    assert decoded(store, filters={"difficulty": "expert"}) == json.loads(json.dumps(store.list({"difficulty": "expert"})))
+    assert [r["id"] for r in decoded(store, limit=1, offset=1)] == ["c"]
+    assert [r["id"] for r in decoded(store, newest_first=True)] == ["c", "a"]
+    with store.database.reading() as db:   # the deleted row's JSON went with it
+        assert db.execute("SELECT COUNT(*) FROM samples_json").fetchone()[0] == 2
+    store.close()
+
+
+@pytest.mark.sqlite_only
+def test_a_row_changed_outside_the_store_is_never_served_stale(tmp_path):
+    path = tmp_path / "o.sqlite3"
+    store = Store(path)
+    store.add_many([record("a"), record("b")])
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE samples SET answer = 'Edited by hand.', prompt_tokens = 'lots' WHERE id = 'a'")
+    db.close()
+    rows = decoded(store)
+    assert rows[0]["answer"] == "Edited by hand." and rows[0]["prompt_tokens"] is None   # repaired like any read
+    assert rows == json.loads(json.dumps(store.list()))
+    assert store.fill_json() == 1 and stored_json_rows(path) == 2 and decoded(store) == rows
+    assert store.fill_json() == 0
+    store.close()
+
+
+@pytest.mark.sqlite_only
+def test_rows_stored_before_the_copies_existed_get_them(tmp_path):
+    path = tmp_path / "v3.sqlite3"
+    store = Store(path)
+    store.add_many([record("a", answer="x" * 50, quality_flags=["us_law"]), record("b", batch_id="b1")])
+    store.close()
+    back_to_version_3(path)
+    reopened = Store(path)
+    assert reopened.count() == 2 and reopened.count({"batch_id": "b1"}) == 1
+    assert reopened.columns(("id", "quality_flags"), lengths={"a_len": "answer"}) == {
+        "id": ["a", "b"], "quality_flags": [["us_law"], []], "a_len": [50, 7]}
+    assert decoded(reopened) == json.loads(json.dumps(reopened.list()))   # encoded on the way
+    assert reopened.fill_json(chunk=1) == 2 and stored_json_rows(path) == 2
+    assert decoded(reopened) == json.loads(json.dumps(reopened.list()))
+    reopened.close()
+
+
+@pytest.mark.sqlite_only
+def test_the_narrow_copy_follows_every_write(tmp_path):
+    path = tmp_path / "l.sqlite3"
+    store = Store(path)
+    store.add_many([record("a", batch_id="b1"), record("b", batch_id="b2"), record("c", batch_id="b1")])
+    store.update("a", {"question": "Shorter?", "quality_flags": ["near_duplicate"]})
+    store.delete("b")
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE samples SET topic = 'Contract Law - Formation', reasoning = 'abc' WHERE id = 'c'")
+    db.close()
+    lengths = {"q": "question", "a": "answer", "r": "reasoning", "c": "case_citation", "t": "topic"}
+    fields = ("id", "topic", "batch_id", "quality_flags", "created_at", "simulated")
+    from_light = store.columns(fields, lengths=lengths)
+    records = store.list()
+    assert from_light == {
+        "id": ["a", "c"], "topic": ["Tort Law - Nuisance", "Contract Law - Formation"], "batch_id": ["b1", "b1"],
+        "quality_flags": [["near_duplicate"], []], "created_at": [r["created_at"] for r in records],
+        "simulated": [False, False], **{name: [len(r[field]) for r in records] for name, field in lengths.items()}}
+    # a field the narrow copy lacks is read from the samples table, with the same answer for the rest
+    assert store.columns((*fields, "question"), lengths=lengths) == {**from_light, "question": ["Shorter?", "Question c?"]}
+    assert store.count({"flag": "near_duplicate"}) == 1 and store.count({"practice_area": "Contract Law"}) == 1
+    store.close()
+
+
+def test_the_statistics_frame_read_column_wise_equals_the_one_read_row_by_row(make_store):
+    from dataset import stats
+
+    store = make_store("f.sqlite3")
+    store.add_many([record("a", provider="groq", model="m1", prompt_tokens=10, completion_tokens=20,
+                           quality_score=0.75, quality_flags=["short_answer", "us_law"], simulated=True),
+                    record("b", topic="Contract Law - Formation", sample_type="case_analysis", batch_id="b1"),
+                    record("c", answer="\u00e9" * 30, duplicate_of="a", quality_flags=[])])
+    store.update("b", {"difficulty": "expert"})
+    fast = stats.StatsFrame(store).frame()
+    arrays = store.column_arrays(stats.LOAD_FIELDS, lengths=stats.LOAD_LENGTHS)
+    assert arrays is not None and json.loads(arrays["quality_flags"]) == [["short_answer", "us_law"], [], []]
+    slow = stats.StatsFrame(store)
+    slow.store = type("RowByRow", (), {"column_arrays": lambda *a, **k: None, "columns": store.columns})()
+    assert fast.to_dicts() == slow.frame().to_dicts() and fast.schema == slow.frame().schema
+    assert fast.filter(fast["id"] == "c")["a_len"].to_list() == [30]
+    empty = make_store("empty.sqlite3")
+    assert stats.StatsFrame(empty).frame().height == 0
+    if store.dialect.name != "sqlite":   # PostgreSQL's typed columns cannot hold a value of the wrong type
+        return
+    db = sqlite3.connect(store.path)   # a value of the wrong type: no arrays, the repairing read instead
+    with db:
+        db.execute("UPDATE samples SET prompt_tokens = 'lots' WHERE id = 'a'")
+    db.close()
+    assert store.column_arrays(stats.LOAD_FIELDS, lengths=stats.LOAD_LENGTHS) is None
+    assert stats.StatsFrame(store).frame().filter(pl.col("id") == "a")["prompt_tokens"].to_list() == [None]
+    store.close()
+    empty.close()
+
+
+def test_the_statistics_frame_folds_a_long_run_of_writes_in_as_it_goes(make_store, monkeypatch):
+    from dataset import stats
+
+    monkeypatch.setattr(stats, "PENDING_ROWS", 3)
+    store = make_store("p.sqlite3")
+    frame = stats.StatsFrame(store)
+    frame.frame()
+    for i in range(10):
+        store.add(record(f"r{i}"))
+        assert len(frame._pending) < 3   # never more than a few rows held as dicts
+    store.delete("r4")
+    assert frame.frame()["id"].to_list() == [f"r{i}" for i in range(10) if i != 4]
+    store.close()
