@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from storage.dialect import SEARCH_COLUMNS  # shared with PostgreSQL's index
 from storage.errors import SchemaError, SchemaTooNew
@@ -103,9 +103,11 @@ def _create_v1(db: sqlite3.Connection) -> None:
 
 @dataclass(frozen=True)
 class Migration:
+    """One numbered schema change; `apply(connection)` runs its statements (a sqlite3 connection
+    here, a PostgreSQL session in `storage.postgres.schema`, which uses this class too)."""
     version: int
     name: str
-    apply: Callable[[sqlite3.Connection], None]
+    apply: Callable[[Any], None]
 
 
 def _create_storage_probe(db: sqlite3.Connection) -> None:

@@ -13,92 +13,43 @@ and nowhere else; the store's own tables must keep the columns SQLite's layout h
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
-
+from storage.dialect import SEARCH_DOCUMENT
 from storage.errors import SchemaTooNew
 from storage.postgres.session import Session
-from storage.dialect import SEARCH_DOCUMENT
+from storage.schema import V1_STATEMENTS as SQLITE_V1
+from storage.schema import Migration
 
 MIGRATION_LOCK = 7_104_202_611   # pg_advisory_xact_lock key: one migrating server at a time
 
+# Version 1: SQLite's version-1 tables (`storage.schema.V1_STATEMENTS`, frozen), in PostgreSQL's types,
+# plus what SQLite added later and PostgreSQL has from the start: the unique question key, the
+# full-text index (a GIN index on `SEARCH_DOCUMENT`), the write check's table, and a `seq` on batches
+# (SQLite orders them by rowid).
+_TYPES = (("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+          (" INTEGER", " BIGINT"), (" REAL", " DOUBLE PRECISION"), (" BLOB", " BYTEA"))
+
+
+def postgres_ddl(statement: str) -> str:
+    """A SQLite DDL statement of the shared layout in PostgreSQL's types."""
+    for sqlite_type, postgres_type in _TYPES:
+        statement = statement.replace(sqlite_type, postgres_type)
+    return statement
+
+
 V1_STATEMENTS = (
-    """CREATE TABLE samples (
-        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        id TEXT NOT NULL,
-        question TEXT NOT NULL,
-        answer TEXT NOT NULL,
-        reasoning TEXT NOT NULL,
-        case_citation TEXT NOT NULL,
-        topic TEXT NOT NULL,
-        difficulty TEXT NOT NULL,
-        sample_type TEXT,
-        provider TEXT,
-        model TEXT,
-        batch_id TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        prompt_tokens BIGINT,
-        completion_tokens BIGINT,
-        latency DOUBLE PRECISION,
-        attempts BIGINT,
-        simulated SMALLINT NOT NULL DEFAULT 0,
-        quality_score DOUBLE PRECISION,
-        quality_flags TEXT,
-        duplicate_of TEXT,
-        extra TEXT,
-        question_key BYTEA,
-        CONSTRAINT samples_id_unique UNIQUE (id),
-        CONSTRAINT samples_question_key_unique UNIQUE (question_key)
-    )""",
-    "CREATE INDEX samples_batch ON samples(batch_id)",
-    "CREATE INDEX samples_topic ON samples(topic)",
-    "CREATE INDEX samples_difficulty ON samples(difficulty)",
+    *(postgres_ddl(statement) for statement in SQLITE_V1),
+    "ALTER TABLE samples ADD COLUMN question_key BYTEA",
+    "ALTER TABLE samples ADD CONSTRAINT samples_question_key_unique UNIQUE (question_key)",
     f"CREATE INDEX samples_search ON samples USING GIN ({SEARCH_DOCUMENT})",
-    """CREATE TABLE batches (
-        seq BIGINT GENERATED ALWAYS AS IDENTITY,
-        id TEXT PRIMARY KEY,
-        status TEXT NOT NULL,
-        started_at TEXT NOT NULL,
-        completed_at TEXT,
-        updated_at TEXT NOT NULL,
-        state TEXT NOT NULL
-    )""",
-    "CREATE INDEX batches_status ON batches(status)",
-    """CREATE TABLE batch_attempts (
-        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        batch_id TEXT NOT NULL,
-        slot INTEGER NOT NULL,
-        provider TEXT,
-        model TEXT,
-        outcome TEXT NOT NULL,
-        category TEXT,
-        latency DOUBLE PRECISION,
-        prompt_tokens BIGINT,
-        completion_tokens BIGINT,
-        message TEXT,
-        sample_id TEXT,
-        at TEXT NOT NULL
-    )""",
-    "CREATE INDEX batch_attempts_batch ON batch_attempts(batch_id)",
+    "ALTER TABLE batches ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY",
     "CREATE TABLE storage_probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL, filler BYTEA)",
 )
-
-# The constraint a duplicate insert breaks, by the column it guards.
-UNIQUE_CONSTRAINTS = {"samples_id_unique": "id", "samples_question_key_unique": "question_key"}
 
 
 def _create_v1(session: Session) -> None:
     for statement in V1_STATEMENTS:
         session.execute(statement)
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    apply: Callable[[Session], None]
 
 
 CHANGE_LOG_STATEMENTS = (
