@@ -333,10 +333,11 @@ class BatchRun:
                 self.stored += 1
                 self._storage_recovered()
                 self._record_success(slot, result)
-                if self.stored >= self.state.total:
-                    self._finish(COMPLETED)
-                else:
-                    self._save()
+                if self.stored >= self.state.total:   # the last sample's attempts are in the log before
+                    self._log_attempts(claim.number, [a.to_dict() for a in result.attempts], record["id"])
+                    self._finish(COMPLETED)           # the batch reads completed
+                    return
+                self._save()
         if duplicate is not None:   # as a rejection by the quality gate: the slot is tried again
             detail = f"exact_duplicate: same question as {duplicate.duplicate_of!r}"
             last = result.attempts[-1].to_dict()
