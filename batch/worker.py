@@ -333,11 +333,13 @@ class BatchRun:
                 self.stored += 1
                 self._storage_recovered()
                 self._record_success(slot, result)
-                if self.stored >= self.state.total:   # the last sample's attempts are in the log before
-                    self._log_attempts(claim.number, [a.to_dict() for a in result.attempts], record["id"])
-                    self._finish(COMPLETED)           # the batch reads completed
-                    return
-                self._save()
+                # under the lock, as the sample was stored: a completed batch's log holds every success
+                self._log_attempts(claim.number, [a.to_dict() for a in result.attempts], record["id"])
+                if self.stored >= self.state.total:
+                    self._finish(COMPLETED)
+                else:
+                    self._save()
+                return
         if duplicate is not None:   # as a rejection by the quality gate: the slot is tried again
             detail = f"exact_duplicate: same question as {duplicate.duplicate_of!r}"
             last = result.attempts[-1].to_dict()
@@ -346,8 +348,6 @@ class BatchRun:
                 {**last, "outcome": "rejected", "category": "invalid_output",
                  "message": f"quality: exact_duplicate | {detail}"}])
             self._on_rejected(slot, result, detail)
-            return
-        self._log_attempts(claim.number, [a.to_dict() for a in result.attempts], record["id"])
 
     # -- storage failures ------------------------------------------------------------------
 
