@@ -7,7 +7,9 @@ value: `storage.batches.BatchRepository` persists it, the batch worker changes i
 limit, a rejected output, a storage failure, the batch's own end); time spent waiting for a cooling
 model or for budget goes to `waits`. `provider`/`model` name what produced most of the samples
 (what was requested, `requested_provider`/`requested_model`, until something is produced);
-`models_used`/`providers_used` count the samples each one produced.
+`models_used`/`providers_used` count the samples each one produced. `requested_models` and
+`strategy` are how the batch routes (saved with it, so a resumed batch routes the same way);
+`cost_usd` is its stored samples' tokens at the configured prices.
 """
 from __future__ import annotations
 
@@ -46,6 +48,8 @@ class BatchState:
     model: str | None = None              # the model that produced the most samples (requested until then)
     requested_provider: str | None = None  # what the batch was started with (None: the default order)
     requested_model: str | None = None
+    requested_models: list[str] | None = None   # the batch's own fallback order ("provider/model"), exactly
+    strategy: str | None = None           # how candidates are ordered (order, cheapest, fastest, spread)
     topic_filter: str | None = None
     difficulty_filter: str | None = None
     reasoning_instruction: str | None = None
@@ -55,6 +59,7 @@ class BatchState:
     samples_generated: int = 0
     progress: int = 0                     # percent
     total_tokens: int = 0
+    cost_usd: float = 0.0                 # the stored samples' tokens at configured prices
     current_sample: str | None = None
     current_provider: str | None = None
     current_model: str | None = None
@@ -146,5 +151,6 @@ class BatchState:
             "model_switches": self.model_switches, "provider_switches": self.provider_switches,
             "final_error": self.final_error, "requested_provider": self.requested_provider,
             "requested_model": self.requested_model, "models_used": self.models_used,
-            "providers_used": self.providers_used,
+            "providers_used": self.providers_used, "requested_models": self.requested_models,
+            "strategy": self.strategy, "cost_usd": self.cost_usd,
         }

@@ -12,10 +12,10 @@ from batch.rotation import Rotation, Slot
 from batch.worker import BatchRun
 from config.catalog import BALANCE, DEFAULT_SAMPLE_TYPE, DIFFICULTIES, SAMPLE_TYPES, TOPICS, find_topic
 from generation.engine import GenerationEngine
-from generation.requests import (RequestProblem, check_difficulty, check_sample_type, resolve_provider_model,
-                                resolve_topic_label)
+from generation.requests import (RequestProblem, check_difficulty, check_sample_type, check_strategy,
+                                model_names, resolve_models, resolve_provider_model, resolve_topic_label)
 from config.providers import AppConfig
-from state import RUNNING, STOPPED, BatchState, new_batch_id, utc_now
+from state import FAILED, RUNNING, STOPPED, BatchState, new_batch_id, utc_now
 from storage.batches import BatchRepository
 from storage.store import Store
 
@@ -57,10 +57,14 @@ class BatchManager:
 
     def start(self, *, target_count: int, provider: str | None = None, model: str | None = None,
               topic: str | None = None, difficulty: str | None = None, reasoning_instruction: str | None = None,
-              sample_type: str | None = None) -> BatchState:
+              sample_type: str | None = None, models: list[str] | None = None,
+              strategy: str | None = None) -> BatchState:
         """Validate everything, then start; RequestProblem (400), BatchConflict (409), NoProviders or
-        ShuttingDown (503)."""
+        ShuttingDown (503). `models` (exactly these, in order) and `strategy` (default: the
+        configured one) are saved with the batch and used again when it resumes."""
         provider, model = resolve_provider_model(self.config, provider, model)
+        order = model_names(resolve_models(self.config, models, provider, model))
+        strategy = check_strategy(self.config, strategy)
         topic_label = resolve_topic_label(None, topic).label if topic else None
         difficulty = check_difficulty(difficulty)
         sample_type = check_sample_type(sample_type)
@@ -80,7 +84,8 @@ class BatchManager:
             state = BatchState(batch_id=new_batch_id(), target_count=target_count, start_count=current,
                                total=target_count - current, provider=provider, model=model,
                                requested_provider=provider, requested_model=model,
-                               topic_filter=topic_label, difficulty_filter=difficulty,
+                               requested_models=order, strategy=strategy, topic_filter=topic_label,
+                               difficulty_filter=difficulty,
                                reasoning_instruction=reasoning_instruction or None,
                                sample_type_filter=sample_type)
             self.repo.save(state)
@@ -101,12 +106,14 @@ class BatchManager:
     def _run_for(self, state: BatchState, stored: int) -> BatchRun:
         rotation = self._rotation(state)
         if stored:
-            done = self.store.columns(("topic", "difficulty", "sample_type", "provider", "model"),
-                                      filters={"batch_id": state.batch_id})
+            done = self.store.columns(("topic", "difficulty", "sample_type", "provider", "model", "prompt_tokens",
+                                       "completion_tokens"), filters={"batch_id": state.batch_id})
             rows = zip(done["topic"], done["difficulty"], done["sample_type"])
             rotation.seed(Slot(t, difficulty, sample_type or DEFAULT_SAMPLE_TYPE)
                           for topic, difficulty, sample_type in rows if (t := find_topic(topic)) is not None)
             state.set_samples_used(list(zip(done["provider"], done["model"])))   # as stored, whatever was saved
+            state.cost_usd = round(sum(self.config.cost(*usage) for usage in zip(
+                done["provider"], done["model"], done["prompt_tokens"], done["completion_tokens"])), 8)
         return BatchRun(state, engine=self.engine, store=self.store, repo=self.repo, rotation=rotation,
                         settings=self.settings, publish=self._publish, quality=self.quality,
                         simulated=self.simulated, stored=stored)
@@ -125,6 +132,13 @@ class BatchManager:
             for state in unfinished[-1:]:
                 if state.batch_id in self._runs and self._runs[state.batch_id].alive():
                     continue
+                problem = self._routing_problem(state)
+                if problem is not None:   # the configuration changed under it: say so, do not guess
+                    state.status, state.running, state.completed_at = FAILED, False, utc_now()
+                    state.final_error = f"cannot resume: {problem} (the configuration changed since it started)"
+                    state.add_error({"error": state.final_error, "fatal": True})
+                    self.repo.save(state)
+                    continue
                 stored = self.repo.stored_samples(state.batch_id)
                 state.samples_generated = stored
                 state.progress = int(100 * stored / state.total) if state.total else 100
@@ -136,6 +150,15 @@ class BatchManager:
                 run.start()
                 resumed.append(state.batch_id)
         return resumed
+
+    def _routing_problem(self, state: BatchState) -> str | None:
+        """Why the batch's saved models/strategy no longer fit the configuration, or None."""
+        try:
+            resolve_models(self.config, state.requested_models)
+            check_strategy(self.config, state.strategy)
+        except RequestProblem as exc:
+            return str(exc)
+        return None
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -220,6 +243,12 @@ class BatchManager:
             return live.history_record()
         state = self.repo.get(batch_id)
         return state.history_record() if state else None
+
+    def attempts(self, batch_id: str) -> list[dict[str, Any]]:
+        """The batch's attempt log, each attempt with `cost_usd`: its tokens at configured prices."""
+        return [{**row, "cost_usd": round(self.config.cost(row.get("provider"), row.get("model"),
+                                                           row.get("prompt_tokens"), row.get("completion_tokens")), 8)}
+                for row in self.repo.attempts(batch_id)]
 
     def stuck(self) -> list[dict[str, Any]]:
         """Running batches with no worker behind them (zombies) or no progress for too long.

@@ -259,8 +259,9 @@ class BatchRun:
 
     def _request(self, slot: Slot) -> GenerationRequest:
         s = self.state
+        models = tuple(_pair(entry) for entry in s.requested_models) if s.requested_models else None
         return GenerationRequest(slot.topic, slot.difficulty, slot.sample_type, s.requested_provider,
-                                 s.requested_model, s.reasoning_instruction)
+                                 s.requested_model, s.reasoning_instruction, models, s.strategy)
 
     def _run_slot(self, claim: Claim) -> None:
         slot = claim.slot
@@ -301,7 +302,8 @@ class BatchRun:
             self._activity.notify_all()
         outcome: GenerationResult | RoutingError
         try:
-            outcome = self.engine.generate(self._request(slot), cancel=self.stop_event)
+            outcome = self.engine.generate(self._request(slot), cancel=self.stop_event,
+                                           pace_wait=self.settings.pace_wait_seconds)
         except RoutingError as exc:
             outcome = exc
         finally:
@@ -417,6 +419,7 @@ class BatchRun:
         s.samples_generated = self.stored
         s.progress = int(100 * self.stored / s.total) if s.total else 100
         s.total_tokens += result.total_tokens
+        s.cost_usd = round(s.cost_usd + result.cost_usd, 8)
         s.attempts_total += len(result.attempts)
         s.current_provider, s.current_model = result.provider, result.model
         s.count_samples(result.provider, result.model)
@@ -600,6 +603,12 @@ class BatchRun:
 
     def _sleep(self, seconds: float) -> None:
         self.stop_event.wait(seconds)
+
+
+def _pair(entry: str) -> tuple[str, str]:
+    """"provider/model" (as saved with the batch) -> (provider, model)."""
+    provider, _, model = entry.partition("/")
+    return provider, model
 
 
 def _attempt_text(attempt: AttemptRecord) -> str:

@@ -90,7 +90,9 @@ def progress_line(state: dict[str, Any]) -> str:
 def ending(state: dict[str, Any]) -> str:
     batch_id, status = state.get("batch_id"), state.get("status")
     if status == "completed":
-        return (f"batch {batch_id} completed: {count(state)} samples, {state.get('total_tokens', 0):,} tokens, "
+        cost = state.get("cost_usd")
+        spent = f" (${cost:,.4f})" if isinstance(cost, (int, float)) and not isinstance(cost, bool) else ""
+        return (f"batch {batch_id} completed: {count(state)} samples, {state.get('total_tokens', 0):,} tokens{spent}, "
                 f"in {elapsed(state)}")
     if status == "failed":
         return f"batch {batch_id} failed at {count(state)} samples: {state.get('final_error') or 'no reason given'}"

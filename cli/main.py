@@ -102,21 +102,31 @@ def follow_options(func: Any) -> Any:
 @click.option("--sample-type", help="case_analysis, educational, client_interaction, statutory_interpretation "
                                     "or balance (a rotating mix).")
 @click.option("--reasoning-instruction", help="Extra instruction for the reasoning steps.")
+@click.option("--models", "models", metavar="P/M,...",
+              help='Exactly these models, in this order, e.g. "groq/llama-3.3-70b-versatile,cerebras/llama-3.3-70b" '
+                   "(instead of --provider/--model).")
+@click.option("--strategy", help="How models are ordered: order, cheapest, fastest or spread (default: the server's).")
 @click.option("--follow", "follow_it", is_flag=True, help="Follow the batch until it ends (see: batch follow).")
 @follow_options
 @click.pass_obj
 def batch_start(settings: Settings, target: int, provider: str | None, model: str | None, topic: str | None,
                 difficulty: str | None, sample_type: str | None, reasoning_instruction: str | None,
+                models: str | None, strategy: str | None,
                 follow_it: bool, stop_on_interrupt: bool, plain: bool | None, give_up_after: float) -> None:
     """Start a batch that grows the dataset to --target samples."""
     body = {"target_count": target, "provider": provider, "model": model, "topic": topic,
-            "difficulty": difficulty, "sample_type": sample_type, "reasoning_instruction": reasoning_instruction}
+            "difficulty": difficulty, "sample_type": sample_type, "reasoning_instruction": reasoning_instruction,
+            "models": [m.strip() for m in models.split(",")] if models is not None else None, "strategy": strategy}
     client = settings.client()
     answer = client.post("/api/generate/batch/start", {k: v for k, v in body.items() if v is not None})
     batch_id = answer.get("batch_id")
     out = console()
     model_text = f"{answer.get('provider') or 'the default provider'}" + \
         (f"/{answer['model']}" if answer.get("model") else " (its first model)")
+    if answer.get("models"):
+        model_text = ", then ".join(answer["models"])
+    if answer.get("strategy") and answer["strategy"] != "order":
+        model_text += f" (strategy: {answer['strategy']})"
     out.print(f"started batch {batch_id}: adding {answer.get('total', '?')} sample(s) to reach "
               f"{answer.get('target_count', target)}, on {model_text}", soft_wrap=True, markup=False)
     if not follow_it:

@@ -29,6 +29,13 @@ def size(kib: Any) -> str:
     return f"{kib / 1024:,.1f} MB" if kib >= 1024 else f"{kib:,.1f} KB"
 
 
+def dollars(value: Any) -> str:
+    """"$0.0123" (4 decimals: a sample costs fractions of a cent), "-" when unknown."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-"
+    return f"${value:,.4f}"
+
+
 def share(part: Any, whole: Any) -> str:
     return f"{100 * part / whole:.0f}%" if isinstance(part, (int, float)) and whole else "-"
 
@@ -99,7 +106,11 @@ def batch_view(state: dict[str, Any]) -> RenderableType:
                  f"{count(state)} samples, {rate(state)}")
     grid.add_row("dataset", f"{number(state.get('start_count'))} → {number(state.get('target_count'))} samples")
     requested = "/".join(p for p in (state.get("provider"), state.get("model")) if p) or "default"
+    if state.get("requested_models"):
+        requested = ", ".join(str(m) for m in state["requested_models"])
     grid.add_row("model", f"{where(state)} (requested: {requested})")
+    if state.get("strategy"):
+        grid.add_row("strategy", str(state["strategy"]))
     filters = [f"{label} {state[key]}" for key, label in (
         ("topic_filter", "topic"), ("difficulty_filter", "difficulty"), ("sample_type_filter", "sample type"))
         if state.get(key)]
@@ -109,6 +120,8 @@ def batch_view(state: dict[str, Any]) -> RenderableType:
         grid.add_row("ended", when(state.get("completed_at")))
     grid.add_row("elapsed", elapsed(state))
     grid.add_row("tokens", number(state.get("total_tokens")))
+    if isinstance(state.get("cost_usd"), (int, float)):
+        grid.add_row("cost", dollars(state["cost_usd"]))
     if running and state.get("waiting_reason"):
         grid.add_row("waiting", f"until {clock_time(state.get('waiting_until'))}: {state.get('waiting_reason')}")
     grid.add_row("switches", f"{number(state.get('model_switches_total') or 0)} model, "
@@ -134,12 +147,13 @@ def batches_table(states: Iterable[dict[str, Any]], title: str) -> Table:
 
 
 def history_table(records: Iterable[dict[str, Any]], title: str) -> Table:
-    table = _table(title, "batch", "status", ">samples", ">tokens", "model", "started", "ended", ">errors")
+    table = _table(title, "batch", "status", ">samples", ">tokens", ">cost", "model", "started", "ended", ">errors")
     for record in records:
         model = "/".join(str(p) for p in (record.get("provider"), record.get("model")) if p) or "default"
         table.add_row(str(record.get("id") or record.get("batch_id")), status_text(record.get("status")),
                       f"{record.get('samples_generated', 0)}/{record.get('target', 0)}",
-                      number(record.get("tokens_used")), model, when(record.get("started_at"), seconds=False),
+                      number(record.get("tokens_used")), dollars(record.get("cost_usd")), model,
+                      when(record.get("started_at"), seconds=False),
                       when(record.get("completed_at"), seconds=False),
                       number(record.get("errors_total", len(_rows(record.get("errors"))))))
     return table

@@ -1,1 +1,1 @@
-"""Fallback routing: decision table, health board, rate limiter, metrics, router."""
+"""Fallback routing: decision table, health board, rate limiter, metrics, router, routing strategies."""

@@ -69,6 +69,12 @@ class _ModelStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     last_failure: dict[str, Any] | None = None
+    success_latency: float | None = None   # moving average of successful calls (the `fastest` strategy)
+
+
+# Weight of the newest success in `success_latency`: recent enough to follow a model that slows down,
+# smooth enough that one slow answer does not reorder the models.
+LATENCY_SMOOTHING = 0.3
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -106,6 +112,10 @@ class Metrics:
                 stats.failures[category] += 1
                 stats.last_failure = {"category": category, "message": message, "at": utc_now_iso()}
             if latency is not None:
+                if category is None:
+                    previous = stats.success_latency
+                    stats.success_latency = latency if previous is None else \
+                        previous + LATENCY_SMOOTHING * (latency - previous)
                 stats.latencies.append(latency)
                 outcome = "success" if category is None else "failure"
                 stats.histograms.setdefault(outcome, LatencyHistogram()).observe(latency)
@@ -125,6 +135,12 @@ class Metrics:
     def switches(self) -> list[dict[str, Any]]:
         with self._lock:
             return [e.to_dict() for e in self._switches]
+
+    def success_latency(self, provider: str, model: str) -> float | None:
+        """Recent latency of the model's successful calls (a moving average), None before its first."""
+        with self._lock:
+            stats = self._models.get((provider, model))
+            return stats.success_latency if stats else None
 
     def latency_histograms(self, provider: str, model: str) -> dict[str, LatencyHistogram]:
         """Copies of the model's latency histograms by outcome ("success", "failure"); only observed ones."""

@@ -1,15 +1,17 @@
 """The fallback router: runs one unit of work (one sample) across providers and models.
 
 Order: the requested model, the rest of its provider's list, then the other providers' lists in
-`engine.provider_order` (then any other declared provider), skipping what is cooling, disabled,
-not configured or out of budget. One run never tries the same (provider, model) twice, and is
-bounded by `engine.max_attempts` and `engine.sample_deadline_seconds`. When nothing can be tried
-now, the run waits for the earliest recovery if the caller allows that wait, or raises
-`AllCooling` with the time to come back.
+`engine.provider_order` (then any other declared provider), or exactly the caller's own `models`
+list; a strategy (`fallback/strategies.py`: order, cheapest, fastest, spread) may reorder them.
+The run skips what is cooling, disabled, not configured or out of budget. One run never tries the
+same (provider, model) twice, and is bounded by `engine.max_attempts` and
+`engine.sample_deadline_seconds`. When nothing can be tried now, the run waits for the earliest
+recovery if the caller allows that wait, or raises `AllCooling` with the time to come back.
 """
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,10 +19,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar, Union
 
 from errors import Category, Failure, classify
+from fallback.budgets import CompletionBudgets
 from fallback.health import BUSY, OWNED, Blocked, HealthBoard
-from fallback.limiter import RateLimiter, Reservation, Wait, window_label
+from fallback.limiter import WINDOW_NAMES, RateLimiter, Reservation, Wait, window_label
 from fallback.metrics import Metrics, SwitchEvent, utc_now_iso
 from fallback.policy import Action, Decision, Policy
+from fallback.strategies import Signals, arrange
 from config.providers import EngineConfig, ModelConfig
 from providers.client import Completion, ProviderClient
 from providers.headers import read_rate_limits
@@ -126,6 +130,7 @@ class _Run:
     cancel: threading.Event | None
     max_wait: float = 0.0
     prompt_tokens: int = 0
+    pace_wait: float = 0.0            # how long to wait when only budget (pacing) holds every candidate
     tried: set[Pair] = field(default_factory=set)
     skip_providers: set[str] = field(default_factory=set)
     per_category: dict[str, int] = field(default_factory=dict)
@@ -133,6 +138,7 @@ class _Run:
     attempts: list[AttemptRecord] = field(default_factory=list)
     switches: list[SwitchEvent] = field(default_factory=list)
     previous: Pair | None = None
+    budget: int = 0                   # the completion budget of the attempt under way
     pending: Failure | None = None
     last_failure: Failure | None = None
 
@@ -140,8 +146,11 @@ class _Run:
 class Router:
     def __init__(self, engine: EngineConfig, providers: Mapping[str, ProviderClient], health: HealthBoard,
                  limiter: RateLimiter, metrics: Metrics, policy: Policy,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, budgets: CompletionBudgets | None = None,
+                 rng: random.Random | None = None):
         self.engine = engine
+        self.budgets = budgets or CompletionBudgets(engine.pacing)
+        self.rng = rng or random.Random()
         self.providers = providers
         self.health = health
         self.limiter = limiter
@@ -168,6 +177,49 @@ class Router:
             pairs.extend((name, m) for m in models)
         return pairs
 
+    def completion_budget(self, provider: str, model: ModelConfig) -> int:
+        """The `max_completion_tokens` to send: learned from the model's answers, within its bounds."""
+        config = self.providers[provider].config
+        return self.budgets.budget(provider, model.id, config.completion_floor(model), config.completion_budget(model))
+
+    def candidates(self, *, provider: str | None = None, model: str | None = None,
+                   models: Sequence[Pair] | None = None, strategy: str | None = None,
+                   prompt_tokens: int = 0) -> list[Pair]:
+        """The pairs one run tries, in order: `models` exactly (nothing appended), else the plan;
+        ordered by `strategy` (default `engine.strategy`), a requested model kept first and a
+        requested provider's models ahead of the others."""
+        if models:
+            groups = [list(dict.fromkeys(models))]
+        else:
+            pairs = self.plan(provider, model)
+            lead = provider or (self.engine.default_provider if model else None)
+            pinned = pairs[:1] if model else []
+            own = [p for p in pairs[len(pinned):] if p[0] == lead]
+            groups = [pinned, own, [p for p in pairs[len(pinned):] if p[0] != lead]]
+        return arrange(groups, strategy or self.engine.strategy, self._signals(prompt_tokens))
+
+    def _signals(self, prompt_tokens: int) -> Signals:
+        def model_of(pair: Pair) -> ModelConfig | None:
+            return self.providers[pair[0]].config.model(pair[1])
+
+        def cost(pair: Pair) -> float:
+            model = model_of(pair)
+            if model is None:
+                return math.inf
+            return model.price.cost(prompt_tokens, self.completion_budget(pair[0], model))
+
+        def headroom(pair: Pair) -> float:
+            model = model_of(pair)
+            if model is None or not self.providers[pair[0]].configured or self.blocked(pair) is not None:
+                return 0.0
+            tokens = prompt_tokens + self.completion_budget(pair[0], model)
+            admits = [window["remaining"] / (1 if WINDOW_NAMES.get(name, ("requests",))[0] == "requests" else tokens)
+                      for name, window in self.limiter.snapshot(*pair).items()]
+            return max(0.0, min(admits)) if admits else math.inf
+
+        return Signals(cost=cost, latency=lambda pair: self.metrics.success_latency(*pair), headroom=headroom,
+                       rng=self.rng)
+
     def blocked(self, pair: Pair) -> Blocked | None:
         client = self.providers[pair[0]]
         return self.health.blocked(pair[0], pair[1], client.key_fingerprint)
@@ -175,9 +227,12 @@ class Router:
     # -- running ---------------------------------------------------------------------------
 
     def run(self, call: Call, *, prompt_tokens: int, provider: str | None = None, model: str | None = None,
-            max_wait: float = 0.0, cancel: threading.Event | None = None) -> Routed:
-        run = _Run(self.plan(provider, model), self.clock() + self.engine.sample_deadline_seconds, cancel, max_wait,
-                   prompt_tokens)
+            models: Sequence[Pair] | None = None, strategy: str | None = None,
+            max_wait: float = 0.0, cancel: threading.Event | None = None, pace_wait: float = 0.0) -> Routed:
+        plan = self.candidates(provider=provider, model=model, models=models, strategy=strategy,
+                               prompt_tokens=prompt_tokens)
+        run = _Run(plan, self.clock() + self.engine.sample_deadline_seconds, cancel, max_wait,
+                   prompt_tokens, pace_wait)
         while True:
             self._check_bounds(run)
             choice = self._choose(run, prompt_tokens)
@@ -229,8 +284,9 @@ class Router:
             owns_probe = probe == OWNED
             handed_over = False   # from here a probe we own is ours until `run` takes it with the pair
             try:
-                tokens = prompt_tokens + client.config.completion_budget(model)
-                reservation = self.limiter.reserve(name, model_id, tokens)
+                run.budget = self.completion_budget(name, model)
+                client.sdk()   # built before the budget is taken, so the request leaves when it is reserved
+                reservation = self.limiter.reserve(name, model_id, self._prompt(name, prompt_tokens) + run.budget)
                 if isinstance(reservation, Reservation):
                     self._note_skips(run, pair, waiting)
                     handed_over = True
@@ -255,10 +311,11 @@ class Router:
                                    waiting=waiting)
             return self._error(AttemptsExhausted, "every candidate failed: " + self._why(run, waiting), run,
                                retry_after=self._earliest_recovery(run.plan), waiting=waiting)
-        earliest = min(w[0] for w in recoverable)
+        earliest, _, hold = min(recoverable, key=lambda w: w[0])
         now = self.clock()
         delay = max(0.0, earliest - now)
-        if delay <= min(run.deadline - now, run.max_wait):
+        patience = max(run.max_wait, run.pace_wait) if isinstance(hold, Wait) else run.max_wait
+        if delay <= min(run.deadline - now, patience):
             self._sleep(run, delay)
             return None
         blocked = self.report(run, waiting)
@@ -307,7 +364,7 @@ class Router:
                              message=last.message if last else None)
             else:
                 wait = hold if isinstance(hold, Wait) else self.limiter.wait_time(
-                    name, model_id, run.prompt_tokens + client.config.completion_budget(model))
+                    name, model_id, self._prompt(name, run.prompt_tokens) + self.completion_budget(name, model))
                 if wait > 0:
                     entry.update(why="budget", window=wait.windows[0] if wait.windows else None,
                                  windows=list(wait.windows),
@@ -357,6 +414,8 @@ class Router:
         client = self.providers[name]
         model = client.config.model(model_id)
         assert model is not None
+        if run.budget and run.budget != client.config.completion_budget(model):
+            model = model.model_copy(update={"max_completion_tokens": run.budget})
         run.tried.add(pair)
         run.previous = pair
         started_at, started = utc_now_iso(), time.perf_counter()
@@ -366,8 +425,9 @@ class Router:
             latency = time.perf_counter() - started
             self._after_failure(run, pair, reservation, exc, started_at, latency)
             return None
+        self._learn_budget(run, pair, completion)
         self.limiter.settle(reservation, self._charged(client, completion.total_tokens))
-        self.limiter.observe(name, model_id, read_rate_limits(completion.headers, client.kind))
+        self.limiter.observe(name, model_id, read_rate_limits(completion.headers, client.kind), reservation.tokens)
         self.health.record_success(name, model_id)
         self.metrics.record_attempt(name, model_id, category=None, latency=completion.latency,
                                     prompt_tokens=completion.prompt_tokens,
@@ -385,9 +445,13 @@ class Router:
         completion: Completion | None = getattr(exc, "completion", None)
         response = getattr(exc, "response", None)
         headers = dict(getattr(response, "headers", None) or {}) or (completion.headers if completion else {})
-        self.limiter.observe(name, model_id, read_rate_limits(headers, client.kind))
+        self.limiter.observe(name, model_id, read_rate_limits(headers, client.kind), reservation.tokens)
         used = completion.total_tokens if completion else (0 if failure.status and failure.status < 500 else None)
         self.limiter.settle(reservation, self._charged(client, used) if completion else used)
+        if completion is not None:
+            self._learn_budget(run, pair, completion)
+        if failure.category == Category.RATE_LIMIT:
+            self.limiter.rate_limited(reservation, failure.wait_seconds, failure.message)
 
         rule = self.policy.rule_for(failure)
         in_a_row = self.health.count_failure(name, model_id) if not rule.critical else self.health.in_a_row(name, model_id) + 1
@@ -421,6 +485,16 @@ class Router:
             return False
         return any(p != name and p not in run.skip_providers and self.providers[p].configured
                    for p, _ in run.plan)
+
+    def _learn_budget(self, run: _Run, pair: Pair, completion: Completion) -> None:
+        """Feed the answer's completion tokens to the model's budget; a cut-off answer raises it."""
+        self.budgets.observe(pair[0], pair[1], completion.completion_tokens,
+                             completion.finish_reason == "length", run.budget)
+        self.budgets.observe_prompt(pair[0], run.prompt_tokens, completion.prompt_tokens)
+
+    def _prompt(self, provider: str, estimated: int) -> int:
+        """The prompt's estimated tokens, corrected by what the provider's answers reported."""
+        return int(estimated * self.budgets.prompt_scale(provider) + 0.5)
 
     @staticmethod
     def _charged(client: ProviderClient, used: int | None) -> int | None:

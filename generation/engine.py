@@ -18,6 +18,7 @@ from config.catalog import Topic
 from errors import InvalidOutput, warm_up
 from fallback.health import HealthBoard
 from fallback.limiter import RateLimiter
+from fallback.limiter_state import LimiterStore
 from fallback.metrics import Metrics, SwitchEvent, utc_now_iso
 from fallback.policy import Policy
 from fallback.router import AttemptRecord, Router
@@ -35,6 +36,8 @@ class GenerationRequest:
     provider: str | None = None
     model: str | None = None
     instruction: str | None = None
+    models: tuple[tuple[str, str], ...] | None = None   # exactly these (provider, model) pairs, in order
+    strategy: str | None = None                         # None: engine.strategy
 
     @property
     def spec(self) -> SampleSpec:
@@ -53,25 +56,38 @@ class GenerationResult:
     elapsed: float                       # the whole run, failed attempts and waits included
     attempts: list[AttemptRecord] = field(default_factory=list)
     switches: list[SwitchEvent] = field(default_factory=list)
+    cost_usd: float = 0.0                # the successful call at configured prices
 
     @property
     def total_tokens(self) -> int:
         return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
 
 
+def _copy(rng: random.Random | None) -> random.Random | None:
+    """An independent generator in the same state (a seeded engine stays deterministic)."""
+    if rng is None:
+        return None
+    twin = random.Random()
+    twin.setstate(rng.getstate())
+    return twin
+
+
 class GenerationEngine:
     def __init__(self, config: AppConfig, env: Mapping[str, str], *, clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None, rejected_kept: int = 50):
+                 rng: random.Random | None = None, rejected_kept: int = 50,
+                 limiter_store: LimiterStore | None = None):
         self.config = config
         self.clock = clock
         self.providers: dict[str, ProviderClient] = build_providers(config.providers, env)
         self.health = HealthBoard(clock)
         limits = {(p, m.id): m.limits for p, pc in config.providers.items() for m in pc.models}
-        self.limiter = RateLimiter(limits, clock)
+        # `limiter_store`: where the limiter keeps its state (default: in memory, this server only;
+        # a shared store lets several servers pace to one budget, with a shared clock).
+        self.limiter = RateLimiter(limits, clock, config.engine.pacing, limiter_store)
         self.metrics = Metrics()
         self.policy = Policy(config.engine, rng)
         self.router = Router(config.engine, self.providers, self.health, self.limiter, self.metrics,
-                             self.policy, clock)
+                             self.policy, clock, rng=_copy(rng))
         self._rejected: deque[dict[str, Any]] = deque(maxlen=rejected_kept)
         self._lock = threading.Lock()
         warm_up()
@@ -98,9 +114,11 @@ class GenerationEngine:
         chars = sum(len(m["content"]) for m in messages)
         return int(chars / self.config.engine.estimate_chars_per_token) + 8 * len(messages)
 
-    def generate(self, request: GenerationRequest, *, max_wait: float = 0.0,
+    def generate(self, request: GenerationRequest, *, max_wait: float = 0.0, pace_wait: float = 0.0,
                  cancel: threading.Event | None = None) -> GenerationResult:
-        """One validated sample, or a `fallback.router.RoutingError` saying why not and until when."""
+        """One validated sample, or a `fallback.router.RoutingError` saying why not and until when.
+        `max_wait`: how long it may wait for anything to recover; `pace_wait`: how long for budget
+        alone (the limiter's pacing), when that is longer."""
         spec = request.spec
         messages = build_messages(spec)
         started = time.perf_counter()
@@ -115,14 +133,16 @@ class GenerationEngine:
                 raise
 
         routed = self.router.run(call, prompt_tokens=self.estimate_prompt_tokens(messages),
-                                 provider=request.provider, model=request.model,
-                                 max_wait=max_wait, cancel=cancel)
+                                 provider=request.provider, model=request.model, models=request.models,
+                                 strategy=request.strategy, max_wait=max_wait, pace_wait=pace_wait, cancel=cancel)
         completion = routed.completion
         return GenerationResult(
             content=routed.value, request=request, provider=completion.provider, model=completion.model,
             prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
             latency=completion.latency, elapsed=time.perf_counter() - started,
-            attempts=routed.attempts, switches=routed.switches)
+            attempts=routed.attempts, switches=routed.switches,
+            cost_usd=self.config.cost(completion.provider, completion.model, completion.prompt_tokens,
+                                      completion.completion_tokens))
 
     def _keep_rejected(self, completion: Completion, reason: str, raw: str) -> None:
         with self._lock:
@@ -182,7 +202,7 @@ class GenerationEngine:
         state = self.health.state(provider, model.id, client.key_fingerprint, self.router.to_wall)
         if state["state"] != "ok":
             return {k: state.get(k) for k in ("state", "until", "seconds_left", "category", "reason")}
-        wait = self.limiter.wait_time(provider, model.id, client.config.completion_budget(model))
+        wait = self.limiter.wait_time(provider, model.id, self.router.completion_budget(provider, model))
         if wait <= 0:
             return None
         hold: dict[str, Any] = {"state": "out_of_budget", "window": wait.windows[0] if wait.windows else None,
@@ -191,6 +211,17 @@ class GenerationEngine:
             hold["until"] = datetime.fromtimestamp(self.router.to_wall(now + wait), timezone.utc).isoformat()
             hold["seconds_left"] = round(float(wait), 3)
         return hold
+
+    def completion_budget(self, provider: str, model: ModelConfig) -> dict[str, Any]:
+        """The model's learned completion budget: `budget` (sent now), `configured`, `minimum`,
+        `learned`, `answers` it was learned from, `truncated` answers, their `p50`/`p95`."""
+        config = self.providers[provider].config
+        return self.router.budgets.report(provider, model.id, config.completion_floor(model),
+                                          config.completion_budget(model))
+
+    def learned_limits(self, provider: str) -> list[dict[str, Any]]:
+        """Limits learned from the provider's 429s, with their scope (see RateLimiter.learned_limits)."""
+        return self.limiter.learned_limits(provider)
 
     def model_state(self, provider: str, model: str) -> dict[str, Any]:
         client = self.providers[provider]

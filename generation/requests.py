@@ -8,7 +8,7 @@ from typing import Any
 
 from config.catalog import BALANCE, DEFAULT_SAMPLE_TYPE, DIFFICULTIES, SAMPLE_TYPES, TOPICS, Topic, find_topic, resolve_topic
 from generation.engine import GenerationRequest, GenerationResult
-from config.providers import AppConfig
+from config.providers import STRATEGY_NAMES, AppConfig
 from storage.store import new_sample_id
 
 
@@ -83,17 +83,69 @@ def resolve_provider_model(config: AppConfig, provider: str | None, model: str |
     return owners[0], model
 
 
+MAX_MODELS = 64   # entries in a request's own `models` order
+
+
+def resolve_models(config: AppConfig, models: list[str] | None, provider: str | None = None,
+                   model: str | None = None) -> tuple[tuple[str, str], ...] | None:
+    """A request's own fallback order, `["groq/llama-3.3-70b-versatile", "cerebras/..."]`, as
+    (provider, model) pairs checked against the configuration; None when not given. The provider is
+    what comes before the first "/" (model ids may hold one: "groq/openai/gpt-oss-120b")."""
+    if models is None:
+        return None
+    if not isinstance(models, list) or not all(isinstance(entry, str) for entry in models):
+        raise RequestProblem('models must be a list of "provider/model" strings')
+    if not models:
+        raise RequestProblem("models must name at least one model; leave it out for the configured order")
+    if len(models) > MAX_MODELS:
+        raise RequestProblem(f"models lists {len(models)} entries; at most {MAX_MODELS}")
+    if provider or model:
+        raise RequestProblem("give either models (the whole order) or provider/model, not both")
+    pairs: list[tuple[str, str]] = []
+    for index, entry in enumerate(models):
+        name, slash, model_id = entry.strip().partition("/")
+        if not slash or not name or not model_id:
+            raise RequestProblem(f'models[{index}]: {entry!r} is not "provider/model"')
+        if name not in config.providers:
+            raise RequestProblem(f"models[{index}]: unknown provider {name!r} in {entry!r}; "
+                                 f"use one of {', '.join(config.providers)}")
+        if config.providers[name].model(model_id) is None:
+            raise RequestProblem(f"models[{index}]: unknown model {entry!r}; GET /api/models lists them")
+        if (name, model_id) in pairs:
+            raise RequestProblem(f"models[{index}]: {entry!r} appears twice")
+        pairs.append((name, model_id))
+    return tuple(pairs)
+
+
+def check_strategy(config: AppConfig, strategy: str | None) -> str:
+    """The strategy to use: the one given (checked) or the configured default."""
+    if strategy is None or strategy == "":
+        return config.engine.strategy
+    if strategy not in STRATEGY_NAMES:
+        raise RequestProblem(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGY_NAMES)}")
+    return strategy
+
+
+def model_names(pairs: tuple[tuple[str, str], ...] | None) -> list[str] | None:
+    """(provider, model) pairs back as "provider/model" strings."""
+    return [f"{p}/{m}" for p, m in pairs] if pairs is not None else None
+
+
 def build_request(config: AppConfig, rotation: SampleTypeRotation, *, practice_area: str | None, topic: str,
                   difficulty: str | None, provider: str | None, model: str | None, sample_type: str | None,
-                  instruction: str | None) -> GenerationRequest:
+                  instruction: str | None, models: list[str] | None = None,
+                  strategy: str | None = None) -> GenerationRequest:
     """A validated engine request; raises RequestProblem naming what is wrong."""
     resolved = resolve_topic_label(practice_area, topic)
     level = check_difficulty(difficulty, resolved.difficulty)
     kind = check_sample_type(sample_type) or DEFAULT_SAMPLE_TYPE
+    provider, model = resolve_provider_model(config, provider, model)
+    order = resolve_models(config, models, provider, model)
+    strategy = check_strategy(config, strategy)
     if kind == BALANCE:
         kind = rotation.next()
-    provider, model = resolve_provider_model(config, provider, model)
-    return GenerationRequest(resolved, level or resolved.difficulty, kind, provider, model, instruction or None)
+    return GenerationRequest(resolved, level or resolved.difficulty, kind, provider, model, instruction or None,
+                             order, strategy)
 
 
 def sample_record(result: GenerationResult, *, batch_id: str | None = None, simulated: bool = False) -> dict[str, Any]:

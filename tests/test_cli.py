@@ -302,3 +302,23 @@ def test_usage_errors_exit_2():
     assert result.exit_code == 2 and "--target" in result.output
     result = CliRunner().invoke(cli, ["export", "--format", "xml", "-o", "x"])
     assert result.exit_code == 2
+
+
+def test_batch_start_sends_models_and_strategy_and_status_shows_routing_and_cost(scripted):
+    scripted.json("POST", "/api/generate/batch/start", {
+        "success": True, "batch_id": BATCH, "total": 5, "target_count": 5, "provider": "groq", "model": None,
+        "models": ["cerebras/c-small", "groq/g-small"], "strategy": "cheapest"})
+    result = run(scripted, "batch", "start", "--target", "5", "--models", "cerebras/c-small, groq/g-small",
+                 "--strategy", "cheapest")
+    assert result.exit_code == 0, result.output
+    assert json.loads(scripted.requests[-1][3]) == {"target_count": 5, "models": ["cerebras/c-small", "groq/g-small"],
+                                                   "strategy": "cheapest"}
+    assert "cerebras/c-small, then groq/g-small (strategy: cheapest)" in result.stdout
+    scripted.json("GET", "/api/generate/batch/status", state(
+        requested_models=["cerebras/c-small", "groq/g-small"], strategy="cheapest", cost_usd=0.01234))
+    out = run(scripted, "batch", "status", BATCH).stdout
+    assert "requested: cerebras/c-small, groq/g-small" in out and "cheapest" in out and "$0.0123" in out
+    scripted.json("GET", "/api/generate/batch/history", {"success": True, "count": 1, "batches": [
+        {"id": BATCH, "status": "completed", "samples_generated": 5, "target": 5, "tokens_used": 900,
+         "cost_usd": 0.5, "started_at": "2024-01-01T10:00:00+00:00"}]})
+    assert "$0.5000" in run(scripted, "batch", "history").stdout

@@ -64,6 +64,7 @@ def _raw():
     (lambda r: r["engine"].update(cooldowns={"rate_limit": -5}), "cooldowns.rate_limit: must be >= 0"),
     (lambda r: r["engine"].update(cooldowns={"sunspots": 5}), "engine.cooldowns.sunspots: unknown failure category"),
     (lambda r: r["providers"]["groq"].update(colour="blue"), "providers.groq.colour"),
+    (lambda r: r["engine"].update(strategy="random"), "engine.strategy: Input should be 'order'"),
 ])
 def test_invalid_configuration_fails_naming_the_bad_entry(mutate, expected):
     raw = _raw()

@@ -40,12 +40,14 @@ def manager() -> BatchManager:
 @bp.post("/api/generate/batch/start")
 @operation("Start a batch that grows the dataset to target_count", body=BatchStartBody, errors=(409, 503),
            response=ok("message", "batch_id", "total", "target_count", message=STRING, batch_id=STRING,
-                       provider=nullable(STRING), model=nullable(STRING), total=INT, target_count=INT))
+                       provider=nullable(STRING), model=nullable(STRING), total=INT, target_count=INT,
+                       strategy=STRING, models=nullable(arr(STRING))))
 def start(body: BatchStartBody):
     try:
         state = manager().start(target_count=body.target_count, provider=body.provider, model=body.model,
                                 topic=body.topic, difficulty=body.difficulty,
-                                reasoning_instruction=body.reasoning_instruction, sample_type=body.sample_type)
+                                reasoning_instruction=body.reasoning_instruction, sample_type=body.sample_type,
+                                models=body.models, strategy=body.strategy)
     except RequestProblem as exc:
         raise ApiError(400, str(exc)) from None
     except BatchConflict as exc:
@@ -56,7 +58,8 @@ def start(body: BatchStartBody):
         raise ApiError(503, str(exc), {"Retry-After": str(RESTART_RETRY_AFTER_SECONDS)}) from None
     return jsonify({"success": True, "message": f"batch started: {state.total} sample(s) to add",
                     "batch_id": state.batch_id, "provider": state.provider or services().default_provider(),
-                    "model": state.model, "total": state.total, "target_count": state.target_count})
+                    "model": state.model, "total": state.total, "target_count": state.target_count,
+                    "strategy": state.strategy, "models": state.requested_models})
 
 
 @bp.post("/api/generate/batch/stop")
@@ -101,13 +104,13 @@ def history():
 
 
 @bp.get("/api/batch/<batch_id>/attempts")
-@operation("Every attempt a batch made", errors=(404,),
+@operation("Every attempt a batch made, each with its cost_usd at configured prices", errors=(404,),
            response=listing("attempts", OBJ, "batch_id", batch_id=STRING))
 def attempts(batch_id: str):
     mgr = manager()
     if mgr.history_record(batch_id) is None:
         raise ApiError(404, f"no batch with id {batch_id!r}")
-    rows = mgr.repo.attempts(batch_id)
+    rows = mgr.attempts(batch_id)
     return jsonify({"success": True, "batch_id": batch_id, "attempts": rows, "count": len(rows)})
 
 

@@ -6,7 +6,7 @@ import math
 from flask import Blueprint, jsonify
 
 from fallback.router import AllCooling, GaveUp, NoRecovery, RoutingError, Stopped
-from generation.requests import RequestProblem, build_request, sample_record
+from generation.requests import RequestProblem, build_request, model_names, sample_record
 from quality.service import Rejection
 from storage.store import DuplicateQuestion, utc_now
 from web.errors import ApiError
@@ -47,7 +47,8 @@ def generate(body: GenerateBody):
     try:
         request = build_request(svc.config, svc.rotation, practice_area=body.practice_area, topic=body.topic,
                                 difficulty=body.difficulty, provider=body.provider, model=body.model,
-                                sample_type=body.sample_type, instruction=body.reasoning_instruction)
+                                sample_type=body.sample_type, instruction=body.reasoning_instruction,
+                                models=body.models, strategy=body.strategy)
     except RequestProblem as exc:
         raise ApiError(400, str(exc)) from None
     if not svc.engine.configured_providers():
@@ -80,6 +81,9 @@ def generate(body: GenerateBody):
         "success": True, "sample": record, "saved": rejection is None and body.save,
         "rejected": {"codes": list(rejection.codes), "detail": rejection.detail} if rejection else None,
         "tokens_used": result.total_tokens, "elapsed": round(result.elapsed, 3), "provider": result.provider,
-        "model": result.model, "attempts": [a.to_dict() for a in result.attempts],
+        "model": result.model, "attempts": [
+            {**a.to_dict(), "cost_usd": round(svc.config.cost(a.provider, a.model, a.prompt_tokens,
+                                                              a.completion_tokens), 8)} for a in result.attempts],
         "switches": [s.to_dict() for s in result.switches],
+        "cost_usd": round(result.cost_usd, 8), "strategy": request.strategy, "models": model_names(request.models),
     })

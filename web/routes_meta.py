@@ -6,6 +6,7 @@ import time
 from flask import Blueprint, jsonify
 
 from config.catalog import BALANCE, DEFAULT_SAMPLE_TYPE, SAMPLE_TYPES, TOPICS
+from config.providers import STRATEGY_NAMES
 from web.operation import operation
 from web.schemas import BOOL, INT, NUMBER, OBJ, STRING, arr, nullable, obj, ok
 from web.services import Services, services
@@ -63,21 +64,22 @@ def providers():
     return jsonify({"success": True, "providers": out, "default_provider": svc.default_provider()})
 
 
-MODEL = obj("id", "provider", id=STRING, name=STRING, provider=STRING, provider_name=STRING,
+MODEL = obj("id", "provider", id=STRING, key=STRING, name=STRING, provider=STRING, provider_name=STRING,
             context_window=nullable(INT), owned_by=nullable(STRING), thinking=BOOL, legacy=BOOL, limits=OBJ,
             price_per_1m=OBJ, max_completion_tokens=nullable(INT))
 
 
 @bp.get("/api/models")
-@operation("Models from configuration (no network)", response=ok(
-    "models", "default_provider", "default_model", models=arr(MODEL), default_provider=STRING, default_model=STRING))
+@operation("Models from configuration (no network); `key` is the entry a `models` order takes", response=ok(
+    "models", "default_provider", "default_model", models=arr(MODEL), default_provider=STRING, default_model=STRING,
+    strategies=arr(STRING), default_strategy=STRING))
 def models():
     svc = services()
     out = []
     for name, client in svc.engine.providers.items():
         for model in client.config.models:
             out.append({
-                "id": model.id, "name": model.display_name, "provider": name,
+                "id": model.id, "key": f"{name}/{model.id}", "name": model.display_name, "provider": name,
                 "provider_name": client.display_name, "context_window": model.context_window,
                 "owned_by": model.owned_by, "thinking": model.thinking, "legacy": model.legacy,
                 "limits": model.limits.model_dump(), "price_per_1m": model.price.model_dump(),
@@ -86,7 +88,8 @@ def models():
     default_provider = svc.default_provider() or svc.config.engine.default_provider
     default_model = svc.config.providers[default_provider].models[0].id
     return jsonify({"success": True, "models": out, "default_provider": default_provider,
-                    "default_model": default_model})
+                    "default_model": default_model, "strategies": list(STRATEGY_NAMES),
+                    "default_strategy": svc.config.engine.strategy})
 
 
 def _database(svc: Services) -> dict:

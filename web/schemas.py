@@ -86,7 +86,8 @@ _HISTORY: Json = obj(
                                                                               "failed"]},
     errors=arr(OBJ), errors_total=INT, waits=arr(_WAIT), waits_total=INT, model_switches=arr(OBJ),
     provider_switches=arr(OBJ), final_error=nullable(STRING), requested_provider=nullable(STRING),
-    requested_model=nullable(STRING), models_used=_USED, providers_used=_USED)
+    requested_model=nullable(STRING), models_used=_USED, providers_used=_USED,
+    requested_models=nullable(arr(STRING)), strategy=nullable(STRING), cost_usd=NUMBER)
 _HISTORY["properties"]["model"]["description"] = ("The model that produced the most samples "
                                                   "(what was requested until one is stored)")
 _HISTORY["properties"]["provider"]["description"] = "The provider of that model"
@@ -107,6 +108,9 @@ _STATE_DESCRIPTIONS = {
     "rate_per_minute": "Samples stored over the last minute (waits included; never over less than 10 s)",
     "eta_seconds": "The rest of a current wait plus the remaining samples at rate_per_minute; null: unknown",
     "eta_note": "Set when the estimate includes a wait or cannot be made, saying why",
+    "requested_models": 'The batch\'s own fallback order ("provider/model"), tried exactly; null: the configured order',
+    "strategy": "How candidates are ordered: order, cheapest, fastest or spread (kept when the batch resumes)",
+    "cost_usd": "The stored samples' tokens at the configured prices (USD)",
 }
 
 

@@ -15,14 +15,16 @@ import json
 import re
 from array import array
 from itertools import accumulate
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from flask import request
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError,
                       field_validator)
 from pydantic_core import PydanticCustomError
 
+from config.providers import STRATEGY_NAMES
 from dataset.importing import split_lines
+from generation.requests import MAX_MODELS
 from storage import records
 from web.errors import ApiError
 
@@ -64,7 +66,33 @@ class Body(BaseModel):
     what: ClassVar[str] = "request"   # how error messages name the body
 
 
-class GenerateBody(Body):
+ModelEntry = Annotated[StrictStr, Field(min_length=1, max_length=300)]
+MODELS_FIELD = Field(default=None, min_length=1, max_length=MAX_MODELS, description=(
+    'Exactly these models, tried in this order (nothing else is appended), as "provider/model" from '
+    "GET /api/models; not together with provider/model"))
+STRATEGY_FIELD = Field(default=None, description=(
+    "How the candidates are ordered: order (configured or given order), cheapest (configured prices), "
+    "fastest (observed latency), spread (across providers by remaining budget); default: engine.strategy"))
+
+
+class Routing(Body):
+    """The `models` and `strategy` fields shared by single generation and batches."""
+
+    models: list[ModelEntry] | None = MODELS_FIELD
+    strategy: Literal["order", "cheapest", "fastest", "spread"] | None = STRATEGY_FIELD
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _known_strategy(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None   # blank: the default, as for provider and model
+        if isinstance(value, str) and value.strip() not in STRATEGY_NAMES:
+            raise PydanticCustomError("unknown_strategy", "unknown strategy {value}; use one of {names}",
+                                      {"value": repr(value[:100]), "names": ", ".join(STRATEGY_NAMES)})
+        return value.strip() if isinstance(value, str) else value
+
+
+class GenerateBody(Routing):
     practice_area: StrictStr | None = Field(default=None, max_length=200)
     topic: StrictStr = Field(min_length=1, max_length=300)
     difficulty: StrictStr | None = Field(default=None, max_length=50)
@@ -75,7 +103,7 @@ class GenerateBody(Body):
     save: StrictBool = True
 
 
-class BatchStartBody(Body):
+class BatchStartBody(Routing):
     target_count: StrictInt = Field(ge=1, le=1_000_000)
     provider: StrictStr | None = Field(default=None, max_length=100)
     model: StrictStr | None = Field(default=None, max_length=200)
