@@ -23,6 +23,7 @@ from dataset.stats import StatsFrame
 from generation.engine import GenerationEngine
 from generation.requests import SampleTypeRotation
 from quality.service import QualityService
+from storage import open_storage
 from storage.store import Store
 
 log = logging.getLogger("api")
@@ -47,7 +48,7 @@ class Services:
     def build(cls, settings: Settings, config: AppConfig | None = None, *, demo: Any = None) -> "Services":
         """Everything the app needs, wired together; nothing started."""
         config = config or load_config(settings.provider_config_file, settings.env)
-        store = Store(settings.database_path)
+        store = open_storage(settings)
         engine = GenerationEngine(config, settings.env)
         quality = QualityService(store)
         batches = BatchManager(engine=engine, store=store, config=config, quality=quality,
