@@ -20,12 +20,9 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from storage.coordination import BatchLeases, ServerRegistry
-
-if TYPE_CHECKING:
-    from batch.manager import BatchManager
 
 log = logging.getLogger("batch")
 
@@ -51,10 +48,18 @@ class Cluster:
                 "servers": [s for s in servers if not s["self"]]}
 
 
+class LeaseHolder(Protocol):
+    """What the keeper drives: the batch manager."""
+
+    def keep_leases(self) -> None: ...
+
+    def lease_unreachable(self, now: float) -> None: ...
+
+
 class LeaseKeeper:
     """The thread that keeps this server's heartbeat and lease (see the module docstring)."""
 
-    def __init__(self, cluster: Cluster, manager: "BatchManager"):
+    def __init__(self, cluster: Cluster, manager: LeaseHolder):
         self.cluster = cluster
         self.manager = manager
         self._stop = threading.Event()
