@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     # rows a background import stores per transaction; cancellation and shutdown act between chunks
     import_chunk_rows: int = Field(1000, ge=1, le=100_000, validation_alias="IMPORT_CHUNK_ROWS")
 
+    # PostgreSQL mode: seconds a batch lease lasts unrenewed; a server that dies mid-batch is
+    # replaced by another live server within about this time
+    batch_lease_seconds: float = Field(30.0, ge=0.5, le=3600, allow_inf_nan=False, validation_alias="BATCH_LEASE_SECONDS")
+
     _env: Mapping[str, str] = PrivateAttr(default_factory=lambda: MappingProxyType({}))
 
     @model_validator(mode="before")

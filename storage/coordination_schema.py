@@ -45,6 +45,11 @@ STATEMENTS: tuple[str, ...] = (
         message text,
         since timestamptz NOT NULL DEFAULT clock_timestamp()
     )""",
+    # the rate limiter's records (`storage.shared_limiter`): one per scope key, e.g. "groq/llama-3.1-8b"
+    """CREATE TABLE IF NOT EXISTS limiter_state (
+        key text PRIMARY KEY,
+        state jsonb NOT NULL
+    )""",
     """CREATE OR REPLACE FUNCTION uklaw_fence_batch_sample() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE
         me text := coalesce(current_setting('uklaw.server_id', true), '');
