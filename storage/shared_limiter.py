@@ -60,5 +60,5 @@ class PostgresLimiterStore(Generic[R]):
 
     def read(self) -> dict[str, R]:
         with self.connect() as db:
-            rows = db.execute("SELECT key, state FROM limiter_state ORDER BY key FOR UPDATE").fetchall()
+            rows = db.execute("SELECT key, state FROM limiter_state ORDER BY key").fetchall()
         return {key: self.decode(state) for key, state in rows}
