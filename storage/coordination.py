@@ -18,22 +18,31 @@ it reads the lease row `FOR SHARE`, so a takeover waits for a sample being store
 it, or the late sample is refused: the batch never ends above its target, even when an owner that
 lost its lease (paused, cut off) wakes up and tries to store.
 
-`connect` is any callable giving a connection context (a psycopg_pool `ConnectionPool.connection`):
-each call is one short transaction, committed when the block ends.
+`connect` is a callable giving a connection inside one short transaction, committed when the
+block ends (`transactions(pool)` makes one from a psycopg_pool `ConnectionPool`, autocommit or not).
 """
 from __future__ import annotations
 
 import os
 import socket
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import psycopg
 
 Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
 
 SERVER_SETTING = "uklaw.server_id"   # the session variable the fencing trigger reads
+
+
+def transactions(pool: Any) -> Connect:
+    """`connect` for a connection pool: each call lends a connection inside one transaction."""
+    @contextmanager
+    def connect() -> Iterator[psycopg.Connection]:
+        with pool.connection() as db, db.transaction():
+            yield db
+    return connect
 
 
 def server_id(port: int | None = None) -> str:

@@ -13,6 +13,7 @@ from batch.manager import BatchConflict, BatchManager
 from quality.service import QualityService
 from state import COMPLETED, STOPPED
 from storage.coordination import BatchLeases, ServerRegistry
+from storage.coordination import transactions
 from storage.coordination_schema import install
 from storage.store import Store
 from tests.conftest import wait_for
@@ -23,16 +24,16 @@ LEASE = 1.0
 
 @pytest.fixture
 def pool(postgres_url: str) -> Iterator[ConnectionPool]:
-    with ConnectionPool(postgres_url, min_size=1, max_size=8, open=True) as pool:
-        with pool.connection() as db:
+    with ConnectionPool(postgres_url, min_size=1, max_size=8, open=True, kwargs={'autocommit': True}) as pool:
+        with transactions(pool)() as db:
             install(db)
         yield pool
 
 
 class Server:
     def __init__(self, name: str, pool: ConnectionPool, store: Store, engine, config):
-        self.cluster = Cluster(name, ServerRegistry(pool.connection, name, live_seconds=LEASE),
-                               BatchLeases(pool.connection, name, lease_seconds=LEASE), LEASE)
+        self.cluster = Cluster(name, ServerRegistry(transactions(pool), name, live_seconds=LEASE),
+                               BatchLeases(transactions(pool), name, lease_seconds=LEASE), LEASE)
         quality = QualityService(store)
         quality.build()
         self.manager = BatchManager(engine=engine, store=store, config=config, quality=quality,

@@ -9,6 +9,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from storage.coordination import BatchLeases, ServerRegistry, fence
+from storage.coordination import transactions
 from storage.coordination_schema import install
 from tests.postgres import postgres_url  # noqa: F401 - fixture
 from tests.conftest import wait_for
@@ -16,14 +17,14 @@ from tests.conftest import wait_for
 
 @pytest.fixture
 def pool(postgres_url: str) -> Iterator[ConnectionPool]:
-    with ConnectionPool(postgres_url, min_size=1, max_size=8, open=True) as pool:
-        with pool.connection() as db:
+    with ConnectionPool(postgres_url, min_size=1, max_size=8, open=True, kwargs={'autocommit': True}) as pool:
+        with transactions(pool)() as db:
             install(db)
         yield pool
 
 
 def leases(pool: ConnectionPool, server: str, seconds: float = 30) -> BatchLeases:
-    return BatchLeases(pool.connection, server, lease_seconds=seconds)
+    return BatchLeases(transactions(pool), server, lease_seconds=seconds)
 
 
 def test_one_lease_system_wide(pool):
@@ -102,8 +103,8 @@ def test_exactly_one_server_takes_an_expired_lease_over(pool):
 
 
 def test_registry_lists_live_servers(pool):
-    a = ServerRegistry(pool.connection, "host:1:1", live_seconds=0.5)
-    b = ServerRegistry(pool.connection, "host:2:2", live_seconds=0.5)
+    a = ServerRegistry(transactions(pool), "host:1:1", live_seconds=0.5)
+    b = ServerRegistry(transactions(pool), "host:2:2", live_seconds=0.5)
     a.heartbeat("http://127.0.0.1:1")
     b.heartbeat("http://127.0.0.1:2")
     live = a.live()
@@ -120,13 +121,13 @@ def test_registry_lists_live_servers(pool):
 
 
 def test_fence_refuses_samples_of_a_batch_leased_to_another_server(pool):
-    with pool.connection() as db:
+    with transactions(pool)() as db:
         db.execute("CREATE TABLE samples (id text PRIMARY KEY, batch_id text)")
         install(db)                                   # the trigger, now that `samples` exists
     assert leases(pool, "owner").acquire("batch_1") is None
 
     def insert(server: str, sample: str, batch: str | None) -> None:
-        with pool.connection() as db:
+        with transactions(pool)() as db:
             fence(db, server)
             db.execute("INSERT INTO samples VALUES (%s, %s)", (sample, batch))
 
@@ -135,21 +136,21 @@ def test_fence_refuses_samples_of_a_batch_leased_to_another_server(pool):
     insert("other", "s3", "batch_9")                  # no lease on that batch
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="run by server owner"):
         insert("other", "s4", "batch_1")
-    with pool.connection() as db:
+    with transactions(pool)() as db:
         assert db.execute("SELECT count(*) FROM samples").fetchone()[0] == 3
 
 
 def test_takeover_waits_for_a_sample_being_stored(pool):
     """The old owner is storing a sample when its lease expires: the takeover waits for that
     transaction, so the new owner's count includes the sample (none lost, none beyond target)."""
-    with pool.connection() as db:
+    with transactions(pool)() as db:
         db.execute("CREATE TABLE samples (id text PRIMARY KEY, batch_id text)")
         install(db)
     assert leases(pool, "old", seconds=0.2).acquire("batch_1") is None
     inserted, finish = threading.Event(), threading.Event()
 
     def slow_store() -> None:
-        with pool.connection() as db:
+        with transactions(pool)() as db:
             fence(db, "old")
             db.execute("INSERT INTO samples VALUES ('s1', 'batch_1')")
             inserted.set()
@@ -165,5 +166,5 @@ def test_takeover_waits_for_a_sample_being_stored(pool):
     storer.join()
     taken = wait_for(new.take_over, timeout=5)
     assert taken.owner == "new"
-    with pool.connection() as db:
+    with transactions(pool)() as db:
         assert db.execute("SELECT count(*) FROM samples WHERE batch_id = 'batch_1'").fetchone()[0] == 1

@@ -11,6 +11,7 @@ from psycopg_pool import ConnectionPool
 from errors import Category, Failure, Scope
 from fallback.health import HealthBoard
 from simulator.server import Reply, groq_error
+from storage.coordination import transactions
 from storage.coordination_schema import install
 from storage.shared_health import SharedHealthTable
 from tests.conftest import ManualClock, request
@@ -19,10 +20,10 @@ from tests.postgres import postgres_url  # noqa: F401 - fixture
 
 @pytest.fixture
 def table(postgres_url: str) -> Iterator[SharedHealthTable]:
-    with ConnectionPool(postgres_url, min_size=1, max_size=4, open=True) as pool:
-        with pool.connection() as db:
+    with ConnectionPool(postgres_url, min_size=1, max_size=4, open=True, kwargs={'autocommit': True}) as pool:
+        with transactions(pool)() as db:
             install(db)
-        yield SharedHealthTable(pool.connection)
+        yield SharedHealthTable(transactions(pool))
 
 
 def failure(category: Category = Category.RATE_LIMIT) -> Failure:

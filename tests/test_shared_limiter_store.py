@@ -8,6 +8,7 @@ from typing import Any, Iterator
 import pytest
 from psycopg_pool import ConnectionPool
 
+from storage.coordination import transactions
 from storage.coordination_schema import install
 from storage.shared_limiter import PostgresLimiterStore
 from tests.postgres import postgres_url  # noqa: F401 - fixture
@@ -28,14 +29,14 @@ class Counter:
 
 @pytest.fixture
 def pool(postgres_url: str) -> Iterator[ConnectionPool]:
-    with ConnectionPool(postgres_url, min_size=2, max_size=10, open=True) as pool:
-        with pool.connection() as db:
+    with ConnectionPool(postgres_url, min_size=2, max_size=10, open=True, kwargs={'autocommit': True}) as pool:
+        with transactions(pool)() as db:
             install(db)
         yield pool
 
 
 def test_records_are_created_read_and_written(pool):
-    store = PostgresLimiterStore(pool.connection, Counter.from_dict)
+    store = PostgresLimiterStore(transactions(pool), Counter.from_dict)
 
     def bump(records: dict[str, Counter]) -> int:
         for key, record in records.items():
@@ -47,11 +48,11 @@ def test_records_are_created_read_and_written(pool):
     assert store.transact(["groq/a"], bump) == 1
     assert {k: v.count for k, v in store.read().items()} == {"groq/*": 1, "groq/a": 2}
     # another server's store sees the same records
-    assert PostgresLimiterStore(pool.connection, Counter.from_dict).read()["groq/a"].seen == ["groq/a", "groq/a"]
+    assert PostgresLimiterStore(transactions(pool), Counter.from_dict).read()["groq/a"].seen == ["groq/a", "groq/a"]
 
 
 def test_a_failing_function_changes_nothing(pool):
-    store = PostgresLimiterStore(pool.connection, Counter.from_dict)
+    store = PostgresLimiterStore(transactions(pool), Counter.from_dict)
 
     def fail(records: dict[str, Counter]) -> None:
         next(iter(records.values())).count = 99
@@ -68,7 +69,7 @@ def test_a_failing_function_changes_nothing(pool):
 def test_concurrent_servers_never_lose_an_update(pool):
     """Eight "servers" (stores) bump the same two records 25 times each: no update is lost, no
     deadlock although they name the keys in different orders. Without the row lock, lost."""
-    stores = [PostgresLimiterStore(pool.connection, Counter.from_dict) for _ in range(8)]
+    stores = [PostgresLimiterStore(transactions(pool), Counter.from_dict) for _ in range(8)]
     barrier = threading.Barrier(len(stores))
 
     def bump(records: dict[str, Counter]) -> None:
