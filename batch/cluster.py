@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from storage.coordination import BatchLeases, ServerRegistry
+from storage.coordination import BatchLeases, Connect, ServerRegistry, server_id
 
 log = logging.getLogger("batch")
 
@@ -46,6 +46,14 @@ class Cluster:
         return {"server_id": self.server_id, "lease_seconds": self.lease_seconds,
                 "lease": lease.to_dict() if lease else None,
                 "servers": [s for s in servers if not s["self"]]}
+
+
+def join(connect: Connect, *, host: str, port: int, lease_seconds: float) -> Cluster:
+    """This server's membership: its id (host:port:pid), registry row and lease handle."""
+    me = server_id(port)
+    return Cluster(me, ServerRegistry(connect, me, live_seconds=lease_seconds),
+                   BatchLeases(connect, me, lease_seconds=lease_seconds), lease_seconds,
+                   address=f"http://{host}:{port}")
 
 
 class LeaseHolder(Protocol):

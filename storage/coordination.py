@@ -202,3 +202,10 @@ def connection_error(exc: BaseException) -> bool:
     """Whether an exception means the database could not be reached or answered (not a bug)."""
     return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or \
         type(exc).__name__ == "PoolTimeout"
+
+
+def shared_connect(database: Any) -> Connect | None:
+    """`connect` for the store's database when it is PostgreSQL (it has a connection pool); None
+    for SQLite, where one server serves a data directory and nothing is shared."""
+    pool = getattr(database, "pool", None)
+    return transactions(pool) if pool is not None else None
