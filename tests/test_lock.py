@@ -21,7 +21,8 @@ def pins(lock: Path) -> dict[str, tuple[str, int]]:
 def declared(extra: str | None = None) -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     entries = project["dependencies"] + (project["optional-dependencies"][extra] if extra else [])
-    return {name.lower().replace("_", "-"): version for name, version in (e.split("==") for e in entries)}
+    return {re.sub(r"\[.*\]", "", name).lower().replace("_", "-"): version   # psycopg[binary] -> psycopg
+            for name, version in (e.split("==") for e in entries)}
 
 
 def test_every_declared_dependency_is_locked_at_its_version_with_hashes():
