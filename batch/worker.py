@@ -42,7 +42,7 @@ from generation.requests import sample_record
 from config.providers import BatchConfig
 from state import COMPLETED, FAILED, STOPPED, BatchState, push_bounded, utc_now
 from storage.batches import BatchRepository
-from storage.errors import WriteFailed
+from storage.errors import DuplicateQuestion, WriteFailed
 from storage.store import Store
 
 log = logging.getLogger("batch")
@@ -324,6 +324,7 @@ class BatchRun:
     def _store(self, claim: Claim, result: GenerationResult, record: dict[str, Any]) -> None:
         slot = claim.slot
         assert slot is not None
+        duplicate: DuplicateQuestion | None = None
         with self.lock:
             if self.stop_event.is_set() or self.stored >= self.state.total:
                 self._release(claim)
@@ -335,14 +336,27 @@ class BatchRun:
                 self._storage_failed(exc)
                 self._save()
                 return
-            self._release(claim, stored=True)
-            self.stored += 1
-            self._storage_recovered()
-            self._record_success(slot, result)
-            if self.stored >= self.state.total:
-                self._finish(COMPLETED)
+            except DuplicateQuestion as exc:   # the unique question key: stored meanwhile (by another server)
+                self._release(claim)
+                duplicate = exc
             else:
-                self._save()
+                self._release(claim, stored=True)
+                self.stored += 1
+                self._storage_recovered()
+                self._record_success(slot, result)
+                if self.stored >= self.state.total:
+                    self._finish(COMPLETED)
+                else:
+                    self._save()
+        if duplicate is not None:   # as a rejection by the quality gate: the slot is tried again
+            detail = f"exact_duplicate: same question as {duplicate.duplicate_of!r}"
+            last = result.attempts[-1].to_dict()
+            self._log_attempts(claim.number, [
+                *[a.to_dict() for a in result.attempts[:-1]],
+                {**last, "outcome": "rejected", "category": "invalid_output",
+                 "message": f"quality: exact_duplicate | {detail}"}])
+            self._on_rejected(slot, result, detail)
+            return
         self._log_attempts(claim.number, [a.to_dict() for a in result.attempts], record["id"])
 
     # -- storage failures ------------------------------------------------------------------

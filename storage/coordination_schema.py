@@ -68,7 +68,7 @@ STATEMENTS: tuple[str, ...] = (
 )
 
 FENCE = ("DO $$ BEGIN IF to_regclass('samples') IS NOT NULL AND NOT EXISTS ("
-         "SELECT 1 FROM pg_trigger WHERE tgname = 'samples_batch_fence') THEN "
+         "SELECT 1 FROM pg_trigger WHERE tgname = 'samples_batch_fence' AND tgrelid = to_regclass('samples')) THEN "
          "CREATE TRIGGER samples_batch_fence BEFORE INSERT ON samples FOR EACH ROW "
          "EXECUTE FUNCTION uklaw_fence_batch_sample(); END IF; END $$")
 

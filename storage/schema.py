@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
+from storage.dialect import SEARCH_COLUMNS  # shared with PostgreSQL's index
 from storage.errors import SchemaError, SchemaTooNew
 
 VERSION_TABLE = """
@@ -112,7 +113,6 @@ def _create_storage_probe(db: sqlite3.Connection) -> None:
 
 # The full-text index over the searchable text, kept in step with `samples` by triggers. Words are
 # unicode61 tokens without diacritics; `Store.search` quotes the query, so it is never a query language.
-SEARCH_COLUMNS = ("question", "answer", "reasoning", "case_citation", "topic")
 
 
 def _create_search_index(db: sqlite3.Connection) -> None:
@@ -131,10 +131,41 @@ def _create_search_index(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO samples_fts(samples_fts) VALUES ('rebuild')")   # rows stored before this version
 
 
+def _add_question_key(db: sqlite3.Connection) -> None:
+    """The normalised question's key (`storage.question_key`) in a column with a unique index, so
+    an exact duplicate can never be stored twice. Rows stored before keep their key, except the
+    second and later of an exact duplicate an older version let in: those keep none (and are
+    reported), because a unique index cannot hold them."""
+    from storage.question_key import question_key
+
+    if "question_key" not in _columns(db, "samples"):
+        db.execute("ALTER TABLE samples ADD COLUMN question_key BLOB")
+    db.execute("DROP INDEX IF EXISTS samples_question_key")
+    seen: set[bytes] = set()
+    keys, repeated = [], 0
+    for seq, question in db.execute("SELECT seq, question FROM samples ORDER BY seq").fetchall():
+        key = question_key(question)
+        if key is not None and key in seen:
+            key, repeated = None, repeated + 1
+        elif key is not None:
+            seen.add(key)
+        if key is not None:
+            keys.append((key, seq))
+    db.executemany("UPDATE samples SET question_key = ? WHERE seq = ?", keys)
+    db.execute("CREATE UNIQUE INDEX samples_question_key ON samples(question_key)")
+    if repeated:
+        import logging
+
+        logging.getLogger("storage").warning(
+            "%d stored sample(s) repeat an earlier sample's question exactly; they are kept, without the "
+            "unique question key (GET /api/stats/quality lists duplicate clusters)", repeated)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "samples, batches and batch_attempts tables", _create_v1),
     Migration(2, "storage_probe: the row the write check rewrites", _create_storage_probe),
     Migration(3, "samples_fts: full-text index of the searchable text", _create_search_index),
+    Migration(4, "samples.question_key: the normalised question, unique", _add_question_key),
 )
 LATEST = MIGRATIONS[-1].version
 

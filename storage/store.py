@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
 import threading
 import uuid
 from dataclasses import dataclass
@@ -18,7 +17,10 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from state import utc_now  # noqa: F401  (re-exported: one clock format for rows and batches)
 from storage.database import Database
-from storage.errors import DuplicateId, InvalidRecord, StoreError, WriteFailed  # noqa: F401  (re-exported)
+from storage.dialect import like_escape, sqlite_dialect
+from storage.errors import (DuplicateId, DuplicateQuestion, InvalidRecord, StoreError,  # noqa: F401  (re-exported)
+                            WriteFailed)
+from storage.question_key import question_key
 from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, STORAGE_KEYS,
                              TEXT_COLUMNS, check_record, repair_column, repair_record)
 from storage.schema import SEARCH_COLUMNS
@@ -30,6 +32,7 @@ METADATA_FIELDS = ("provider", "model", "batch_id", "created_at", "updated_at", 
                    "completion_tokens", "latency", "attempts", "simulated", "quality_score", "quality_flags",
                    "duplicate_of")
 COLUMNS = ("id",) + EDITABLE_FIELDS + METADATA_FIELDS + ("extra",)
+WRITTEN = COLUMNS + ("question_key",)   # what a write sets: the columns and the unique question key
 FILTER_COLUMNS = ("topic", "difficulty", "sample_type", "provider", "model", "batch_id")
 SEARCH_FIELDS = SEARCH_COLUMNS
 _WORD = re.compile(r"[^\W_]+")   # what the index's unicode61 tokenizer calls a word
@@ -50,11 +53,17 @@ class Change:
 
 
 class Store:
-    """The samples of one dataset database (its schema brought up to date on opening)."""
+    """The samples of one dataset database (its schema brought up to date on opening): a SQLite
+    file (`Store(path)`) or an opened database of either backend (`Store(database)`, see
+    `storage.open_storage`). The SQL below is shared; `database.dialect` holds what differs."""
 
-    def __init__(self, path: Path | str):
-        self.database = Database(path)   # for storage modules only (BatchRepository shares it)
-        self.path = self.database.path
+    def __init__(self, source: Path | str | Any):
+        if isinstance(source, (str, Path)):
+            source = Database(source)
+            source.dialect = sqlite_dialect(_DAMAGED)
+        self.database = source           # for storage modules only (BatchRepository shares it)
+        self.dialect = source.dialect
+        self.path = self.database.path   # the file, or the database URL without its password
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Change], None]] = []
         self.version = 0                  # bumped on every committed change (a cache key)
@@ -78,8 +87,9 @@ class Store:
     def size_bytes(self) -> int:
         return self.database.size_bytes()
 
-    def _read(self) -> sqlite3.Connection:
-        return self.database.connection()
+    def describe(self) -> dict[str, Any]:
+        """The backend and where its data lives (never a password), for /api/health."""
+        return self.database.describe()
 
     def on_change(self, listener: Callable[[Change], None]) -> None:
         self._listeners.append(listener)
@@ -114,10 +124,11 @@ class Store:
         row["quality_flags"] = json.dumps(list(flags)) if flags is not None else None
         extra = {k: v for k, v in record.items() if k not in COLUMNS and k != "seq"}
         row["extra"] = json.dumps(extra, ensure_ascii=False) if extra else None
+        row["question_key"] = question_key(row["question"])
         return row
 
     @staticmethod
-    def to_record(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
+    def to_record(row: Mapping[str, Any]) -> dict[str, Any]:
         """A stored row as a record; a field an older version stored with the wrong type comes
         back repaired (`storage.records.repair_record`), so one bad row never breaks a read."""
         return repair_record(row)[0]
@@ -145,11 +156,14 @@ class Store:
             row["updated_at"] = row["updated_at"] or row["created_at"]
             rows.append(row)
             checked_records.append(checked)
-        sql = f"INSERT INTO samples ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + n for n in COLUMNS)})"
+        sql = f"INSERT INTO samples ({', '.join(WRITTEN)}) VALUES ({', '.join(':' + n for n in WRITTEN)})"
         try:
             with self.database.transaction() as db:
                 db.executemany(sql, rows)
-        except sqlite3.IntegrityError as exc:
+        except self.database.IntegrityError as exc:
+            ids = [row["id"] for row in rows]
+            if _conflict_column(exc) == "question_key" and len(set(ids)) == len(ids) and not self.exists(ids):
+                raise self._duplicate_questions(rows) from None
             raise DuplicateId(str(exc)) from None
         stored = [_as_read(row, checked) for row, checked in zip(rows, checked_records)]
         self._notify(Change("add", tuple(stored)))
@@ -159,19 +173,33 @@ class Store:
         """Merge `changes` into a row, keep its other fields, refresh `updated_at`; None if absent.
         The changed fields are checked (`InvalidRecord`; nothing written); a field an older version
         stored with the wrong type is written back repaired, one it stored too long is kept."""
-        with self.database.transaction() as db:
-            row = db.execute(f"SELECT {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
-            if row is None:
-                return None
-            merged = {**self.to_record(row), **changes, "id": sample_id, "updated_at": utc_now()}
-            stored = self._to_row(check_record(merged, only=[*changes, "updated_at"]))
-            assignments = ", ".join(f"{n} = :{n}" for n in COLUMNS if n != "id")
-            db.execute(f"UPDATE samples SET {assignments} WHERE id = :id", stored)
+        if self.unmatchable(sample_id):
+            return None
+        try:
+            with self.database.transaction() as db:
+                row = db.execute(f"SELECT {ROW}, question_key FROM samples WHERE id = ?{self.dialect.for_update}",
+                                 (sample_id,)).fetchone()
+                if row is None:
+                    return None
+                current = {name: row[name] for name in COLUMNS}
+                merged = {**self.to_record(current), **changes, "id": sample_id, "updated_at": utc_now()}
+                stored = self._to_row(check_record(merged, only=[*changes, "updated_at"]))
+                if "question" not in changes:   # the key stays (a duplicate an older version let in has none)
+                    stored["question_key"] = row["question_key"]
+                assignments = ", ".join(f"{n} = :{n}" for n in WRITTEN if n != "id")
+                db.execute(f"UPDATE samples SET {assignments} WHERE id = :id", stored)
+        except self.database.IntegrityError as exc:
+            if _conflict_column(exc) != "question_key":
+                raise
+            raise DuplicateQuestion([(sample_id, self._holder(stored["question_key"], sample_id))]) from None
+        del stored["question_key"]
         record = self.to_record(stored)
         self._notify(Change("update", (record,)))
         return record
 
     def delete(self, sample_id: str) -> bool:
+        if self.unmatchable(sample_id):
+            return False
         with self.database.transaction() as db:
             deleted = db.execute("DELETE FROM samples WHERE id = ?", (sample_id,)).rowcount
         if deleted:
@@ -180,28 +208,31 @@ class Store:
 
     # -- reads -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _where(filters: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
+    def _where(self, filters: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
         clauses, params = [], []
         for name, value in (filters or {}).items():
             if value is None or value == "":
+                continue
+            if name in ("ids", "exclude_flags"):
+                value = [v for v in value if not self.unmatchable(v)]
+            elif self.unmatchable(value):
+                clauses.append("1 = 0")   # no stored text holds it
                 continue
             if name in FILTER_COLUMNS:
                 clauses.append(f"{name} = ?")
                 params.append(value)
             elif name == "practice_area":
-                clauses.append("(topic = ? OR topic LIKE ? ESCAPE '\\')")
-                params += [value, _like_escape(value) + " - %"]
+                clauses.append("(topic = ? OR topic LIKE ? ESCAPE '!')")
+                params += [value, like_escape(value) + " - %"]
             elif name == "simulated":
                 clauses.append("simulated = ?")
                 params.append(1 if value else 0)
             elif name == "flag":
-                clauses.append("EXISTS (SELECT 1 FROM json_each(samples.quality_flags) WHERE value = ?)")
+                clauses.append(self.dialect.flag_in)
                 params.append(value)
             elif name == "exclude_flags":
                 codes = list(value)
-                marks = ", ".join("?" for _ in codes) or "NULL"
-                clauses.append(f"NOT EXISTS (SELECT 1 FROM json_each(samples.quality_flags) WHERE value IN ({marks}))")
+                clauses.append(self.dialect.flags_none_of(len(codes)))
                 params += codes
             elif name == "min_score":
                 clauses.append("quality_score >= ?")
@@ -216,19 +247,28 @@ class Store:
 
     def count(self, filters: Mapping[str, Any] | None = None) -> int:
         where, params = self._where(filters)
-        return self._read().execute(f"SELECT COUNT(*) FROM samples{where}", params).fetchone()[0]
+        with self.database.reading() as db:
+            return db.execute(f"SELECT COUNT(*) FROM samples{where}", params).fetchone()[0]
+
+    def unmatchable(self, value: Any) -> bool:
+        """Whether a looked-up text cannot match any stored one (NUL, where stored text cannot hold it)."""
+        return not self.dialect.text_holds_nul and isinstance(value, str) and "\x00" in value
 
     def get(self, sample_id: str) -> dict[str, Any] | None:
-        row = self._read().execute(f"SELECT {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
+        if self.unmatchable(sample_id):
+            return None
+        with self.database.reading() as db:
+            row = db.execute(f"SELECT {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
         return self.to_record(row) if row else None
 
     def exists(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        db = self._read()
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start:start + 500])
-            marks = ", ".join("?" for _ in chunk)
-            found.update(r[0] for r in db.execute(f"SELECT id FROM samples WHERE id IN ({marks})", chunk))
+        ids = [i for i in ids if not self.unmatchable(i)]
+        with self.database.reading() as db:
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start:start + 500])
+                marks = ", ".join("?" for _ in chunk)
+                found.update(r[0] for r in db.execute(f"SELECT id FROM samples WHERE id IN ({marks})", chunk))
         return found
 
     def list(self, filters: Mapping[str, Any] | None = None, limit: int | None = None, offset: int = 0,
@@ -241,44 +281,40 @@ class Store:
         where, params = self._where(filters)
         order = "DESC" if newest_first else "ASC"
         sql = f"SELECT {ROW} FROM samples{where} ORDER BY seq {order} LIMIT ? OFFSET ?"
-        cursor = self._read().execute(sql, [*params, -1 if limit is None else limit, offset])
-        while True:
-            rows = cursor.fetchmany(chunk)
-            if not rows:
-                return
-            for row in rows:
-                yield self.to_record(row)
+        for row in self.database.stream(sql, [*params, self.dialect.no_limit if limit is None else limit, offset],
+                                        chunk):
+            yield self.to_record(row)
 
     def random(self, count: int, filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         where, params = self._where(filters)
-        rows = self._read().execute(f"SELECT {ROW} FROM samples{where} ORDER BY random() LIMIT ?", [*params, count])
+        with self.database.reading() as db:
+            rows = db.execute(f"SELECT {ROW} FROM samples{where} ORDER BY random() LIMIT ?",
+                              [*params, count]).fetchall()
         return [self.to_record(r) for r in rows]
 
     def search(self, text: str, field: str | None, limit: int) -> list[dict[str, Any]]:
         """Samples whose text contains `text`, case-insensitively, as plain text (never a regex or
-        a query language). The full-text index finds the rows holding its words as a phrase (the
-        last word may be the start of a longer one); a substring check then keeps exact matches."""
+        a query language). The full-text index (SQLite: FTS5; PostgreSQL: a GIN index on a
+        tsvector) finds the rows holding its words; a substring check then keeps exact matches."""
         fields = [field] if field else list(SEARCH_FIELDS)
         words = _WORD.findall(text)
-        if not words:
+        if not words or self.unmatchable(text):
             return []
-        query = f"{{{' '.join(fields)}}} : \"{' '.join(words)}\"*"
-        pattern = f"%{_like_escape(text)}%"
-        contains = " OR ".join(f"{f} LIKE ? ESCAPE '\\'" for f in fields)
-        rows = self._read().execute(
-            f"SELECT {ROW} FROM samples WHERE seq IN (SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?) "
-            f"AND ({contains}) ORDER BY seq LIMIT ?", [query, *([pattern] * len(fields)), limit])
+        match, query = self.dialect.search_match(words, fields)
+        pattern = f"%{like_escape(text)}%"
+        contains = " OR ".join(f"{f} {self.dialect.like_ci} ? ESCAPE '!'" for f in fields)
+        with self.database.reading() as db:
+            rows = db.execute(f"SELECT {ROW} FROM samples WHERE {match} AND ({contains}) ORDER BY seq LIMIT ?",
+                              [query, *([pattern] * len(fields)), limit]).fetchall()
         return [self.to_record(r) for r in rows]
 
     def iter_questions(self, chunk: int = 1000) -> Iterator[tuple[str, str]]:
         """(id, question) of every sample in insertion order, fetched in chunks."""
-        cursor = self._read().execute("SELECT id, question FROM samples ORDER BY seq")
-        while rows := cursor.fetchmany(chunk):
-            for sample_id, question in rows:
-                if type(sample_id) is not str or type(question) is not str:   # a row an older version damaged
-                    (sample_id,), _ = repair_column("id", [sample_id])
-                    (question,), _ = repair_column("question", [question])
-                yield sample_id, question
+        for sample_id, question in self.database.stream("SELECT id, question FROM samples ORDER BY seq", (), chunk):
+            if type(sample_id) is not str or type(question) is not str:   # a row an older version damaged
+                (sample_id,), _ = repair_column("id", [sample_id])
+                (question,), _ = repair_column("question", [question])
+            yield sample_id, question
 
     def columns(self, fields: Sequence[str], *, lengths: Mapping[str, str] | None = None,
                 filters: Mapping[str, Any] | None = None) -> dict[str, list[Any]]:
@@ -292,8 +328,8 @@ class Store:
             raise ValueError(f"bad column request: fields {list(fields)}, lengths {lengths}")
         where, params = self._where(filters)
         selected = [*fields, *(f"length({field})" for field in lengths.values())]
-        rows = self._read().execute(f"SELECT {', '.join(selected)} FROM samples{where} ORDER BY seq",
-                                    params).fetchall()
+        with self.database.reading() as db:
+            rows = db.execute(f"SELECT {', '.join(selected)} FROM samples{where} ORDER BY seq", params).fetchall()
         values = zip(*rows) if rows else ([] for _ in names)
         result: dict[str, list[Any]] = {name: list(column) for name, column in zip(names, values)}
         for name in fields:   # values an older version stored with the wrong type are repaired
@@ -301,6 +337,36 @@ class Store:
         for name in lengths:
             result[name] = [value if type(value) is int else 0 for value in result[name]]
         return result
+
+    def _duplicate_questions(self, rows: Sequence[Mapping[str, Any]]) -> DuplicateQuestion:
+        """Which of `rows` (refused by the unique question key) repeat a stored question or an
+        earlier row's, and whose."""
+        first: dict[bytes, str] = {}
+        conflicts: list[tuple[str, str | None]] = []
+        keys = [row["question_key"] for row in rows if row["question_key"] is not None]
+        stored: dict[bytes, str] = {}
+        with self.database.reading() as db:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                stored.update((bytes(k), i) for i, k in db.execute(
+                    f"SELECT id, question_key FROM samples WHERE question_key IN ({marks})", chunk))
+        for row in rows:
+            key = row["question_key"]
+            if key is None:
+                continue
+            holder = stored.get(key) or first.get(key)
+            if holder is not None:
+                conflicts.append((row["id"], holder))
+            else:
+                first[key] = row["id"]
+        return DuplicateQuestion(conflicts)
+
+    def _holder(self, key: bytes | None, other_than: str) -> str | None:
+        """The id of the stored sample whose question has this key (not `other_than`)."""
+        with self.database.reading() as db:
+            row = db.execute("SELECT id FROM samples WHERE question_key = ? AND id != ?", (key, other_than)).fetchone()
+        return row[0] if row else None
 
     def damaged_rows(self, limit: int = 100) -> dict[str, Any]:
         """Rows holding values of the wrong type (written by older versions, or by hand): reads
@@ -335,12 +401,11 @@ class Store:
 
     def _scan_damaged(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
-        cursor = self._read().execute(f"SELECT {ROW} FROM samples WHERE {_DAMAGED} ORDER BY seq")
-        while rows := cursor.fetchmany(500):
-            for row in rows:
-                record, damaged = repair_record(row)
-                if damaged:
-                    found[record["id"]] = damaged
+        for row in self.database.stream(f"SELECT {ROW} FROM samples WHERE {self.dialect.damaged_condition} "
+                                        "ORDER BY seq", (), 500):
+            record, damaged = repair_record(row)
+            if damaged:
+                found[record["id"]] = damaged
         return found
 
 
@@ -379,5 +444,7 @@ def _damaged_condition() -> str:
 _DAMAGED = _damaged_condition()
 
 
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def _conflict_column(exc: BaseException) -> str:
+    """Which unique column an insert or update broke: "question_key" or "id"."""
+    constraint = getattr(getattr(exc, "diag", None), "constraint_name", None) or str(exc)
+    return "question_key" if "question_key" in constraint else "id"

@@ -6,34 +6,28 @@ from __future__ import annotations
 from typing import Iterator
 
 import pytest
-from psycopg_pool import ConnectionPool
 
 from batch.cluster import Cluster, LeaseKeeper
 from batch.manager import BatchConflict, BatchManager
 from quality.service import QualityService
 from state import COMPLETED, STOPPED
 from storage.coordination import BatchLeases, ServerRegistry
-from storage.coordination import transactions
-from storage.coordination_schema import install
+from storage.coordination import shared_connect
+from storage.postgres import PostgresDatabase
 from storage.store import Store
 from tests.conftest import wait_for
 from tests.postgres import postgres_url  # noqa: F401 - fixture
 
+pytestmark = pytest.mark.postgres_only
+
 LEASE = 1.0
 
 
-@pytest.fixture
-def pool(postgres_url: str) -> Iterator[ConnectionPool]:
-    with ConnectionPool(postgres_url, min_size=1, max_size=8, open=True, kwargs={'autocommit': True}) as pool:
-        with transactions(pool)() as db:
-            install(db)
-        yield pool
-
-
 class Server:
-    def __init__(self, name: str, pool: ConnectionPool, store: Store, engine, config):
-        self.cluster = Cluster(name, ServerRegistry(transactions(pool), name, live_seconds=LEASE),
-                               BatchLeases(transactions(pool), name, lease_seconds=LEASE), LEASE)
+    def __init__(self, name: str, store: Store, engine, config):
+        connect = shared_connect(store.database)
+        self.cluster = Cluster(name, ServerRegistry(connect, name, live_seconds=LEASE),
+                               BatchLeases(connect, name, lease_seconds=LEASE), LEASE)
         quality = QualityService(store)
         quality.build()
         self.manager = BatchManager(engine=engine, store=store, config=config, quality=quality,
@@ -57,16 +51,16 @@ class Server:
 
 
 @pytest.fixture
-def servers(pool, tmp_path, make_engine, make_config, fake) -> Iterator[list[Server]]:
+def servers(postgres_url, make_engine, make_config, fake) -> Iterator[list[Server]]:
     fake.latency = 0.05
     made: list[Server] = []
     stores: list[Store] = []
 
     def build(name: str) -> Server:
-        store = Store(tmp_path / "data" / "dataset.sqlite3")   # one dataset, as PostgreSQL gives them
+        store = Store(PostgresDatabase(postgres_url, server=name))   # one dataset; rows fenced by lease
         stores.append(store)
         config = make_config({"batch": {"max_in_flight": 2}})
-        server = Server(name, pool, store, make_engine({"batch": {"max_in_flight": 2}}), config)
+        server = Server(name, store, make_engine({"batch": {"max_in_flight": 2}}), config)
         made.append(server)
         return server
 

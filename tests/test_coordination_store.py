@@ -14,6 +14,8 @@ from storage.coordination_schema import install
 from tests.postgres import postgres_url  # noqa: F401 - fixture
 from tests.conftest import wait_for
 
+pytestmark = pytest.mark.postgres_only
+
 
 @pytest.fixture
 def pool(postgres_url: str) -> Iterator[ConnectionPool]:

@@ -17,6 +17,8 @@ from storage.shared_health import SharedHealthTable
 from tests.conftest import ManualClock, request
 from tests.postgres import postgres_url  # noqa: F401 - fixture
 
+pytestmark = pytest.mark.postgres_only
+
 
 @pytest.fixture
 def table(postgres_url: str) -> Iterator[SharedHealthTable]:

@@ -13,6 +13,8 @@ from storage.coordination_schema import install
 from storage.shared_limiter import PostgresLimiterStore
 from tests.postgres import postgres_url  # noqa: F401 - fixture
 
+pytestmark = pytest.mark.postgres_only
+
 
 @dataclass
 class Counter:

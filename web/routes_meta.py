@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify
 from config.catalog import BALANCE, DEFAULT_SAMPLE_TYPE, SAMPLE_TYPES, TOPICS
 from web.operation import operation
 from web.schemas import BOOL, INT, NUMBER, OBJ, STRING, arr, nullable, obj, ok
-from web.services import services
+from web.services import Services, services
 
 bp = Blueprint("meta", __name__)
 
@@ -89,6 +89,15 @@ def models():
                     "default_model": default_model})
 
 
+def _database(svc: Services) -> dict:
+    """The backend and, in PostgreSQL mode, the database URL without its password. (The place for
+    what several servers share: this server's id, the lease holder, the live servers.)"""
+    about = svc.store.describe()
+    if about.get("backend") == "postgresql":
+        return {"backend": "postgresql", "database_url": about["database_url"], "schema_version": about["schema_version"]}
+    return {"backend": "sqlite", "schema_version": about["schema_version"]}
+
+
 @bp.get("/api/health")
 @operation("Liveness and readiness (no success key)", response=obj(
     "status", "live", "ready", "dataset_exists", "groq_configured", "batch_generation_running",
@@ -121,7 +130,7 @@ def health():
         "ready": bool(writable and usable),
         "dataset_exists": bool(total),
         "total_samples": total,
-        "store": {"writable": writable, "path": svc.settings.database_path.name,
+        "store": {"writable": writable, "path": svc.settings.database_path.name, **_database(svc),
                   **({"error": write_problem} if write_problem else {})},
         "groq_configured": "groq" in configured,
         "cerebras_configured": "cerebras" in configured,

@@ -28,8 +28,8 @@ from dataset.stats import StatsFrame
 from generation.engine import GenerationEngine
 from generation.requests import SampleTypeRotation
 from quality.service import QualityService
+from storage import open_storage
 from storage.coordination import shared_connect
-from storage.coordination_schema import install as install_shared_tables
 from storage.shared_health import SharedHealthTable
 from storage.store import Store
 
@@ -57,14 +57,12 @@ class Services:
     def build(cls, settings: Settings, config: AppConfig | None = None, *, demo: Any = None) -> "Services":
         """Everything the app needs, wired together; nothing started."""
         config = config or load_config(settings.provider_config_file, settings.env)
-        store = Store(settings.database_path)
+        store = open_storage(settings)
         engine = GenerationEngine(config, settings.env)
         quality = QualityService(store)
         cluster = None
         connect = shared_connect(store.database)
         if connect is not None:   # PostgreSQL: several servers may share this database
-            with connect() as db:
-                install_shared_tables(db)
             cluster = join(connect, host=settings.host, port=settings.port,
                            lease_seconds=settings.batch_lease_seconds)
             engine.health.share(SharedHealthTable(connect))
