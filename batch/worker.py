@@ -42,7 +42,7 @@ from generation.requests import sample_record
 from config.providers import BatchConfig
 from state import COMPLETED, FAILED, STOPPED, BatchState, push_bounded, utc_now
 from storage.batches import BatchRepository
-from storage.errors import DuplicateQuestion, WriteFailed
+from storage.errors import DuplicateQuestion, NotLeaseHolder, WriteFailed
 from storage.store import Store
 
 log = logging.getLogger("batch")
@@ -335,6 +335,11 @@ class BatchRun:
                 self._release(claim)
                 self._storage_failed(exc)
                 self._save()
+                return
+            except NotLeaseHolder as exc:   # another server took the batch over: nothing more from here
+                self._release(claim)
+                log.warning("batch %s: %s; this server stops working on it", self.state.batch_id, exc)
+                self.abandon()
                 return
             except DuplicateQuestion as exc:   # the unique question key: stored meanwhile (by another server)
                 self._release(claim)

@@ -102,3 +102,19 @@ def test_survivor_takes_over_at_the_exact_target(servers, fake):
     assert final.samples_generated == 30 - state.start_count
     assert final.resumed_count == 1
     wait_for(lambda: b.cluster.leases.holder() is None, timeout=5)   # released after the final save
+
+
+def test_a_server_that_lost_its_lease_cannot_add_a_row(servers):
+    """The holder stops renewing but its workers go on (a long pause, a cut network): once another
+    server has taken the batch over, the database refuses the old holder's rows, so the batch
+    still ends exactly at its target and the old holder stops by itself."""
+    a, b = servers("a").start(), servers("b").start()
+    state = a.manager.start(target_count=30)
+    wait_for(lambda: a.manager.repo.stored_samples(state.batch_id) >= 3, timeout=30)
+    a.keeper.stop()                                     # no renewals; a's workers carry on
+    run = a.manager._runs[state.batch_id]
+    wait_for(lambda: b.manager.running_ids(local=True) == [state.batch_id], timeout=10)
+    wait_for(lambda: b.manager.repo.get(state.batch_id).status == COMPLETED, timeout=60)
+    wait_for(run.stop_event.is_set, timeout=10)         # refused by the fence, a gave up the batch
+    assert b.manager.store.count() == 30
+    assert len(set(b.manager.store.columns(("question",))["question"])) == 30

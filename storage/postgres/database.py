@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from state import utc_now
 from storage.coordination import fence
 from storage.dialect import POSTGRES
-from storage.errors import DatabaseUnavailable, WriteFailed
+from storage.errors import DatabaseUnavailable, NotLeaseHolder, WriteFailed
 from storage.postgres import schema
 from storage.postgres.session import Row, Session, row_factory
 from storage.postgres.url import password_of, redact_url
@@ -123,6 +123,8 @@ class PostgresDatabase:
         except (psycopg.OperationalError, PoolTimeout) as exc:
             if isinstance(exc, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
                 raise
+            if isinstance(exc, pg_errors.ObjectNotInPrerequisiteState):   # the batch-row fence
+                raise NotLeaseHolder(self._reason(exc)) from None
             raise WriteFailed(self.where, self._scrub(exc), ADVICE) from exc
 
     def stream(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None,
