@@ -68,6 +68,7 @@ class ModelConfig(_Strict):
     thinking: bool = False          # wraps its output in <think> tags, needs a larger budget
     json_mode: bool = True          # send response_format={"type": "json_object"}
     max_completion_tokens: int | None = Field(default=None, gt=0)
+    min_completion_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
     timeouts: Timeouts = Timeouts()
     legacy: bool = False
@@ -88,7 +89,10 @@ class ProviderConfig(_Strict):
     # prompt + max_completion_tokens up front (Cerebras), so the reservation stands.
     token_accounting: Literal["usage", "reserved"] = "usage"
     timeouts: Timeouts = Timeouts(connect=5.0, read=60.0)
+    # The completion budget sent as max_completion_tokens is learned per model from real answers,
+    # between these bounds (a model's own settings win): the configured budget is the upper bound.
     max_completion_tokens: int = Field(default=2048, gt=0)
+    min_completion_tokens: int = Field(default=512, gt=0)
     temperature: float = Field(default=0.7, ge=0, le=2)
     models: tuple[ModelConfig, ...]
 
@@ -96,7 +100,12 @@ class ProviderConfig(_Strict):
         return next((m for m in self.models if m.id == model_id), None)
 
     def completion_budget(self, model: ModelConfig) -> int:
+        """The configured budget: the most a learned budget may ask for."""
         return model.max_completion_tokens or self.max_completion_tokens
+
+    def completion_floor(self, model: ModelConfig) -> int:
+        """The least a learned budget may ask for (never above the configured budget)."""
+        return min(model.min_completion_tokens or self.min_completion_tokens, self.completion_budget(model))
 
     def temperature_for(self, model: ModelConfig) -> float:
         return self.temperature if model.temperature is None else model.temperature
@@ -111,6 +120,34 @@ class ProviderConfig(_Strict):
 class Backoff(_Strict):
     base_seconds: float = Field(default=1.0, ge=0)
     max_seconds: float = Field(default=30.0, ge=0)
+
+
+class PacingConfig(_Strict):
+    """How the limiter paces, learns limits and sizes completion budgets (fallback/limiter.py,
+    fallback/learning.py, fallback/budgets.py)."""
+
+    # Windows up to this long are paced evenly (GCRA, no burst); longer ones (hour, day) are
+    # token buckets that may be spent at the shorter windows' pace.
+    steady_max_window_seconds: float = Field(default=60.0, gt=0)
+    # Every window's length is multiplied by this (tests and benches shorten time with it).
+    time_scale: float = Field(default=1.0, gt=0)
+    # Added to every window's length: a request reaches the provider a moment after we send it,
+    # sooner or later depending on the network, so spacing exactly span/limit could put one more
+    # than the limit in one of its windows.
+    jitter_seconds: float = Field(default=0.05, ge=0)
+    learn_limits: bool = True
+    learn_safety: float = Field(default=0.95, gt=0, le=1)       # pace at this share of the estimate
+    learn_decrease: float = Field(default=0.7, gt=0, le=1)      # a learned limit hit again drops at most to this share
+    scope_tolerance_seconds: float = Field(default=2.0, ge=0)   # 429 resets this close: one shared window
+    max_learn_hint_seconds: float = Field(default=600.0, gt=0)  # longer waits are quotas, not windows
+    probe_after: float = Field(default=0.5, gt=0)    # probe upward after this share of a calm window...
+    probe_first_step: float = Field(default=0.05, gt=0, le=1)   # ...by this much, doubling each time
+    probe_max_step: float = Field(default=1.0, gt=0)
+    budget_percentile: float = Field(default=95.0, gt=0, le=100)
+    budget_margin: float = Field(default=0.15, ge=0)            # budget = percentile x (1 + margin)
+    budget_min_samples: int = Field(default=5, ge=1)            # answers before the budget is learned
+    budget_samples: int = Field(default=200, ge=1)              # answers kept per model
+    budget_truncated_factor: float = Field(default=1.5, gt=1)   # raise after finish_reason=length
 
 
 class EngineConfig(_Strict):
@@ -128,6 +165,7 @@ class EngineConfig(_Strict):
     # the category's default cooldown applies instead.
     max_wait_hint_seconds: float = Field(default=86400.0, gt=0)
     estimate_chars_per_token: float = Field(default=3.5, gt=0)
+    pacing: PacingConfig = PacingConfig()
 
     @model_validator(mode="after")
     def _non_negative_cooldowns(self) -> "EngineConfig":

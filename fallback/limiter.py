@@ -1,25 +1,44 @@
-"""Proactive rate limiting per (provider, model), shared by all threads.
+"""Proactive rate limiting per (provider, model), shared by all threads (and, through a shared
+`LimiterStore`, by several servers).
 
-Each configured limit (requests and tokens per minute, hour, day) is a sliding window. A request
-reserves one request and its estimated tokens (prompt + max_completion_tokens) in every window at
-once, or learns how long to wait; when the call ends the reservation settles to the real usage.
-The providers' rate-limit headers correct the local view: a reported limit replaces the
-configured one, and if the provider says fewer units remain than we think, the difference is
-held until the provider's reset time.
+**Pacing (GCRA).** Each limit (requests or tokens per minute, hour, day) is a generic cell rate
+algorithm window: one number, the theoretical arrival time `tat`, the clock time by which what was
+admitted has drained at `limit / span`. A request costs 1 in request windows and its estimated
+tokens (prompt + completion budget) in token windows, each unit worth `(span + grace) / limit`
+seconds (grace: 1 % of the span, at most 1 s, plus `pacing.jitter_seconds` for the network). Windows up to `pacing.steady_max_window_seconds` (a minute) are paced evenly: a request
+is admitted when `tat <= now`, so requests are spread over the window instead of spending it in
+a burst, and no stretch of `span` seconds holds more than the limit. Longer windows (hour, day)
+are token buckets: a request is admitted while the backlog `tat - now` stays within the span, so
+an hour's budget can be spent at the minute windows' pace. Window totals are unchanged. When a
+call ends, its reservation settles to the tokens really charged (`tat` moves back by the
+difference).
+
+**Corrections.** A limit the provider's headers report replaces the configured one; a reported
+remaining figure too small for another request holds the window until the reported reset.
+A 429 without a declared limit teaches a lower limit, for the model or for the whole provider
+(fallback/learning.py); configured limits stay the ceiling, learned ones only lower it, and are
+probed upward until the ceiling is reached again.
+
+**State.** Everything mutable is in small `ScopeState` records, one per scope key (`provider/model`,
+`provider/*`), reached only through `LimiterStore.transact(keys, fn)` (fallback/limiter_state.py):
+`MemoryStore` runs `fn` under a thread lock; a PostgreSQL store runs it on rows locked with
+`SELECT ... FOR UPDATE`, so several servers share one budget. Configured limits are not state:
+every server reads the same configuration.
 
 Written here rather than with `limits`: that library cannot settle a reservation to a different
-cost afterwards, nor absorb a provider's remaining/reset readings.
+cost afterwards, absorb a provider's readings, or learn limits from 429s.
 """
 from __future__ import annotations
 
 import math
-import threading
+import re
 import time
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from config.providers import Limits
+from config.providers import Limits, PacingConfig
+from fallback import learning
+from fallback.limiter_state import LimiterStore, MemoryStore, ScopeState, model_key, provider_key
 from providers.headers import PERIOD_SECONDS, WindowReading
 
 # limit name -> (metric, period)
@@ -28,6 +47,7 @@ WINDOW_NAMES: dict[str, tuple[str, str]] = {
     "tpm": ("tokens", "minute"), "tph": ("tokens", "hour"), "tpd": ("tokens", "day"),
 }
 _NAME_OF = {v: k for k, v in WINDOW_NAMES.items()}
+_TOKENS_MESSAGE = re.compile(r"token|\bTPM\b", re.IGNORECASE)
 
 
 def window_label(name: str) -> str:
@@ -47,121 +67,137 @@ class Wait(float):
         return wait
 
 
-class _Entry:
-    __slots__ = ("at", "amount", "live")
-
-    def __init__(self, at: float, amount: float):
-        self.at = at
-        self.amount = amount
-        self.live = True
-
-
-class _Window:
-    """Units used over the last `span` seconds. Entries expire a little after `span` (the grace
-    period) because the provider counts a request when it arrives, a moment after we sent it."""
-
-    def __init__(self, limit: float, span: float):
-        self.limit = limit
-        self.span = span
-        self.expiry = span + min(1.0, 0.01 * span)
-        self.entries: deque[_Entry] = deque()
-        self.used = 0.0
-
-    def _prune(self, now: float) -> None:
-        entries = self.entries
-        while entries and entries[0].at + self.expiry <= now:
-            expired = entries.popleft()
-            expired.live = False
-            self.used -= expired.amount
-        if not entries:
-            self.used = 0.0
-
-    def wait_for(self, amount: float, now: float) -> float:
-        """Seconds until `amount` more units fit (0 now, inf never)."""
-        if amount > self.limit:
-            return math.inf
-        self._prune(now)
-        excess = self.used + amount - self.limit
-        if excess <= 0:
-            return 0.0
-        freed = 0.0
-        for entry in self.entries:
-            freed += entry.amount
-            if freed >= excess:
-                return max(0.0, entry.at + self.expiry - now)
-        return self.expiry
-
-    def add(self, amount: float, at: float) -> _Entry:
-        entry = _Entry(at, amount)
-        if self.entries and at < self.entries[-1].at:
-            # Keep the deque ordered by expiry (held entries may start in the past).
-            items = sorted([*self.entries, entry], key=lambda e: e.at)
-            self.entries = deque(items)
-        else:
-            self.entries.append(entry)
-        self.used += amount
-        return entry
-
-    def adjust(self, entry: _Entry, amount: float) -> None:
-        if entry.live:
-            self.used += amount - entry.amount
-        entry.amount = amount
-
-    def remaining(self, now: float) -> float:
-        self._prune(now)
-        return max(0.0, self.limit - self.used)
-
-
 @dataclass
 class Reservation:
     provider: str
     model: str
     tokens: int
-    entries: dict[str, _Entry] = field(default_factory=dict)
+    at: float = 0.0
+    # (scope key, token window, seconds per token) charged, to settle to the real usage
+    charges: list[tuple[str, str, float]] = field(default_factory=list)
     settled: bool = False
 
 
-class RateLimiter:
-    def __init__(self, limits: Mapping[tuple[str, str], Limits], clock: Callable[[], float] = time.monotonic):
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._windows: dict[tuple[str, str], dict[str, _Window]] = {}
-        for key, configured in limits.items():
-            self._windows[key] = {
-                name: _Window(float(value), PERIOD_SECONDS[WINDOW_NAMES[name][1]])
-                for name, value in configured.model_dump().items() if value is not None
-            }
+@dataclass(frozen=True)
+class _Gate:
+    key: str
+    name: str
+    limit: float
 
-    def _windows_for(self, provider: str, model: str) -> dict[str, _Window]:
-        return self._windows.setdefault((provider, model), {})
+
+class RateLimiter:
+    def __init__(self, limits: Mapping[tuple[str, str], Limits], clock: Callable[[], float] = time.monotonic,
+                 pacing: PacingConfig | None = None, store: LimiterStore | None = None):
+        self._clock = clock
+        self.pacing = pacing or PacingConfig()
+        self._store: LimiterStore = store or MemoryStore()
+        self._configured: dict[str, dict[str, float]] = {}
+        self._models: dict[str, list[str]] = {}
+        for (provider, model), configured in limits.items():
+            self._configured[model_key(provider, model)] = {
+                name: float(value) for name, value in configured.model_dump().items() if value is not None}
+            self._models.setdefault(provider, []).append(model)
+
+    # -- window arithmetic -----------------------------------------------------------------
+
+    def span(self, name: str) -> float:
+        return PERIOD_SECONDS[WINDOW_NAMES[name][1]] * self.pacing.time_scale
+
+    @property
+    def minute(self) -> float:
+        return self.span("rpm")
+
+    def _unit(self, name: str, limit: float) -> float:
+        span = self.span(name)
+        return (span + min(1.0, 0.01 * span) + self.pacing.jitter_seconds) / limit
+
+    def _steady(self, name: str) -> bool:
+        return self.span(name) <= self.pacing.steady_max_window_seconds * self.pacing.time_scale
+
+    def _wait(self, state: ScopeState, name: str, limit: float, cost: float, now: float) -> float:
+        if cost > limit:
+            return math.inf
+        tat = state.tat.get(name, now)
+        if self._steady(name):
+            return max(0.0, tat - now)
+        unit = self._unit(name, limit)
+        return max(0.0, max(tat, now) + cost * unit - now - limit * unit)
+
+    # -- limits in force -------------------------------------------------------------------
+
+    def _model_ceiling(self, key: str, state: ScopeState) -> dict[str, float]:
+        return {**self._configured.get(key, {}), **state.reported}
+
+    def _provider_ceiling(self, provider: str, states: Mapping[str, ScopeState] | None = None) -> dict[str, float | None]:
+        """Per window, the sum of the provider's models' limits (None when one is unlimited)."""
+        out: dict[str, float | None] = {}
+        for name in WINDOW_NAMES:
+            total = 0.0
+            for model in self._models.get(provider, []):
+                key = model_key(provider, model)
+                reported = states[key].reported if states and key in states else {}
+                value = reported.get(name, self._configured.get(key, {}).get(name))
+                if value is None:
+                    total = math.nan
+                    break
+                total += value
+            out[name] = None if math.isnan(total) or not self._models.get(provider) else total
+        return out
+
+    def _gates(self, provider: str, model: str, states: Mapping[str, ScopeState]) -> list[_Gate]:
+        mk, pk = model_key(provider, model), provider_key(provider)
+        own = states[mk]
+        limits = self._model_ceiling(mk, own)
+        for name, learned in own.learned.items():
+            limits[name] = min(learned, limits.get(name, learned))
+        gates = [_Gate(mk, name, limit) for name, limit in limits.items() if limit > 0]
+        gates += [_Gate(pk, name, limit) for name, limit in states[pk].learned.items() if limit > 0]
+        return gates
+
+    def _keys(self, provider: str, model: str) -> list[str]:
+        return sorted({model_key(provider, model), provider_key(provider)})
+
+    # -- reserving -------------------------------------------------------------------------
 
     def reserve(self, provider: str, model: str, tokens: int) -> Reservation | Wait:
         """A reservation, or the seconds to wait before this request fits (inf: it never will),
         as a `Wait` naming the windows that hold it back."""
         now = self._clock()
-        with self._lock:
-            windows = self._windows_for(provider, model)
-            wait = self._wait(windows, tokens, now)
+
+        def admit(states: dict[str, ScopeState]) -> Reservation | Wait:
+            self._probe(provider, model, states, now)
+            gates = self._gates(provider, model, states)
+            wait = self._longest(gates, states, tokens, now)
             if wait > 0:
                 return wait
-            reservation = Reservation(provider, model, tokens)
-            for name, window in windows.items():
-                amount = 1 if WINDOW_NAMES[name][0] == "requests" else tokens
-                reservation.entries[name] = window.add(amount, now)
+            reservation = Reservation(provider, model, tokens, now)
+            for gate in gates:
+                state = states[gate.key]
+                tokens_window = WINDOW_NAMES[gate.name][0] == "tokens"
+                unit = self._unit(gate.name, gate.limit)
+                state.tat[gate.name] = max(state.tat.get(gate.name, now), now) + (tokens if tokens_window else 1) * unit
+                if tokens_window:
+                    reservation.charges.append((gate.key, gate.name, unit))
+            for key in self._keys(provider, model):
+                learning.count_sent(states[key], now, tokens, self.pacing)
             return reservation
+
+        return self._store.transact(self._keys(provider, model), admit)
 
     def wait_time(self, provider: str, model: str, tokens: int) -> Wait:
         """What `reserve` would answer for `tokens`, without reserving: 0 when it fits now."""
         now = self._clock()
-        with self._lock:
-            return self._wait(self._windows_for(provider, model), tokens, now)
+        return self._store.transact(self._keys(provider, model), lambda states: self._longest(
+            self._gates(provider, model, states), states, tokens, now))
 
-    @staticmethod
-    def _wait(windows: dict[str, _Window], tokens: int, now: float) -> Wait:
-        waits = {name: window.wait_for(1 if WINDOW_NAMES[name][0] == "requests" else tokens, now)
-                 for name, window in windows.items()}
+    def _longest(self, gates: list[_Gate], states: Mapping[str, ScopeState], tokens: int, now: float) -> Wait:
+        waits: dict[str, float] = {}
+        for gate in gates:
+            cost = tokens if WINDOW_NAMES[gate.name][0] == "tokens" else 1
+            wait = self._wait(states[gate.key], gate.name, gate.limit, cost, now)
+            waits[gate.name] = max(waits.get(gate.name, 0.0), wait)
         longest = max(waits.values(), default=0.0)
-        if longest <= 0:
+        if longest <= 1e-9:   # float residue of the arithmetic: due now
             return Wait(0.0)
         holding = sorted((name for name, wait in waits.items() if wait > 0), key=lambda n: -waits[n])
         return Wait(longest, tuple(holding))   # the window that holds it longest first
@@ -170,42 +206,143 @@ class RateLimiter:
         """Replace the estimate with the real token count (None keeps the estimate)."""
         if reservation.settled:
             return
-        with self._lock:
-            reservation.settled = True
-            if used_tokens is None:
-                return
-            windows = self._windows_for(reservation.provider, reservation.model)
-            for name, entry in reservation.entries.items():
-                if WINDOW_NAMES[name][0] == "tokens" and name in windows:
-                    windows[name].adjust(entry, float(max(0, used_tokens)))
+        reservation.settled = True
+        if used_tokens is None:
+            return
+        delta = float(max(0, used_tokens)) - reservation.tokens
 
-    def observe(self, provider: str, model: str, readings: Iterable[WindowReading]) -> None:
-        """Correct the local windows with what the provider reported."""
+        def adjust(states: dict[str, ScopeState]) -> None:
+            for key, name, unit in reservation.charges:
+                if name in states[key].tat:
+                    states[key].tat[name] += delta * unit
+            for state in states.values():
+                learning.uncount_tokens(state, delta)
+
+        self._store.transact(self._keys(reservation.provider, reservation.model), adjust)
+
+    # -- what the provider says ------------------------------------------------------------
+
+    def observe(self, provider: str, model: str, readings: Iterable[WindowReading], need: float = 0.0) -> None:
+        """Correct the model's windows with what the provider reported: a reported limit replaces
+        the configured one; a window with less left than one request (1, or `need` tokens) is held
+        until the reported reset."""
+        readings = list(readings)
+        if not readings:
+            return
         now = self._clock()
-        with self._lock:
-            windows = self._windows_for(provider, model)
+        key = model_key(provider, model)
+
+        def correct(states: dict[str, ScopeState]) -> None:
+            state = states[key]
             for reading in readings:
                 name = _NAME_OF.get((reading.metric, reading.period))
                 if name is None:
                     continue
-                span = PERIOD_SECONDS[reading.period]
-                window = windows.get(name)
-                if window is None:
-                    if reading.limit is None:
-                        continue
-                    window = windows[name] = _Window(reading.limit, span)
-                elif reading.limit is not None and reading.limit > 0:
-                    window.limit = reading.limit
+                if reading.limit is not None and reading.limit > 0:
+                    state.reported[name] = float(reading.limit)
                 if reading.remaining is None:
                     continue
-                deficit = window.remaining(now) - reading.remaining
-                if deficit > 0:
+                enough = 1.0 if reading.metric == "requests" else max(1.0, need)
+                if reading.remaining < enough:
+                    span = self.span(name)
                     reset = reading.reset_seconds if reading.reset_seconds is not None else span
-                    hold_from = now + min(reset, span) - window.expiry
-                    window.add(min(deficit, window.limit), hold_from)
+                    limit = self._model_ceiling(key, state).get(name) or float(reading.limit or 0) or 1.0
+                    hold = now + min(reset, span)
+                    if not self._steady(name):   # a bucket admits while the backlog fits the span
+                        hold += limit * self._unit(name, limit) - self._unit(name, limit)
+                    state.tat[name] = max(state.tat.get(name, now), hold)
+
+        self._store.transact([key], correct)
+
+    def rate_limited(self, reservation: Reservation, wait: float | None, message: str = "") -> None:
+        """A 429 for this reservation's request, the provider asking to wait `wait` seconds: learn
+        the limit of the window it hit (fallback/learning.py)."""
+        provider, model = reservation.provider, reservation.model
+        now = self._clock()
+        hit = learning.Hit(now, reservation.at, learning.finite_wait(wait, self.pacing),
+                           "tokens" if _TOKENS_MESSAGE.search(message or "") else "requests", self.minute)
+        pk, mk = provider_key(provider), model_key(provider, model)
+        keys = sorted({pk, mk, *(model_key(provider, m) for m in self._models.get(provider, []))})
+        self._store.transact(keys, lambda states: self._learn(provider, model, hit, reservation.tokens, states))
+
+    def _learn(self, provider: str, model: str, hit: learning.Hit, tokens: float,
+               states: dict[str, ScopeState]) -> None:
+        pk, mk = provider_key(provider), model_key(provider, model)
+        shared, own = states[pk], states[mk]
+        if learning.is_straggler(shared, hit):
+            learning.refine(shared, hit, tokens, self.pacing)
+            return
+        if learning.is_straggler(own, hit):
+            learning.refine(own, hit, tokens, self.pacing)
+            return
+        learning.note_rejected(own, hit, tokens)
+        learning.note_rejected(shared, hit, tokens)
+        if not self.pacing.learn_limits:
+            return
+        window = learning.METRIC_WINDOW[hit.metric]
+        reset = hit.now + (hit.wait or 0.0)
+        others = learning.same_window(shared.recent, model, reset, hit.now, self.minute,
+                                      self.pacing.scope_tolerance_seconds)
+        shared.recent = learning.remember(shared.recent, model, reset, hit.now, self.minute)
+        if others or shared.learned:
+            for other in [model, *others]:
+                learning.forget(states[model_key(provider, other)])
+            in_force = shared.learned.get(window, self._provider_ceiling(provider, states).get(window))
+            learning.learn(shared, hit, learning.estimate(shared, hit, in_force, self.pacing), self.pacing)
+        else:
+            learning.learn(own, hit, learning.estimate(own, hit, self._in_force(mk, own, window), self.pacing),
+                           self.pacing)
+
+    def _in_force(self, key: str, state: ScopeState, window: str) -> float | None:
+        ceiling = self._model_ceiling(key, state).get(window)
+        learned = state.learned.get(window)
+        if ceiling is None or learned is None:
+            return learned if ceiling is None else ceiling
+        return min(ceiling, learned)
+
+    def _probe(self, provider: str, model: str, states: dict[str, ScopeState], now: float) -> None:
+        mk, pk = model_key(provider, model), provider_key(provider)
+        learning.probe(states[pk], now, self._provider_ceiling(provider), self.minute, self.pacing)
+        ceilings: dict[str, float | None] = dict(self._model_ceiling(mk, states[mk]))
+        learning.probe(states[mk], now, ceilings, self.minute, self.pacing)
+
+    # -- reports ---------------------------------------------------------------------------
 
     def snapshot(self, provider: str, model: str) -> dict[str, dict[str, float]]:
+        """The model's own windows: the limit in force and what is left of it now."""
         now = self._clock()
-        with self._lock:
-            return {name: {"limit": w.limit, "remaining": w.remaining(now)}
-                    for name, w in self._windows_for(provider, model).items()}
+
+        def read(states: dict[str, ScopeState]) -> dict[str, dict[str, float]]:
+            out = {}
+            for gate in self._gates(provider, model, states):
+                if gate.key != model_key(provider, model):
+                    continue
+                backlog = max(0.0, states[gate.key].tat.get(gate.name, now) - now) / self._unit(gate.name, gate.limit)
+                out[gate.name] = {"limit": gate.limit, "remaining": max(0.0, gate.limit - backlog)}
+            return out
+
+        return self._store.transact(self._keys(provider, model), read)
+
+    def learned_limits(self, provider: str) -> list[dict[str, Any]]:
+        """The limits learned for the provider (scope `provider`: shared by its models) and for
+        each of its models (scope `model`), with the ceiling they stay under."""
+        now = self._clock()
+        states = self._store.read()
+        out: list[dict[str, Any]] = []
+        scopes = [(provider_key(provider), "provider", None)] + [
+            (model_key(provider, m), "model", m) for m in self._models.get(provider, [])]
+        ceilings = self._provider_ceiling(provider, states)
+        for key, scope, model in scopes:
+            state = states.get(key)
+            if state is None or not state.learned:
+                continue
+            for name, limit in sorted(state.learned.items()):
+                ceiling = ceilings.get(name) if model is None else self._model_ceiling(key, state).get(name)
+                out.append({
+                    "scope": scope, "provider": provider, "model": model, "window": name,
+                    "limit": round(limit, 2), "ceiling": ceiling,
+                    "window_seconds_estimated": None if state.window_seconds is None else round(state.window_seconds, 2),
+                    "learned_seconds_ago": None if state.learned_at is None else round(max(0.0, now - state.learned_at), 1),
+                    "next_probe_seconds": None if state.probe_at is None else round(max(0.0, state.probe_at - now), 1),
+                    "rate_limited": int(state.hits)})
+        return out

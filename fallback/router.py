@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar, Union
 
 from errors import Category, Failure, classify
+from fallback.budgets import CompletionBudgets
 from fallback.health import BUSY, OWNED, Blocked, HealthBoard
 from fallback.limiter import RateLimiter, Reservation, Wait, window_label
 from fallback.metrics import Metrics, SwitchEvent, utc_now_iso
@@ -133,6 +134,7 @@ class _Run:
     attempts: list[AttemptRecord] = field(default_factory=list)
     switches: list[SwitchEvent] = field(default_factory=list)
     previous: Pair | None = None
+    budget: int = 0                   # the completion budget of the attempt under way
     pending: Failure | None = None
     last_failure: Failure | None = None
 
@@ -140,8 +142,9 @@ class _Run:
 class Router:
     def __init__(self, engine: EngineConfig, providers: Mapping[str, ProviderClient], health: HealthBoard,
                  limiter: RateLimiter, metrics: Metrics, policy: Policy,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, budgets: CompletionBudgets | None = None):
         self.engine = engine
+        self.budgets = budgets or CompletionBudgets(engine.pacing)
         self.providers = providers
         self.health = health
         self.limiter = limiter
@@ -167,6 +170,11 @@ class Router:
                 models = [model] + [m for m in models if m != model]
             pairs.extend((name, m) for m in models)
         return pairs
+
+    def completion_budget(self, provider: str, model: ModelConfig) -> int:
+        """The `max_completion_tokens` to send: learned from the model's answers, within its bounds."""
+        config = self.providers[provider].config
+        return self.budgets.budget(provider, model.id, config.completion_floor(model), config.completion_budget(model))
 
     def blocked(self, pair: Pair) -> Blocked | None:
         client = self.providers[pair[0]]
@@ -229,8 +237,9 @@ class Router:
             owns_probe = probe == OWNED
             handed_over = False   # from here a probe we own is ours until `run` takes it with the pair
             try:
-                tokens = prompt_tokens + client.config.completion_budget(model)
-                reservation = self.limiter.reserve(name, model_id, tokens)
+                run.budget = self.completion_budget(name, model)
+                client.sdk()   # built before the budget is taken, so the request leaves when it is reserved
+                reservation = self.limiter.reserve(name, model_id, prompt_tokens + run.budget)
                 if isinstance(reservation, Reservation):
                     self._note_skips(run, pair, waiting)
                     handed_over = True
@@ -307,7 +316,7 @@ class Router:
                              message=last.message if last else None)
             else:
                 wait = hold if isinstance(hold, Wait) else self.limiter.wait_time(
-                    name, model_id, run.prompt_tokens + client.config.completion_budget(model))
+                    name, model_id, run.prompt_tokens + self.completion_budget(name, model))
                 if wait > 0:
                     entry.update(why="budget", window=wait.windows[0] if wait.windows else None,
                                  windows=list(wait.windows),
@@ -357,6 +366,8 @@ class Router:
         client = self.providers[name]
         model = client.config.model(model_id)
         assert model is not None
+        if run.budget and run.budget != client.config.completion_budget(model):
+            model = model.model_copy(update={"max_completion_tokens": run.budget})
         run.tried.add(pair)
         run.previous = pair
         started_at, started = utc_now_iso(), time.perf_counter()
@@ -366,8 +377,9 @@ class Router:
             latency = time.perf_counter() - started
             self._after_failure(run, pair, reservation, exc, started_at, latency)
             return None
+        self._learn_budget(run, pair, completion)
         self.limiter.settle(reservation, self._charged(client, completion.total_tokens))
-        self.limiter.observe(name, model_id, read_rate_limits(completion.headers, client.kind))
+        self.limiter.observe(name, model_id, read_rate_limits(completion.headers, client.kind), reservation.tokens)
         self.health.record_success(name, model_id)
         self.metrics.record_attempt(name, model_id, category=None, latency=completion.latency,
                                     prompt_tokens=completion.prompt_tokens,
@@ -385,9 +397,13 @@ class Router:
         completion: Completion | None = getattr(exc, "completion", None)
         response = getattr(exc, "response", None)
         headers = dict(getattr(response, "headers", None) or {}) or (completion.headers if completion else {})
-        self.limiter.observe(name, model_id, read_rate_limits(headers, client.kind))
+        self.limiter.observe(name, model_id, read_rate_limits(headers, client.kind), reservation.tokens)
         used = completion.total_tokens if completion else (0 if failure.status and failure.status < 500 else None)
         self.limiter.settle(reservation, self._charged(client, used) if completion else used)
+        if completion is not None:
+            self._learn_budget(run, pair, completion)
+        if failure.category == Category.RATE_LIMIT:
+            self.limiter.rate_limited(reservation, failure.wait_seconds, failure.message)
 
         rule = self.policy.rule_for(failure)
         in_a_row = self.health.count_failure(name, model_id) if not rule.critical else self.health.in_a_row(name, model_id) + 1
@@ -421,6 +437,11 @@ class Router:
             return False
         return any(p != name and p not in run.skip_providers and self.providers[p].configured
                    for p, _ in run.plan)
+
+    def _learn_budget(self, run: _Run, pair: Pair, completion: Completion) -> None:
+        """Feed the answer's completion tokens to the model's budget; a cut-off answer raises it."""
+        self.budgets.observe(pair[0], pair[1], completion.completion_tokens,
+                             completion.finish_reason == "length", run.budget)
 
     @staticmethod
     def _charged(client: ProviderClient, used: int | None) -> int | None:

@@ -67,7 +67,7 @@ class GenerationEngine:
         self.providers: dict[str, ProviderClient] = build_providers(config.providers, env)
         self.health = HealthBoard(clock)
         limits = {(p, m.id): m.limits for p, pc in config.providers.items() for m in pc.models}
-        self.limiter = RateLimiter(limits, clock)
+        self.limiter = RateLimiter(limits, clock, config.engine.pacing)
         self.metrics = Metrics()
         self.policy = Policy(config.engine, rng)
         self.router = Router(config.engine, self.providers, self.health, self.limiter, self.metrics,
@@ -182,7 +182,7 @@ class GenerationEngine:
         state = self.health.state(provider, model.id, client.key_fingerprint, self.router.to_wall)
         if state["state"] != "ok":
             return {k: state.get(k) for k in ("state", "until", "seconds_left", "category", "reason")}
-        wait = self.limiter.wait_time(provider, model.id, client.config.completion_budget(model))
+        wait = self.limiter.wait_time(provider, model.id, self.router.completion_budget(provider, model))
         if wait <= 0:
             return None
         hold: dict[str, Any] = {"state": "out_of_budget", "window": wait.windows[0] if wait.windows else None,
@@ -191,6 +191,17 @@ class GenerationEngine:
             hold["until"] = datetime.fromtimestamp(self.router.to_wall(now + wait), timezone.utc).isoformat()
             hold["seconds_left"] = round(float(wait), 3)
         return hold
+
+    def completion_budget(self, provider: str, model: ModelConfig) -> dict[str, Any]:
+        """The model's learned completion budget: `budget` (sent now), `configured`, `minimum`,
+        `learned`, `answers` it was learned from, `truncated` answers, their `p50`/`p95`."""
+        config = self.providers[provider].config
+        return self.router.budgets.report(provider, model.id, config.completion_floor(model),
+                                          config.completion_budget(model))
+
+    def learned_limits(self, provider: str) -> list[dict[str, Any]]:
+        """Limits learned from the provider's 429s, with their scope (see RateLimiter.learned_limits)."""
+        return self.limiter.learned_limits(provider)
 
     def model_state(self, provider: str, model: str) -> dict[str, Any]:
         client = self.providers[provider]

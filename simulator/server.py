@@ -7,6 +7,13 @@ model (`script`) or set for good (`always`): any status, headers and body, a del
 the client's timeout, an answer held until a test opens its gate, a dropped connection, non-JSON
 output. Optional per-model limits make it answer 429 like the real services. Every request is
 recorded so tests can count them, and `held` says how many are held unanswered right now.
+
+Pacing scenarios (issue 8): `shared_limit` caps a whole provider (every model of one wire format)
+at N requests per window without declaring it in any header, and may be changed mid-run (halve,
+recover); `limit(..., window=)` enforces a model's rpm/tpm over a window of any length, charging
+Cerebras prompt + max_completion_tokens up front as the real service does; `completion_tokens`
+makes answers report realistic usage (~1,800 tokens), and an answer that needs more than the
+request's max_completion_tokens is cut off there (`finish_reason: length`).
 """
 from __future__ import annotations
 
@@ -65,20 +72,23 @@ class Recorded:
 
 
 class _Limits:
-    """Sliding-window limits for one model (requests/min, requests/day, tokens/min)."""
+    """Sliding-window limits for one model (requests/min, requests/day, tokens/min); `window` is
+    the length of the "minute" (shortened in tests)."""
 
-    def __init__(self, rpm: int | None = None, rpd: int | None = None, tpm: int | None = None):
+    def __init__(self, rpm: int | None = None, rpd: int | None = None, tpm: int | None = None,
+                 window: float = 60.0):
         self.rpm, self.rpd, self.tpm = rpm, rpd, tpm
+        self.window = window
         self.requests: deque[float] = deque()
         self.day: deque[float] = deque()
         self.tokens: deque[tuple[float, int]] = deque()
 
     def _prune(self, now: float) -> None:
-        while self.requests and self.requests[0] <= now - 60:
+        while self.requests and self.requests[0] <= now - self.window:
             self.requests.popleft()
         while self.day and self.day[0] <= now - 86400:
             self.day.popleft()
-        while self.tokens and self.tokens[0][0] <= now - 60:
+        while self.tokens and self.tokens[0][0] <= now - self.window:
             self.tokens.popleft()
 
     def admit(self, tokens: int, now: float) -> float:
@@ -86,12 +96,12 @@ class _Limits:
         self._prune(now)
         waits = [0.0]
         if self.rpm is not None and len(self.requests) >= self.rpm:
-            waits.append(self.requests[0] + 60 - now)
+            waits.append(self.requests[0] + self.window - now)
         if self.rpd is not None and len(self.day) >= self.rpd:
             waits.append(self.day[0] + 86400 - now)
         used = sum(t for _, t in self.tokens)
         if self.tpm is not None and used + tokens > self.tpm and self.tokens:
-            waits.append(self.tokens[0][0] + 60 - now)
+            waits.append(self.tokens[0][0] + self.window - now)
         wait = max(waits)
         if wait > 0:
             return wait
@@ -106,7 +116,7 @@ class _Limits:
         day_left = (self.rpd - len(self.day)) if self.rpd is not None else 14400 - len(self.day)
         tok_limit = self.tpm if self.tpm is not None else 1_000_000
         # Resets say when the window is whole again, as the providers document them.
-        tok_reset = (self.tokens[-1][0] + 60 - now) if self.tokens else 0.0
+        tok_reset = (self.tokens[-1][0] + self.window - now) if self.tokens else 0.0
         day_reset = (self.day[-1] + 86400 - now) if self.day else 0.0
         if style == "groq":
             return {"x-ratelimit-limit-requests": str(self.rpd or 14400),
@@ -121,6 +131,22 @@ class _Limits:
                 "x-ratelimit-limit-tokens-minute": str(tok_limit),
                 "x-ratelimit-remaining-tokens-minute": str(max(0, tok_limit - used)),
                 "x-ratelimit-reset-tokens-minute": f"{tok_reset:.6f}"}
+
+
+class _SharedLimit:
+    """One provider's undeclared limit: `requests` per `window` seconds across all its models."""
+
+    def __init__(self, requests: int, window: float):
+        self.requests, self.window = requests, window
+        self.admitted: deque[float] = deque()
+
+    def admit(self, now: float) -> float:
+        while self.admitted and self.admitted[0] <= now - self.window:
+            self.admitted.popleft()
+        if len(self.admitted) >= self.requests:
+            return self.admitted[len(self.admitted) - self.requests] + self.window - now
+        self.admitted.append(now)
+        return 0.0
 
 
 def _duration(seconds: float) -> str:
@@ -150,6 +176,9 @@ class FakeProviderServer:
         self._scripts: dict[str, deque[Reply]] = {}
         self._always: dict[str, Reply] = {}
         self._limits: dict[str, _Limits] = {}
+        self._shared: dict[str, _SharedLimit] = {}        # by wire format: "groq", "cerebras"
+        # Completion tokens an answer needs (usage reports it); None: the content's length / 4.
+        self.completion_tokens: int | Callable[[], int] | None = None
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._held = 0                              # requests a hang or a closed gate holds right now
@@ -193,9 +222,22 @@ class FakeProviderServer:
             else:
                 self._always[model] = reply
 
-    def limit(self, model: str, *, rpm: int | None = None, rpd: int | None = None, tpm: int | None = None) -> None:
+    def limit(self, model: str, *, rpm: int | None = None, rpd: int | None = None, tpm: int | None = None,
+              window: float = 60.0) -> None:
         with self._lock:
-            self._limits[model] = _Limits(rpm, rpd, tpm)
+            self._limits[model] = _Limits(rpm, rpd, tpm, window)
+
+    def shared_limit(self, style: str, requests: int | None, window: float = 10.0) -> None:
+        """Cap every model of one wire format ("groq" or "cerebras") together at `requests` per
+        `window` seconds, declared in no header (None lifts it). Calling it again mid-run changes
+        the figures and keeps the requests already counted."""
+        with self._lock:
+            if requests is None:
+                self._shared.pop(style, None)
+            elif style in self._shared:
+                self._shared[style].requests, self._shared[style].window = requests, window
+            else:
+                self._shared[style] = _SharedLimit(requests, window)
 
     def count(self, model: str | None = None, path: str | None = None) -> int:
         with self._lock:
@@ -262,20 +304,24 @@ class FakeProviderServer:
         prompt = "\n".join(str(m.get("content", "")) for m in payload.get("messages", []) if isinstance(m, dict))
         prompt_tokens = max(1, len(prompt) // 4)
         budget = int(payload.get("max_completion_tokens") or payload.get("max_tokens") or 1024)
+        needed = self.completion_tokens() if callable(self.completion_tokens) else self.completion_tokens
+        # Cerebras charges the whole budget up front; Groq what the answer will really use.
+        used = min(budget, int(needed)) if needed is not None else min(budget, 600)
         extra: dict[str, str] = {}
+        shared = self._shared.get(style)
+        if shared is not None and reply is None:
+            with self._lock:
+                wait = shared.admit(time.monotonic())
+            if wait > 0:
+                reply = self._too_many(style, model, wait, extra)
         limits = self._limits.get(model or "")
-        if limits is not None:
+        if limits is not None and not (shared is not None and reply is not None and reply.status == 429):
             now = time.monotonic()
             with self._lock:
-                wait = limits.admit(prompt_tokens + budget if style == "cerebras" else prompt_tokens + min(budget, 600), now)
+                wait = limits.admit(prompt_tokens + (budget if style == "cerebras" else used), now)
                 extra = limits.headers(style, now)
             if wait > 0 and reply is None:
-                extra["retry-after"] = str(max(1, int(wait + 0.999)))
-                message = "Requests per minute limit exceeded - too many requests sent."
-                reply = (groq_error(429, f"Rate limit reached for model `{model}` on requests per minute (RPM). "
-                                         f"Please try again in {wait:.3f}s.", "rate_limit_exceeded", "requests")
-                         if style == "groq" else
-                         cerebras_error(429, message, "request_quota_exceeded", "too_many_requests_error"))
+                reply = self._too_many(style, model, wait, extra)
         if reply is None:
             reply = self._random_fault(style) or Reply()
         with self._lock:
@@ -286,17 +332,33 @@ class FakeProviderServer:
         if content is None:
             content = json.dumps(make_sample(prompt, self.rng))
         completion_tokens = max(1, len(content) // 4)
+        finish_reason = "stop"
+        if needed is not None:
+            completion_tokens = max(1, int(needed))
+            if completion_tokens > budget:   # cut off at the budget, mid-answer
+                completion_tokens, finish_reason = budget, "length"
+                content = content[:len(content) // 2]
         body = {
             "id": f"chatcmpl-{self.rng.getrandbits(48):012x}", "object": "chat.completion",
             "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": "stop", "logprobs": None}],
+                         "finish_reason": finish_reason, "logprobs": None}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
         if self.simulated:
             body["system_fingerprint"] = "simulated"
         return reply, extra, body
+
+    def _too_many(self, style: str, model: str | None, wait: float, extra: dict[str, str]) -> Reply:
+        """A 429 as the provider sends it: retry-after (whole seconds) and retry-after-ms."""
+        extra["retry-after"] = str(max(1, int(wait + 0.999)))
+        extra["retry-after-ms"] = str(max(1, int(wait * 1000 + 0.999)))
+        if style == "groq":
+            return groq_error(429, f"Rate limit reached for model `{model}` on requests per minute (RPM). "
+                                   f"Please try again in {wait:.3f}s.", "rate_limit_exceeded", "requests")
+        return cerebras_error(429, "Requests per minute limit exceeded - too many requests sent.",
+                              "request_quota_exceeded", "too_many_requests_error")
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self

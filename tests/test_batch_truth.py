@@ -55,6 +55,10 @@ def test_a_batch_held_up_only_by_cooling_lists_its_waits_and_no_errors(make_app,
         assert set(blocked) == {("groq", "g-large"), ("groq", "g-small"), ("cerebras", "c-large"),
                                 ("cerebras", "c-small")}   # every candidate, with its provider
         for (provider, model), entry in blocked.items():
+            # cooling after the 429, or paced by the limit learned from it
+            if entry["why"] == "budget":
+                assert entry["until"] and f"{provider}/{model} out of budget" in wait["reason"]
+                continue
             assert entry["why"] == "cooling" and entry["category"] == "rate_limit" and entry["until"]
             assert f"{provider}/{model} cooling (rate_limit)" in wait["reason"]
         assert "server_error" not in wait["reason"]

@@ -1,44 +1,64 @@
-"""The proactive rate limiter, on a clock the tests move by hand."""
+"""The proactive rate limiter (GCRA pacing), on a clock the tests move by hand."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
-from fallback.limiter import RateLimiter, Reservation, _Window
-from config.providers import Limits
+from config.providers import Limits, PacingConfig
+from fallback.limiter import RateLimiter, Reservation
+from fallback.limiter_state import MemoryStore, ScopeState
 from providers.headers import read_rate_limits
 from tests.conftest import ManualClock
 from tests.racing import race, switch
 
 KEY = ("groq", "m")
+MINUTE = 60.65  # a minute window plus its grace (1 % and 0.05 s): what one unit of a per-minute limit is spread over
 
 
 def limiter(clock, **limits):
     return RateLimiter({KEY: Limits(**limits)}, clock)
 
 
-def test_requests_per_minute_are_paced():
+def test_requests_per_minute_are_spread_evenly_over_the_window():
     clock = ManualClock()
     rl = limiter(clock, rpm=2)
     assert isinstance(rl.reserve(*KEY, 10), Reservation)
-    clock.advance(10)
-    assert isinstance(rl.reserve(*KEY, 10), Reservation)
-    assert rl.reserve(*KEY, 10) == pytest.approx(50.6)  # the first entry frees at t+60, plus 0.6 s grace
-    clock.advance(50.5)
+    wait = rl.reserve(*KEY, 10)
+    assert wait == pytest.approx(MINUTE / 2) and wait.windows == ("rpm",)   # not a burst of two
+    clock.advance(MINUTE / 2 - 0.1)
     assert rl.reserve(*KEY, 10) == pytest.approx(0.1)
     clock.advance(0.1)
     assert isinstance(rl.reserve(*KEY, 10), Reservation)
+
+
+def test_a_steady_stream_keeps_every_window_within_the_limit():
+    """Admit whenever allowed for ten minutes: any minute holds at most the limit, and the total is
+    the limit's rate (what a burst-then-wait limiter would also admit, only spread out)."""
+    clock = ManualClock(0.0)
+    rl = limiter(clock, rpm=30)
+    admitted = []
+    while clock() < 600:
+        result = rl.reserve(*KEY, 1)
+        if isinstance(result, Reservation):
+            admitted.append(clock())
+        else:
+            clock.advance(float(result))
+    assert max(sum(1 for t in admitted if start <= t < start + 60) for start in admitted) <= 30
+    assert len(admitted) >= 10 * 30 * 60 / MINUTE - 1
+    gaps = {round(b - a, 6) for a, b in zip(admitted, admitted[1:])}
+    assert gaps == {round(MINUTE / 30, 6)}
 
 
 def test_tokens_are_reserved_then_settled_to_real_usage():
     clock = ManualClock()
     rl = limiter(clock, tpm=1000)
     first = rl.reserve(*KEY, 800)
-    assert rl.reserve(*KEY, 300) > 0            # 800 reserved, 300 more does not fit
-    rl.settle(first, 150)                        # the call used only 150
-    assert isinstance(rl.reserve(*KEY, 300), Reservation)
-    assert rl.snapshot(*KEY)["tpm"]["remaining"] == 550
+    assert rl.reserve(*KEY, 300) == pytest.approx(800 * MINUTE / 1000)   # 800 to drain first
+    rl.settle(first, 150)                                                 # the call used only 150
+    assert rl.reserve(*KEY, 300) == pytest.approx(150 * MINUTE / 1000)
+    assert rl.snapshot(*KEY)["tpm"]["remaining"] == pytest.approx(850)
 
 
 def test_a_request_larger_than_the_limit_never_fits():
@@ -46,24 +66,32 @@ def test_a_request_larger_than_the_limit_never_fits():
     assert rl.reserve(*KEY, 1001) == math.inf
 
 
-def test_day_windows_hold_for_a_day():
+def test_day_windows_may_be_spent_at_once_then_refill_at_their_rate():
     clock = ManualClock()
-    rl = limiter(clock, rpd=1)
-    rl.reserve(*KEY, 1)
-    assert rl.reserve(*KEY, 1) == pytest.approx(86401)  # a day plus a second of grace
-    clock.advance(86401)
+    rl = limiter(clock, rpd=2)
+    assert isinstance(rl.reserve(*KEY, 1), Reservation) and isinstance(rl.reserve(*KEY, 1), Reservation)
+    day_unit = (86400 + 1 + 0.05) / 2
+    assert rl.reserve(*KEY, 1) == pytest.approx(day_unit)
+    clock.advance(day_unit)
     assert isinstance(rl.reserve(*KEY, 1), Reservation)
 
 
-def test_headers_correct_the_local_view():
+def test_a_short_window_reported_nearly_spent_is_held_until_its_reset():
     clock = ManualClock()
     rl = limiter(clock, tpm=10000)
     # Someone else in the organisation used most of the minute: 500 left, reset in 12 s.
     rl.observe(*KEY, read_rate_limits({"x-ratelimit-limit-tokens": "10000", "x-ratelimit-remaining-tokens": "500",
-                                      "x-ratelimit-reset-tokens": "12s"}, "groq"))
-    wait = rl.reserve(*KEY, 2000)
-    assert wait == pytest.approx(12)
+                                      "x-ratelimit-reset-tokens": "12s"}, "groq"), need=2000)
+    assert rl.reserve(*KEY, 2000) == pytest.approx(12)
     clock.advance(12)
+    assert isinstance(rl.reserve(*KEY, 2000), Reservation)
+
+
+def test_plenty_left_in_the_headers_changes_nothing():
+    clock = ManualClock()
+    rl = limiter(clock, tpm=10000)
+    rl.observe(*KEY, read_rate_limits({"x-ratelimit-remaining-tokens": "9000", "x-ratelimit-reset-tokens": "50s"},
+                                      "groq"), need=2000)
     assert isinstance(rl.reserve(*KEY, 2000), Reservation)
 
 
@@ -77,32 +105,33 @@ def test_headers_teach_limits_the_configuration_did_not_know():
     assert rl.snapshot(*KEY)["rpd"]["limit"] == 100
 
 
-class _RacyWindow(_Window):
-    """A window that lets other threads run between measuring the room left and reporting it,
-    and inside its own read-modify-write of `used`: the gaps the limiter's lock must close."""
+def test_time_scale_shortens_every_window():
+    clock = ManualClock()
+    rl = RateLimiter({KEY: Limits(rpm=6)}, clock, PacingConfig(time_scale=0.1))
+    rl.reserve(*KEY, 1)
+    assert rl.reserve(*KEY, 1) == pytest.approx((6 + 0.06 + 0.05) / 6)
 
-    def wait_for(self, amount: float, now: float) -> float:
-        wait = super().wait_for(amount, now)
-        switch()
-        return wait
 
-    def add(self, amount: float, at: float):
-        switch()
-        return super().add(amount, at)
-
-    def adjust(self, entry, amount: float) -> None:
-        switch()
-        super().adjust(entry, amount)
+def test_the_state_is_small_and_serializable():
+    clock = ManualClock()
+    store = MemoryStore()
+    rl = RateLimiter({KEY: Limits(rpm=30, tpm=6000)}, clock, store=store)
+    rl.settle(rl.reserve(*KEY, 1000), 700)
+    states = store.read()
+    for key, state in states.items():
+        text = json.dumps(state.to_dict())
+        assert len(text) < 1000 and ScopeState.from_dict(json.loads(text)) == state
+    assert set(states["groq/m"].tat) == {"rpm", "tpm"}
 
 
 class RacyLimiter(RateLimiter):
-    """The real limiter, with every window a `_RacyWindow`."""
+    """The real limiter, letting other threads run between measuring the room left and taking it:
+    the gap the store's lock must close."""
 
-    def _windows_for(self, provider: str, model: str):
-        windows = super()._windows_for(provider, model)
-        for window in windows.values():
-            window.__class__ = _RacyWindow
-        return windows
+    def _longest(self, *args, **kwargs):
+        wait = super()._longest(*args, **kwargs)
+        switch()
+        return wait
 
 
 ROUNDS = 10
@@ -110,30 +139,16 @@ ROUNDS = 10
 
 def test_racing_reservations_never_admit_more_than_the_limit():
     for _ in range(ROUNDS):
-        rl = RacyLimiter({KEY: Limits(rpm=5, tpm=5 * 100)}, ManualClock())
+        rl = RacyLimiter({KEY: Limits(rpd=5, tpd=5 * 100)}, ManualClock())
         granted = [r for r in race(lambda i: rl.reserve(*KEY, 100)) if isinstance(r, Reservation)]
         assert len(granted) == 5          # 16 threads asked at once: exactly the limit got in
         race(lambda i: rl.settle(granted[i], 100) if i < len(granted) else None)
-        assert rl.snapshot(*KEY) == {"rpm": {"limit": 5, "remaining": 0}, "tpm": {"limit": 500, "remaining": 0}}
+        snapshot = rl.snapshot(*KEY)
+        assert snapshot["rpd"]["remaining"] == pytest.approx(0) and snapshot["tpd"]["remaining"] == pytest.approx(0)
 
 
-def test_racing_reserve_and_settle_keep_the_books():
-    """Threads reserve 1,000 tokens and settle to the 400 really used, all at once: the window's
-    count stays exactly the sum of what was settled, and a reservation is only admitted while it
-    fits, so at most 1 + (10,000 - 1,000) / 400 = 23 get in."""
+def test_racing_steady_windows_admit_one_at_a_time():
     for _ in range(ROUNDS):
-        rl = RacyLimiter({KEY: Limits(tpm=10_000)}, ManualClock())
-
-        def work(i: int) -> int:
-            admitted = 0
-            for _ in range(4):
-                reservation = rl.reserve(*KEY, 1000)
-                if not isinstance(reservation, Reservation):
-                    break
-                admitted += 1
-                rl.settle(reservation, 400)
-            return admitted
-
-        admitted = sum(race(work))
-        assert admitted <= 23
-        assert rl.snapshot(*KEY)["tpm"]["remaining"] == 10_000 - 400 * admitted
+        rl = RacyLimiter({KEY: Limits(rpm=5)}, ManualClock())
+        granted = [r for r in race(lambda i: rl.reserve(*KEY, 1)) if isinstance(r, Reservation)]
+        assert len(granted) == 1

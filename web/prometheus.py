@@ -1,5 +1,6 @@
 """Provider and model figures for people (`/api/stats/providers`) and for Prometheus (`/metrics`):
-switch frequency, failures by category, average tokens, response time, success rate, cost."""
+switch frequency, failures by category, average tokens, response time, success rate, cost;
+pacing: limits learned from 429s with their scope, and each model's learned completion budget."""
 from __future__ import annotations
 
 import time
@@ -17,6 +18,7 @@ def provider_stats(svc: Any) -> dict[str, Any]:
     providers: dict[str, Any] = {}
     for name, client in engine.providers.items():
         models = {}
+        learned = engine.learned_limits(name)
         for model in client.config.models:
             stats = engine.metrics.model_report(name, model.id)
             state = engine.model_state(name, model.id)
@@ -32,9 +34,12 @@ def provider_stats(svc: Any) -> dict[str, Any]:
                 "prompt_tokens": stats["prompt_tokens"], "completion_tokens": stats["completion_tokens"],
                 "cost_usd": round(cost, 6), "switches_away": switches, "switches_to": stats["switches_to"],
                 "switches_away_per_hour": round(switches / hours, 2),
+                "completion_budget": engine.completion_budget(name, model),
+                "learned_limits": [entry for entry in learned if entry["model"] == model.id],
             }
         providers[name] = {"name": client.display_name, "configured": client.configured,
-                           "state": engine.provider_state(name)["state"], "models": models}
+                           "state": engine.provider_state(name)["state"], "models": models,
+                           "learned_limits": learned}
     return {"providers": providers, "switches_total": engine.metrics.switch_count,
             "recent_switches": engine.metrics.switches()[-20:]}
 
@@ -58,7 +63,16 @@ class _Collector:
         cost = CounterMetricFamily("llm_cost_usd", "Estimated spend at configured prices", labels=["provider", "model"])
         up = GaugeMetricFamily("llm_model_available", "1 when the model may be tried now", labels=["provider", "model"])
         switches = CounterMetricFamily("llm_switches", "Moves away from a model", labels=["provider", "model"])
+        learned_limit = GaugeMetricFamily(
+            "llm_learned_limit", "Limit learned from 429s, per window (rpm, tpm); scope provider: shared by "
+            "the provider's models (model label empty)", labels=["provider", "model", "scope", "window"])
+        budget = GaugeMetricFamily("llm_completion_budget_tokens", "max_completion_tokens sent now, learned "
+                                   "from the model's answers", labels=["provider", "model"])
+        truncated = CounterMetricFamily("llm_completion_truncated", "Answers cut off at the budget "
+                                        "(finish_reason: length)", labels=["provider", "model"])
         for name, client in engine.providers.items():
+            for entry in engine.learned_limits(name):
+                learned_limit.add_metric([name, entry["model"] or "", entry["scope"], entry["window"]], entry["limit"])
             for model in client.config.models:
                 stats = engine.metrics.model_report(name, model.id)
                 if stats["successes"]:
@@ -78,7 +92,10 @@ class _Collector:
                 if client.configured:
                     up.add_metric([name, model.id], 1.0 if engine.model_state(name, model.id)["state"] == "ok" else 0.0)
                 switches.add_metric([name, model.id], stats["switches_from"])
-        yield from (attempts, duration, latency, tokens, cost, up, switches)
+                completion = engine.completion_budget(name, model)
+                budget.add_metric([name, model.id], completion["budget"])
+                truncated.add_metric([name, model.id], completion["truncated"])
+        yield from (attempts, duration, latency, tokens, cost, up, switches, learned_limit, budget, truncated)
         samples = GaugeMetricFamily("dataset_samples", "Samples in the dataset")
         samples.add_metric([], svc.store.count())
         yield samples
