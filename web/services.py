@@ -25,12 +25,14 @@ from config.providers import AppConfig, load_config
 from config.settings import Settings
 from dataset.import_jobs import ImportJobs
 from dataset.stats import StatsFrame
+from fallback.limiter_state import ScopeState
 from generation.engine import GenerationEngine
 from generation.requests import SampleTypeRotation
 from quality.service import QualityService
 from storage import open_storage
 from storage.coordination import shared_connect
 from storage.shared_health import SharedHealthTable
+from storage.shared_limiter import PostgresLimiterStore
 from storage.store import Store
 
 log = logging.getLogger("api")
@@ -65,7 +67,7 @@ class Services:
         if connect is not None:   # PostgreSQL: several servers may share this database
             cluster = join(connect, host=settings.host, port=settings.port,
                            lease_seconds=settings.batch_lease_seconds)
-            engine.health.share(SharedHealthTable(connect))
+            engine.share_state(SharedHealthTable(connect), PostgresLimiterStore(connect, ScopeState.from_dict))
         batches = BatchManager(engine=engine, store=store, config=config, quality=quality,
                                simulated=demo is not None, cluster=cluster)
         imports = ImportJobs(store, quality, chunk_rows=settings.import_chunk_rows)
