@@ -10,6 +10,7 @@ from a dict (`decode`) and each record's `to_dict()`, stored as jsonb in `limite
 """
 from __future__ import annotations
 
+import copy
 import threading
 from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
 
@@ -44,7 +45,7 @@ class PostgresLimiterStore(Generic[R]):
                            "ORDER BY k ON CONFLICT (key) DO NOTHING", (missing,))
             rows = db.execute("SELECT key, state FROM limiter_state WHERE key = ANY(%s) ORDER BY key FOR UPDATE",
                               (ordered,)).fetchall()
-            before = {key: state for key, state in rows}
+            before = {key: copy.deepcopy(state) for key, state in rows}   # `decode` may keep (and fn change) its parts
             records = {key: self.decode(state) for key, state in rows}
             result = fn(records)
             changed = [(key, record.to_dict()) for key, record in records.items()]

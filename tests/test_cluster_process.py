@@ -80,6 +80,51 @@ def test_sigkill_of_the_lease_holder_another_server_finishes_at_the_exact_target
     assert survivors[0].get("/api/health")["cluster"]["lease"] is None
 
 
+WINDOW = 6.0   # a "minute" of the limiter (time_scale 0.1) and the fake's window
+LIMIT = 6
+RATE_CONFIG = f"""
+engine:
+  cooldowns: {{rate_limit: 2, server_error: 1, timeout: 2}}
+  pacing: {{time_scale: {WINDOW / 60}}}
+providers:
+  groq:
+    models: [{{id: g-large, limits: {{rpm: {LIMIT}}}}}]
+"""
+
+
+def most_in_any_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    return max((sum(1 for t in times[i:] if t < start + window) for i, start in enumerate(times)), default=0)
+
+
+def test_three_servers_together_stay_inside_one_provider_limit(cluster, fake):
+    """Each server alone would pace itself to the limit; together they share one budget."""
+    fake.limit("g-large", rpm=LIMIT, window=WINDOW)
+    servers = cluster(3, user_config=RATE_CONFIG, CEREBRAS_API_KEY="", GENERATE_MAX_WAIT="60")
+    body = {"practice_area": "Tort Law", "topic": "Nuisance", "difficulty": "basic", "sample_type": "case_analysis",
+            "provider": "groq", "model": "g-large", "save": False}
+    answers: list[int] = []
+    barrier = threading.Barrier(len(servers) * 3)
+
+    def generate(server: ServerProcess) -> None:
+        barrier.wait()
+        for _ in range(2):
+            response = httpx.post(server.base + "/api/generate", json=body, timeout=120)
+            answers.append(response.status_code)
+            if response.status_code != 200:
+                print(response.text)
+
+    threads = [threading.Thread(target=generate, args=(s,)) for s in servers for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sent = [r.at for r in fake.requests if r.model == "g-large"]
+    assert answers == [200] * 18
+    assert fake.statuses[429] == 0
+    assert len(sent) == 18 and most_in_any_window(sent, WINDOW) <= LIMIT
+
+
 def test_stop_from_a_server_that_does_not_run_the_batch(cluster, fake):
     fake.latency = 0.08
     runner, other = cluster(2)

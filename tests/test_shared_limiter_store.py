@@ -90,3 +90,11 @@ def test_concurrent_servers_never_lose_an_update(pool):
     for t in threads:
         t.join()
     assert {k: v.count for k, v in stores[0].read().items()} == {"m/*": 200, "m/a": 200}
+
+
+def test_a_change_inside_a_nested_value_is_written(pool):
+    """The limiter changes its records' dicts in place (`tat[window] = ...`): still written."""
+    store = PostgresLimiterStore(transactions(pool), Counter.from_dict)
+    for n in range(3):
+        store.transact(["k"], lambda records, n=n: records["k"].seen.append(f"call {n}"))
+    assert store.read()["k"].seen == ["call 0", "call 1", "call 2"]
