@@ -27,9 +27,10 @@ import os
 import socket
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, TypeVar
 
 import psycopg
+import psycopg.errors
 
 Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
 
@@ -151,11 +152,14 @@ class BatchLeases:
 
     def take_over(self) -> Lease | None:
         """Take the lease if it has expired; None if there is none or it is alive. One UPDATE
-        with the row locked (SKIP LOCKED: a server already taking it over is left to win)."""
+        with the row locked: it waits (at most 5 s) for a sample the old owner is storing (the
+        fence holds the row meanwhile), and of servers taking over at once the first wins; the
+        others, once it commits, find the lease alive and take nothing."""
         with self.connect() as db:
+            db.execute("SET LOCAL lock_timeout = '5s'")
             row = db.execute(
                 "WITH old AS (SELECT slot, owner FROM batch_lease WHERE slot = 1 "
-                "  AND expires_at < clock_timestamp() FOR UPDATE SKIP LOCKED) "
+                "  AND expires_at < clock_timestamp() FOR UPDATE) "
                 "UPDATE batch_lease SET owner = %s, expires_at = clock_timestamp() + make_interval(secs => %s), "
                 "  takeovers = takeovers + 1 FROM old WHERE batch_lease.slot = old.slot "
                 "RETURNING batch_lease.batch_id, batch_lease.stop_requested, batch_lease.takeovers, old.owner",
@@ -205,7 +209,22 @@ def connection_error(exc: BaseException) -> bool:
 
 
 def shared_connect(database: Any) -> Connect | None:
-    """`connect` for the store's database when it is PostgreSQL (it has a connection pool); None
+    """`connect` for the store's database when it is PostgreSQL (its pool for shared state); None
     for SQLite, where one server serves a data directory and nothing is shared."""
-    pool = getattr(database, "pool", None)
-    return transactions(pool) if pool is not None else None
+    make_pool = getattr(database, "shared_state_pool", None)
+    return transactions(make_pool()) if make_pool is not None else None
+
+
+T = TypeVar("T")
+
+
+def once_more(work: Callable[[], T]) -> T:
+    """Run a transaction's work, and once more if the connection failed (a connection the
+    database dropped is only found broken when used; the pool replaces it). The failed attempt
+    was rolled back whole, so running the work again is safe."""
+    try:
+        return work()
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        if isinstance(exc, psycopg.errors.ObjectNotInPrerequisiteState):
+            raise
+        return work()

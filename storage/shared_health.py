@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.coordination import Connect
+from storage.coordination import Connect, once_more
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ class SharedHealthTable:
 
     def active(self) -> tuple[list[SharedCooldown], list[SharedDisabled]]:
         """Cooldowns not yet over (with seconds left) and every disabled key, in one round trip."""
+        return once_more(self._active)
+
+    def _active(self) -> tuple[list[SharedCooldown], list[SharedDisabled]]:
         with self.connect() as db:
             rows = db.execute(
                 "SELECT provider, model, extract(epoch FROM until - clock_timestamp()), category, reason, message, "

@@ -16,7 +16,7 @@ from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
 
 from psycopg.types.json import Jsonb
 
-from storage.coordination import Connect
+from storage.coordination import Connect, once_more
 
 T = TypeVar("T")
 
@@ -36,6 +36,9 @@ class PostgresLimiterStore(Generic[R]):
         self._known_lock = threading.Lock()
 
     def transact(self, keys: Sequence[str], fn: Callable[[dict[str, R]], T]) -> T:
+        return once_more(lambda: self._transact(keys, fn))
+
+    def _transact(self, keys: Sequence[str], fn: Callable[[dict[str, R]], T]) -> T:
         ordered = sorted(set(keys))
         with self._known_lock:
             missing = [key for key in ordered if key not in self._known]
@@ -60,6 +63,9 @@ class PostgresLimiterStore(Generic[R]):
         return result
 
     def read(self) -> dict[str, R]:
+        return once_more(self._read)
+
+    def _read(self) -> dict[str, R]:
         with self.connect() as db:
             rows = db.execute("SELECT key, state FROM limiter_state ORDER BY key").fetchall()
         return {key: self.decode(state) for key, state in rows}

@@ -109,12 +109,12 @@ def test_a_server_that_lost_its_lease_cannot_add_a_row(servers):
     server has taken the batch over, the database refuses the old holder's rows, so the batch
     still ends exactly at its target and the old holder stops by itself."""
     a, b = servers("a").start(), servers("b").start()
-    state = a.manager.start(target_count=30)
+    state = a.manager.start(target_count=150)            # more than a makes in one lease time
     wait_for(lambda: a.manager.repo.stored_samples(state.batch_id) >= 3, timeout=30)
     a.keeper.stop()                                     # no renewals; a's workers carry on
     run = a.manager._runs[state.batch_id]
     wait_for(lambda: b.manager.running_ids(local=True) == [state.batch_id], timeout=10)
-    wait_for(lambda: b.manager.repo.get(state.batch_id).status == COMPLETED, timeout=60)
+    wait_for(lambda: b.manager.repo.get(state.batch_id).status == COMPLETED, timeout=120)
     wait_for(run.stop_event.is_set, timeout=10)         # refused by the fence, a gave up the batch
-    assert b.manager.store.count() == 30
-    assert len(set(b.manager.store.columns(("question",))["question"])) == 30
+    assert b.manager.store.count() == 150
+    assert len(set(b.manager.store.columns(("question",))["question"])) == 150

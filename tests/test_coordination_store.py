@@ -163,10 +163,19 @@ def test_takeover_waits_for_a_sample_being_stored(pool):
     assert inserted.wait(5)
     new = leases(pool, "new")
     wait_for(lambda: new.holder().seconds_left < 0, timeout=5)   # expired, the insert still open
-    assert new.take_over() is None                    # the row is held by the sample being stored
+    taken: list = []
+    taker = threading.Thread(target=lambda: taken.append(new.take_over()))
+    taker.start()
+
+    def takeover_waits() -> bool:
+        with transactions(pool)() as db:
+            return db.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0] > 0
+
+    wait_for(takeover_waits, timeout=5)               # blocked by the sample being stored
+    assert not taken
     finish.set()
     storer.join()
-    taken = wait_for(new.take_over, timeout=5)
-    assert taken.owner == "new"
+    taker.join()
+    assert taken[0] is not None and taken[0].owner == "new"
     with transactions(pool)() as db:
         assert db.execute("SELECT count(*) FROM samples WHERE batch_id = 'batch_1'").fetchone()[0] == 1

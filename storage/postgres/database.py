@@ -64,6 +64,8 @@ class PostgresDatabase:
             raise DatabaseUnavailable(f"{self.where}: the connection pool could not connect ({exc}); "
                                       "check the database server") from None
         self._closed = threading.Event()
+        self._shared_pool: ConnectionPool | None = None
+        self._shared_lock = threading.Lock()
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -169,8 +171,23 @@ class PostgresDatabase:
         return {"backend": "postgresql", "database_url": self.where, "schema_version": self.schema_version,
                 "pool": {"size": self.pool.get_stats().get("pool_size", 0), "max": self.pool.max_size}}
 
+    def shared_state_pool(self) -> ConnectionPool:
+        """A second, small pool for the state servers share (`storage.coordination`, the limiter's
+        and health board's rows), made on first use: their transactions are a few milliseconds
+        on the path of every provider call, so its connections are not checked before each use
+        (the store's are); a dropped connection fails one transaction, which those callers retry
+        once (`storage.coordination.once_more`)."""
+        with self._shared_lock:
+            if self._shared_pool is None:
+                self._shared_pool = ConnectionPool(self.url, min_size=1, max_size=16, timeout=POOL_WAIT, open=True,
+                                                   kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+                                                   name="uk-law-shared-state")
+            return self._shared_pool
+
     def close(self) -> None:
         self.pool.close()
+        if self._shared_pool is not None:
+            self._shared_pool.close()
 
 
 def _probe_write(session: Session) -> None:
