@@ -37,12 +37,17 @@ from errors import Category, Failure, Scope
 from fallback.health import HealthBoard
 from fallback.limiter import RateLimiter
 from fallback.limiter_state import ScopeState
+from providers.headers import read_rate_limits
 from simulator.server import FakeProviderServer
 from storage.coordination import shared_connect
 from storage.postgres import PostgresDatabase
 from storage.shared_health import SharedHealthTable
 from storage.shared_limiter import PostgresLimiterStore
 
+# what a Groq answer's headers say (plenty left), as the router passes them on every success
+READINGS = read_rate_limits({"x-ratelimit-limit-requests": "14400", "x-ratelimit-remaining-requests": "14000",
+                             "x-ratelimit-reset-requests": "2m59.56s", "x-ratelimit-limit-tokens": "1000000000",
+                             "x-ratelimit-remaining-tokens": "999000000", "x-ratelimit-reset-tokens": "7.66s"}, "groq")
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 2000
@@ -77,7 +82,7 @@ class Server:
         reservation = self.limiter.reserve("groq", "m", 2400)
         assert not isinstance(reservation, float), reservation
         self.limiter.settle(reservation, 1900)
-        self.limiter.observe("groq", "m", [])
+        self.limiter.observe("groq", "m", READINGS, reservation.tokens)
         return time.perf_counter() - started
 
 

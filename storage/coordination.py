@@ -115,6 +115,7 @@ class BatchLeases:
         the one lease (the caller answers 409). One INSERT: two servers starting at the same
         instant cannot both succeed."""
         with self.connect() as db:
+            db.execute("SET LOCAL synchronous_commit = on")   # a lease taken is on disk before it is used
             row = db.execute(
                 "INSERT INTO batch_lease (slot, batch_id, owner, expires_at) "
                 "VALUES (1, %s, %s, clock_timestamp() + make_interval(secs => %s)) "
@@ -157,6 +158,7 @@ class BatchLeases:
         others, once it commits, find the lease alive and take nothing."""
         with self.connect() as db:
             db.execute("SET LOCAL lock_timeout = '5s'")
+            db.execute("SET LOCAL synchronous_commit = on")
             row = db.execute(
                 "WITH old AS (SELECT slot, owner FROM batch_lease WHERE slot = 1 "
                 "  AND expires_at < clock_timestamp() FOR UPDATE) "

@@ -176,18 +176,28 @@ class PostgresDatabase:
         and health board's rows), made on first use: their transactions are a few milliseconds
         on the path of every provider call, so its connections are not checked before each use
         (the store's are); a dropped connection fails one transaction, which those callers retry
-        once (`storage.coordination.once_more`)."""
+        once (`storage.coordination.once_more`). Its commits do not wait for the disk
+        (`_fast_commits`)."""
         with self._shared_lock:
             if self._shared_pool is None:
                 self._shared_pool = ConnectionPool(self.url, min_size=1, max_size=16, timeout=POOL_WAIT, open=True,
                                                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
-                                                   name="uk-law-shared-state")
+                                                   configure=_fast_commits, name="uk-law-shared-state")
             return self._shared_pool
 
     def close(self) -> None:
         self.pool.close()
         if self._shared_pool is not None:
             self._shared_pool.close()
+
+
+def _fast_commits(connection: psycopg.Connection) -> None:
+    """Commits that do not wait for the write-ahead log to reach the disk (a flush costs
+    milliseconds on a busy disk, twice per provider call). What a database crash could lose is
+    the last fraction of a second of pacing records, cooldowns and heartbeats, all short-lived
+    and corrected by the next request; it never reorders or half-applies a transaction. Taking
+    a lease asks for a durable commit itself (`storage.coordination`)."""
+    connection.execute("SET synchronous_commit = off")
 
 
 def _probe_write(session: Session) -> None:
