@@ -204,12 +204,6 @@ def fence(db: psycopg.Connection, server: str) -> None:
     db.execute("SELECT set_config(%s, %s, false)", (SERVER_SETTING, server))
 
 
-def connection_error(exc: BaseException) -> bool:
-    """Whether an exception means the database could not be reached or answered (not a bug)."""
-    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or \
-        type(exc).__name__ == "PoolTimeout"
-
-
 def shared_connect(database: Any) -> Connect | None:
     """`connect` for the store's database when it is PostgreSQL (its pool for shared state); None
     for SQLite, where one server serves a data directory and nothing is shared."""
