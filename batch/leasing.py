@@ -128,15 +128,21 @@ class LeasedBatches:
 
     def _publish_remote(self) -> None:
         """Event-stream clients of this server see the batch another server runs: its saved state
-        is published here whenever it changes."""
+        is published here whenever it changes, its final state included (saved before the lease
+        is freed, so it is read once more after the lease is gone)."""
         assert self.cluster is not None
         with self._sub_lock:
             if not self._subscribers:
                 return
         lease = self.cluster.leases.holder()
-        if lease is None:
+        seen = self._remote_seen
+        if lease is not None:
+            batch_id = lease.batch_id
+        elif seen is not None and seen.get("running"):
+            batch_id = seen["batch_id"]   # the lease is gone: its final state is saved
+        else:
             return
-        state = self.repo.get(lease.batch_id)
+        state = self.repo.get(batch_id)
         if state is None:
             return
         snapshot = state.to_dict()

@@ -118,3 +118,16 @@ def test_a_server_that_lost_its_lease_cannot_add_a_row(servers):
     wait_for(run.stop_event.is_set, timeout=10)         # refused by the fence, a gave up the batch
     assert b.manager.store.count() == 150
     assert len(set(b.manager.store.columns(("question",))["question"])) == 150
+
+
+def test_event_streams_on_another_server_follow_the_batch(servers):
+    a, b = servers("a").start(), servers("b").start()
+    updates = b.manager.subscribe()                     # a stream client of the server not running it
+    state = a.manager.start(target_count=20)
+    first = updates.get(timeout=10)
+    assert first["batch_id"] == state.batch_id
+    wait_for(lambda: a.manager.repo.get(state.batch_id).status == COMPLETED, timeout=60)
+    last = first
+    while last["status"] != COMPLETED:
+        last = updates.get(timeout=10)
+    assert last["batch_id"] == state.batch_id and last["samples_generated"] == 20 - state.start_count
