@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # PostgreSQL mode: postgresql://user:password@host:port/database (unset: SQLite in DATA_DIR)
     database_url: str | None = Field(None, validation_alias="DATABASE_URL", repr=False)
 
+    # PostgreSQL mode: seconds a batch lease lasts unrenewed; a server that dies mid-batch is
+    # replaced by another live server within about this time
+    batch_lease_seconds: float = Field(30.0, ge=0.5, le=3600, allow_inf_nan=False, validation_alias="BATCH_LEASE_SECONDS")
+
     _env: Mapping[str, str] = PrivateAttr(default_factory=lambda: MappingProxyType({}))
 
     @model_validator(mode="before")

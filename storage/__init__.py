@@ -19,6 +19,16 @@ PostgreSQL-only tables (leases, server registry, shared engine state): append a 
 to `storage.postgres.schema.MIGRATIONS` (its docstring says how) and reach the pool through
 `store.database` (`transaction()` for a short locked write: `SELECT ... FOR UPDATE` or
 `pg_advisory_xact_lock`). `store.database.dialect.name` says which backend runs.
+What several servers share besides the dataset (migration 2, `coordination_schema`), each reached
+through `coordination.shared_connect(store.database)` (None on SQLite):
+    coordination.ServerRegistry(connect, server_id, live_seconds): heartbeat(address), live(), leave()
+    coordination.BatchLeases(connect, server_id, lease_seconds): acquire(batch_id) -> None | holder's
+        batch id; renew(batch_id) -> "held" | "stop" | "lost"; release; hand_over; take_over() -> Lease;
+        request_stop(batch_id); holder()
+    shared_health.SharedHealthTable(connect): cool(...), disable(...), active()
+    shared_limiter.PostgresLimiterStore(connect, decode): transact(keys, fn), read()
+and the fence: every store connection names its server (`PostgresDatabase(url, server=...)`), and
+a trigger refuses a batch's row from any server but its lease holder (`NotLeaseHolder`).
 
 Several servers on one PostgreSQL database: each store follows the others' sample writes
 (`postgres.changes.ChangeFeed`: a trigger-fed log polled every second) and passes them to its
@@ -109,8 +119,11 @@ def open_storage(settings: "Settings") -> "Store":
     from storage.store import Store
 
     if settings.database_url:
+        from storage.coordination import server_id
         from storage.postgres import PostgresDatabase
 
-        # a connection per request thread, with room for a batch's workers and the warm-up
-        return Store(PostgresDatabase(settings.database_url, max_size=settings.threads + 8))
+        # a connection per request thread, with room for a batch's workers and the warm-up; each
+        # connection names this server (the batch-row fence of `storage.coordination`)
+        return Store(PostgresDatabase(settings.database_url, max_size=settings.threads + 8,
+                                      server=server_id(settings.port)))
     return Store(settings.database_path)

@@ -80,3 +80,8 @@ class SchemaTooNew(SchemaError):
 class DatabaseUnavailable(StoreError):
     """At start-up: the PostgreSQL database cannot be used (unreachable, wrong credentials, no such
     database, missing privileges). One line: the URL without its password, what is wrong, what to do."""
+
+
+class NotLeaseHolder(StoreError):
+    """PostgreSQL mode: a row of a batch whose lease another server holds now; nothing was written
+    (this server lost the lease and must stop working on the batch)."""

@@ -107,11 +107,13 @@ def _database(svc: Services) -> dict:
     status={"type": "string", "enum": ["ok", "degraded"]}, live=BOOL, ready=BOOL, dataset_exists=BOOL,
     total_samples=nullable(INT), store=OBJ, groq_configured=BOOL, cerebras_configured=BOOL,
     providers_configured=arr(STRING), providers=OBJ, batch_generation_running=BOOL, demo=BOOL,
-    uptime_seconds=NUMBER, damaged_rows=nullable(INT), problems=arr(STRING)), description=(
+    uptime_seconds=NUMBER, damaged_rows=nullable(INT), problems=arr(STRING), cluster=OBJ), description=(
         "`providers` maps each provider to its state: `ok`; `cooling` with `until` (when it or, if every one "
         "of its models is cooling or out of budget, the first of them comes back; `models` then says what "
         "holds each one); `disabled` with `reason` (its key was rejected; back when the key changes); "
-        "`not_configured` with `missing`."))
+        "`not_configured` with `missing`. In PostgreSQL mode `cluster` says which server this is "
+        "(`server_id`), who holds the batch lease (`lease`: `batch_id`, `holder`, `seconds_left`) and "
+        "which other servers are alive (`servers`)."))
 def health():
     svc = services()
     write_problem = svc.store.write_problem()   # a small real write, waiting at most a second for the lock
@@ -143,6 +145,12 @@ def health():
         "damaged_rows": damaged,
     }
     problems = [f"storage: {write_problem}"] if write_problem else []
+    if svc.cluster is not None:
+        try:
+            body["cluster"] = svc.cluster.describe()
+        except Exception as exc:  # noqa: BLE001 - the database is down: say so, never fail the check
+            body["cluster"] = {"server_id": svc.cluster.server_id, "error": f"cannot read the cluster state: {exc}"}
+            problems.append(f"cluster: {exc}")
     if damaged:
         problems.append(f"data: {damaged} stored sample(s) hold values of the wrong type (repaired when read); "
                         "GET /api/stats/quality lists them")

@@ -22,8 +22,9 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from state import utc_now
+from storage.coordination import fence
 from storage.dialect import POSTGRES
-from storage.errors import DatabaseUnavailable, WriteFailed
+from storage.errors import DatabaseUnavailable, NotLeaseHolder, WriteFailed
 from storage.postgres import schema
 from storage.postgres.session import Row, Session, row_factory
 from storage.postgres.url import password_of, redact_url
@@ -42,11 +43,14 @@ class PostgresDatabase:
     dialect = POSTGRES
     IntegrityError = psycopg.IntegrityError
 
-    def __init__(self, url: str, *, min_size: int = POOL_MIN, max_size: int = POOL_MAX):
+    def __init__(self, url: str, *, min_size: int = POOL_MIN, max_size: int = POOL_MAX, server: str | None = None):
+        """`server`: this server's id, set on every pooled connection for the trigger that keeps
+        batch rows to the lease holder (`storage.coordination.fence`)."""
         self.url = url
         self.where = redact_url(url)
         self.path = self.where            # what messages name (a file path in SQLite mode)
         self._password = password_of(url)
+        self.server = server
         self.schema_version = self._check_and_migrate()
         # check: a connection the server dropped (a restart, a network cut) is replaced before use
         self.origin = uuid.uuid4().hex   # this pool's writes, as `sample_changes` records them
@@ -62,10 +66,15 @@ class PostgresDatabase:
             raise DatabaseUnavailable(f"{self.where}: the connection pool could not connect ({exc}); "
                                       "check the database server") from None
         self._closed = threading.Event()
+        self._shared_pool: ConnectionPool | None = None
+        self._shared_lock = threading.Lock()
 
     def _configure(self, connection: psycopg.Connection[Any]) -> None:
-        """Each new pooled connection tags its writes with this pool's origin (see `changes`)."""
+        """Each new pooled connection tags its writes with this pool's origin (see `changes`) and,
+        with several servers, names this server for the batch-row fence (`coordination_schema`)."""
         connection.execute("SELECT set_config('uklaw.origin', %s, false)", (self.origin,))
+        if self.server:
+            fence(connection, self.server)
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -125,6 +134,8 @@ class PostgresDatabase:
         except (psycopg.OperationalError, PoolTimeout) as exc:
             if isinstance(exc, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
                 raise
+            if isinstance(exc, pg_errors.ObjectNotInPrerequisiteState):   # the batch-row fence
+                raise NotLeaseHolder(self._reason(exc)) from None
             raise WriteFailed(self.where, self._scrub(exc), ADVICE) from exc
 
     def stream(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None,
@@ -169,8 +180,33 @@ class PostgresDatabase:
         return {"backend": "postgresql", "database_url": self.where, "schema_version": self.schema_version,
                 "pool": {"size": self.pool.get_stats().get("pool_size", 0), "max": self.pool.max_size}}
 
+    def shared_state_pool(self) -> ConnectionPool:
+        """A second, small pool for the state servers share (`storage.coordination`, the limiter's
+        and health board's rows), made on first use: their transactions are a few milliseconds
+        on the path of every provider call, so its connections are not checked before each use
+        (the store's are); a dropped connection fails one transaction, which those callers retry
+        once (`storage.coordination.once_more`). Its commits do not wait for the disk
+        (`_fast_commits`)."""
+        with self._shared_lock:
+            if self._shared_pool is None:
+                self._shared_pool = ConnectionPool(self.url, min_size=1, max_size=16, timeout=POOL_WAIT, open=True,
+                                                   kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+                                                   configure=_fast_commits, name="uk-law-shared-state")
+            return self._shared_pool
+
     def close(self) -> None:
         self.pool.close()
+        if self._shared_pool is not None:
+            self._shared_pool.close()
+
+
+def _fast_commits(connection: psycopg.Connection) -> None:
+    """Commits that do not wait for the write-ahead log to reach the disk (a flush costs
+    milliseconds on a busy disk, twice per provider call). What a database crash could lose is
+    the last fraction of a second of pacing records, cooldowns and heartbeats, all short-lived
+    and corrected by the next request; it never reorders or half-applies a transaction. Taking
+    a lease asks for a durable commit itself (`storage.coordination`)."""
+    connection.execute("SET synchronous_commit = off")
 
 
 def _probe_write(session: Session) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from storage.dialect import SEARCH_DOCUMENT
+from storage.coordination_schema import install as install_shared_tables
 from storage.errors import SchemaTooNew
 from storage.postgres.session import Session
 from storage.schema import V1_STATEMENTS as SQLITE_V1
@@ -97,12 +98,18 @@ def _create_json_table(session: Session) -> None:
         session.execute(statement)
 
 
+def _create_shared_tables(session: Session) -> None:
+    install_shared_tables(session.connection)   # raw psycopg: the DDL holds literal `%`
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "samples (unique id and question key, full-text index), batches, batch_attempts, storage_probe",
               _create_v1),
     Migration(2, "sample_changes: every sample write, logged by a trigger, for other servers (changes.ChangeFeed)",
               _create_change_log),
     Migration(3, "samples_json: every sample's JSON ready to send, written by the store", _create_json_table),
+    Migration(4, "several servers: servers, batch_lease, engine_cooldowns, engine_disabled, limiter_state, "
+                 "the batch-row fence trigger", _create_shared_tables),
 )
 LATEST = MIGRATIONS[-1].version
 
