@@ -193,8 +193,7 @@ class Store:
             row["updated_at"] = row["updated_at"] or row["created_at"]
             rows.append(row)
             checked_records.append(checked)
-        sql = (f"INSERT INTO samples ({', '.join(WRITTEN)}) VALUES ({', '.join(':' + n for n in WRITTEN)}) "
-               "RETURNING seq")
+        sql = f"INSERT INTO samples ({', '.join(WRITTEN)}) VALUES ({', '.join(':' + n for n in WRITTEN)})"
         stored = [_as_read(row, checked) for row, checked in zip(rows, checked_records)]
         try:
             with self.database.transaction() as db:

@@ -102,6 +102,16 @@ def _create_shared_tables(session: Session) -> None:
     install_shared_tables(session.connection)   # raw psycopg: the DDL holds literal `%`
 
 
+def _add_text_lengths(session: Session) -> None:
+    """Each searchable text's length in a stored generated column, so the statistics frame reads
+    small integers instead of decompressing every row's long texts (TOAST) to measure them."""
+    from storage.schema import TEXT_LENGTHS
+
+    for field in TEXT_LENGTHS:
+        session.execute(f"ALTER TABLE samples ADD COLUMN IF NOT EXISTS {field}_length INTEGER "
+                        f"GENERATED ALWAYS AS (coalesce(char_length({field}), 0)) STORED")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "samples (unique id and question key, full-text index), batches, batch_attempts, storage_probe",
               _create_v1),
@@ -110,6 +120,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "samples_json: every sample's JSON ready to send, written by the store", _create_json_table),
     Migration(4, "several servers: servers, batch_lease, engine_cooldowns, engine_disabled, limiter_state, "
                  "the batch-row fence trigger", _create_shared_tables),
+    Migration(5, "samples.<text>_length: stored generated lengths for the statistics", _add_text_lengths),
 )
 LATEST = MIGRATIONS[-1].version
 
