@@ -33,7 +33,7 @@ class LeasedBatches:
     _subscribers: set[queue.Queue]
     _sub_lock: threading.Lock
 
-    def _resume(self, state: BatchState) -> None:
+    def _resume(self, state: BatchState) -> bool:
         raise NotImplementedError
 
     def _mark_stopped(self, state: BatchState) -> None:
@@ -57,8 +57,7 @@ class LeasedBatches:
                         older.status, older.running, older.completed_at = STOPPED, False, utc_now()
                         older.final_error = "interrupted by a restart while a newer batch was running"
                         self.repo.save(older)
-                    self._resume(unfinished[-1])
-                    return [unfinished[-1].batch_id]
+                    return [unfinished[-1].batch_id] if self._resume(unfinished[-1]) else []
         taken = self._take_over()
         return [taken] if taken else []
 
@@ -123,8 +122,7 @@ class LeasedBatches:
                         lease.previous_owner or "a server")
             state.add_error({"error": f"resumed on server {self.cluster.server_id}: the lease of "
                                       f"{lease.previous_owner or 'its server'} expired", "kind": "takeover"})
-            self._resume(state)
-            return lease.batch_id
+            return lease.batch_id if self._resume(state) else None
 
     def _publish_remote(self) -> None:
         """Event-stream clients of this server see the batch another server runs: its saved state

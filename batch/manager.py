@@ -168,19 +168,22 @@ class BatchManager(LeasedBatches):
             for state in unfinished[-1:]:
                 if state.batch_id in self._runs and self._runs[state.batch_id].alive():
                     continue
-                problem = self._routing_problem(state)
-                if problem is not None:   # the configuration changed under it: say so, do not guess
-                    state.status, state.running, state.completed_at = FAILED, False, utc_now()
-                    state.final_error = f"cannot resume: {problem} (the configuration changed since it started)"
-                    state.add_error({"error": state.final_error, "fatal": True})
-                    self.repo.save(state)
-                    continue
-                self._resume(state)
-                resumed.append(state.batch_id)
+                if self._resume(state):
+                    resumed.append(state.batch_id)
         return resumed
 
-    def _resume(self, state: BatchState) -> None:
-        """Under the lock: carry a running batch on here, its progress counted from its stored rows."""
+    def _resume(self, state: BatchState) -> bool:
+        """Under the lock: carry a running batch on here, its progress counted from its stored rows;
+        False (the batch ends `failed`, saying why) when its saved routing no longer fits the
+        configuration: it is not run on guesses."""
+        problem = self._routing_problem(state)
+        if problem is not None:
+            state.status, state.running, state.completed_at = FAILED, False, utc_now()
+            state.final_error = f"cannot resume: {problem} (the configuration changed since it started)"
+            state.add_error({"error": state.final_error, "fatal": True})
+            self.repo.save(state)
+            self._release_lease(state.batch_id)
+            return False
         stored = self.repo.stored_samples(state.batch_id)
         state.samples_generated = stored
         state.progress = int(100 * stored / state.total) if state.total else 100
@@ -191,6 +194,7 @@ class BatchManager(LeasedBatches):
         self._renewed[state.batch_id] = time.monotonic()
         self.repo.save(state)
         run.start()
+        return True
 
     def _routing_problem(self, state: BatchState) -> str | None:
         """Why the batch's saved models/strategy no longer fit the configuration, or None."""

@@ -236,7 +236,8 @@ def test_a_resumed_batch_whose_models_left_the_configuration_fails_saying_so(mak
     first.extensions["services"].store.close()
     fewer = {**FAST_BATCH, "providers": {"cerebras": {"models": [{"id": "c-large"}]}}}
     client = make_app(fewer, data_dir=tmp_path / "shared").test_client()
-    state = client.get(f"/api/generate/batch/status?batch_id={batch_id}").get_json()
+    # (PostgreSQL mode: resumed when the first server's lease has expired)
+    state = wait_for(lambda: finished(client, batch_id), timeout=30)
     assert state["status"] == "failed" and "cerebras/c-small" in state["final_error"]
     assert "configuration changed" in state["final_error"]
 
