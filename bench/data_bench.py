@@ -5,10 +5,11 @@
 - search for a present and an absent term; a page of 50 rows in the middle; one append;
 - the first statistics after start-up (`GET /api/stats` as soon as the server answers);
 - memory: the server's RSS after importing `rows` lines over HTTP, and after a restart on the
-  same data (`--memory`), with the import's rows/s.
+  same data, with the import's rows/s.
 
-Run: `make bench`, or `.venv/bin/python bench/data_bench.py [rows ...] [--memory] [--no-full]`
-(default 1000 10000 100000). `--no-full` skips the full array (for 1,000,000 rows: about 8 GB).
+Run: `make bench`, or `.venv/bin/python bench/data_bench.py [rows ...] [--reads | --memory] [--no-full]
+[--row-bytes=8000]` (default 1000 10000 100000, reads then memory). `--no-full` skips the full
+array (at 1,000,000 rows of 8 KB: 8 GB); `--row-bytes` sets the rows' size.
 
 Rows for the reads are realistic samples padded to about 8 KB of text each, the size users'
 rows reach, written straight into the store before the server starts. Rows for the import are
@@ -62,8 +63,9 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
         env.update(DATA_DIR=str(data_dir), PORT=str(self.port), HOST="127.0.0.1", MAX_BODY_BYTES=str(1 << 30))
         self.started = time.perf_counter()
-        self.process = subprocess.Popen([sys.executable, "-m", "api_server"], env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        self.log = data_dir / "server.log"
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "api_server"], env=env, stdout=log, stderr=log)
         self.base = f"http://127.0.0.1:{self.port}"
         while True:
             try:
@@ -74,6 +76,11 @@ class Server:
                     raise RuntimeError("the server did not start")
                 time.sleep(0.05)
         self.listening = time.perf_counter() - self.started
+
+    def warm_up(self) -> list[str]:
+        """What the server logged about its warm-up steps."""
+        return [line.split("warm-up: ", 1)[1] for line in self.log.read_text(errors="replace").splitlines()
+                if "warm-up: " in line]
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -139,18 +146,18 @@ def timed_ms(client: httpx.Client, method: str, path: str, repeat: int = 5, **kw
     return best
 
 
-def reads(rows: int, full: bool) -> None:
+def reads(rows: int, full: bool, row_bytes: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         store = Store(data_dir / "dataset.sqlite3")
         started = time.perf_counter()
         rng = random.Random(rows)
         for start in range(0, rows, 50_000):   # in slices: a million padded rows would not fit in memory
-            fill(store, padded(fake_records(min(50_000, rows - start), rng), rng))
+            fill(store, padded(fake_records(min(50_000, rows - start), rng), rng, row_bytes))
         store.close()
         size_mb = (data_dir / "dataset.sqlite3").stat().st_size / 1e6
-        print(f"\n{rows:,} rows ({size_mb:,.0f} MB database, written in {time.perf_counter() - started:.0f} s)",
-              flush=True)
+        print(f"\n{rows:,} rows of about {row_bytes:,} characters ({size_mb:,.0f} MB database, written in "
+              f"{time.perf_counter() - started:.0f} s)", flush=True)
         server = Server(data_dir)
         try:
             with httpx.Client(base_url=server.base, timeout=600) as client:
@@ -161,7 +168,8 @@ def reads(rows: int, full: bool) -> None:
                       f"(server listening after {server.listening:.1f} s; it used {server.cpu_seconds() - cpu:.2f} "
                       f"CPU s meanwhile, warm-up included)")
                 print(f"  GET /api/stats again: {timed_ms(client, 'GET', '/api/stats'):.1f} ms")
-                server.settled_rss_mb()
+                rss = server.settled_rss_mb()
+                print(f"  warm-up: {'; '.join(server.warm_up())}; server RSS then {rss:,.0f} MB")
                 if full:
                     for encoding in (None, "zstd", "br", "gzip"):
                         cpu = server.cpu_seconds()
@@ -222,8 +230,10 @@ def memory(rows: int) -> None:
 if __name__ == "__main__":
     args = sys.argv[1:]
     sizes = [int(a) for a in args if not a.startswith("--")] or [1000, 10000, 100000]
+    row_bytes = next((int(a.split("=", 1)[1]) for a in args if a.startswith("--row-bytes=")), 8000)
     for n in sizes:
-        if "--memory" in args:
+        if "--memory" not in args:
+            reads(n, full="--no-full" not in args, row_bytes=row_bytes)
+    for n in sizes:
+        if "--reads" not in args:
             memory(n)
-        else:
-            reads(n, full="--no-full" not in args)

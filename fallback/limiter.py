@@ -361,6 +361,20 @@ class RateLimiter:
 
         return self._store.transact(self._keys(provider, model), read)
 
+    def shared_snapshot(self, provider: str) -> dict[str, dict[str, float]]:
+        """The windows learned for the provider as a whole (shared by its models): the limit in
+        force and what is left of it now; empty when none was learned."""
+        now = self._clock()
+        key = provider_key(provider)
+
+        def read(states: dict[str, ScopeState]) -> dict[str, dict[str, float]]:
+            state = states[key]
+            return {name: {"limit": limit, "remaining": max(
+                0.0, limit - max(0.0, state.tat.get(name, now) - now) / self._unit(name, limit))}
+                for name, limit in state.learned.items() if limit > 0}
+
+        return self._store.transact([key], read)
+
     def learned_limits(self, provider: str) -> list[dict[str, Any]]:
         """The limits learned for the provider (scope `provider`: shared by its models) and for
         each of its models (scope `model`), with the ceiling they stay under."""

@@ -206,19 +206,30 @@ class Router:
             model = model_of(pair)
             if model is None:
                 return math.inf
-            return model.price.cost(prompt_tokens, self.completion_budget(pair[0], model))
+            return model.price.cost(self._prompt(pair[0], prompt_tokens), self.completion_budget(pair[0], model))
+
+        def admits(windows: dict[str, dict[str, float]], tokens: int) -> float:
+            """Requests these windows admit now, each costing one request and `tokens` (inf: no window)."""
+            counts = [window["remaining"] / (1 if WINDOW_NAMES.get(name, ("requests",))[0] == "requests" else tokens)
+                      for name, window in windows.items()]
+            return max(0.0, min(counts)) if counts else math.inf
+
+        def request_tokens(provider: str, model: ModelConfig) -> int:
+            return max(1, self._prompt(provider, prompt_tokens) + self.completion_budget(provider, model))
 
         def headroom(pair: Pair) -> float:
             model = model_of(pair)
             if model is None or not self.providers[pair[0]].configured or self.blocked(pair) is not None:
                 return 0.0
-            tokens = prompt_tokens + self.completion_budget(pair[0], model)
-            admits = [window["remaining"] / (1 if WINDOW_NAMES.get(name, ("requests",))[0] == "requests" else tokens)
-                      for name, window in self.limiter.snapshot(*pair).items()]
-            return max(0.0, min(admits)) if admits else math.inf
+            return admits(self.limiter.snapshot(*pair), request_tokens(pair[0], model))
+
+        def shared_headroom(provider: str) -> float:
+            models = self.providers[provider].config.models
+            tokens = min((request_tokens(provider, m) for m in models), default=1)
+            return admits(self.limiter.shared_snapshot(provider), tokens)
 
         return Signals(cost=cost, latency=lambda pair: self.metrics.success_latency(*pair), headroom=headroom,
-                       rng=self.rng)
+                       rng=self.rng, shared_headroom=shared_headroom)
 
     def blocked(self, pair: Pair) -> Blocked | None:
         client = self.providers[pair[0]]

@@ -22,35 +22,33 @@ breaks a listing, a statistic or an export; `damaged_rows()` names them.
     count(filters) / list(filters, limit, offset, newest_first) / iter_records(...) / random(n, filters)
     search(text, field, limit)                              (case-insensitive substring, never a regex)
     iter_questions() -> (id, question) pairs in insertion order
-    iter_json(filters, limit=, offset=, newest_first=) -> bytes per record   (what iter_records yields, as JSON)
-    fill_json() -> rows given their ready JSON                (rows stored before it existed; reads never need it)
+    iter_json(filters, limit=, offset=, newest_first=) -> pieces of comma-joined JSON records (what
+                                                            iter_records yields, encoded; the body of an array)
     columns(fields, lengths=, filters=) -> {name: [values]} (column-wise read; lengths of texts, not texts)
     column_arrays(fields, lengths=) -> {name: JSON array text} | None   (the same, built by the database, for
                                                             Polars; None if a row needs repairing: use columns)
     iter_json_zstd() -> zstd stream of the whole JSON array   (blocks compressed when written, the rest on the way)
-    seal_json(force=False) -> rows compressed into blocks     (called after every add; see json_blocks)
+    seal_json(force=False) -> rows compressed into blocks     (add_many seals as it writes; see json_blocks)
     damaged_rows(limit) / damaged_count()                   (rows an older version stored with wrong types)
     on_change(listener) and `version`                       (a `Change` after every commit; a cache key)
     write_problem() -> None | "cannot write FILE: reason; what to do"   (a small real write, short lock wait)
     writable() -> bool; size_bytes() -> int; close()
   Filters: topic, difficulty, sample_type, provider, model, batch_id, practice_area, simulated,
   flag, exclude_flags, min_score, ids.
-  Two copies serve the big reads (schema migrations 4 and 5); a backend may keep them any way that
-  gives the same answers:
-  - the ready JSON: each record encoded by `store.encode_record` (orjson, compact UTF-8) exactly as
-    a read returns it, written with every add/update in the same transaction; `iter_json` streams
-    those bytes without decoding anything (`/api/data`). A row changed outside the store loses its
-    copy (a trigger) and is encoded from the row when read, so a stale copy is never served.
+  Two copies serve the big reads (schema migrations 4 and 6; 5 added a third copy, every row's
+  JSON uncompressed, which 7 drops); a backend may keep them any way that gives the same answers:
   - the light table (`samples_light`): every column but the four long texts and `extra`, plus the
     character length of question, answer, reasoning, case_citation and topic (`<field>_length`),
     kept by triggers on insert/update/delete, and `damaged` (1 when a short column holds a value of
     the wrong type, which only a write outside the store can leave; a partial index finds them).
     `count`, `columns` and `column_arrays` (the statistics frame) read it, so none touches the
     texts; `columns` falls back to the samples table for any other field.
-  - the compressed blocks (`samples_json_blocks`, `json_blocks`): the ready JSON of 1,024
-    consecutive rows joined by commas and zstd-compressed when the rows are written; a change to a
-    row drops its block (triggers) and the next write rebuilds it. `iter_json_zstd` sends blocks
-    as stored and compresses the rows between them on the way: one stream of zstd frames.
+  - the compressed blocks (`samples_json_blocks`, `json_blocks`): the JSON of 1,024 consecutive
+    rows, each encoded by `store.encode_record` (orjson, compact UTF-8) exactly as a read returns
+    it, joined by commas and zstd-compressed when the rows are written (in `add_many`'s transaction,
+    once 1,024 rows follow the last block; `seal_json` for rows stored before the blocks existed).
+    A change to a row, by the store or not, drops its block (triggers); the next seal rebuilds it. `iter_json_zstd` sends the blocks as stored and compresses the rows between them
+    on the way (one stream of zstd frames); `iter_json` of the whole dataset decompresses them.
 
 `batches.BatchRepository(store)`, batches and their attempt log (same database):
     save(state); get(batch_id); with_status(status); history(limit); stored_samples(batch_id)

@@ -6,8 +6,10 @@ joined (`row,row,...`) and compressed into one block at `BLOCK_LEVEL`, a level t
 request but cheap per row. A read sends the blocks as they are, and the rows no block covers (the
 newest, or those of a block a change dropped) compressed on the way at `STREAM_LEVEL`, each piece
 its own zstd frame: consecutive frames are one valid zstd stream (RFC 8878, section 3), which
-browsers and httpx decode as a whole. An edit or delete drops the block holding the row (triggers,
-schema migration 6); `seal` rebuilds it with the next write.
+browsers and httpx decode as a whole. An uncompressed read decompresses the blocks, which is faster
+than encoding their rows again. An edit or delete drops the block holding the row (triggers,
+schema migration 6); `seal` rebuilds it with the next write that finds enough rows after the last
+block (until then those rows are encoded and compressed on the way: correct, a little slower).
 
 Why our own: neither flask-compress nor a cache can send part of a response pre-compressed; this
 keeps the compressed bytes next to the rows they stand for, in the same transactions.
@@ -15,7 +17,7 @@ keeps the compressed bytes next to the rows they stand for, in the same transact
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
 try:
     from compression import zstd   # Python 3.14+
@@ -27,19 +29,8 @@ BLOCK_LEVEL = 7            # zstd level of the blocks (about 10 ms per 1,000 row
 STREAM_LEVEL = 1           # ... and of the rows compressed on the way
 STREAM_ROWS = 500          # rows read at a time
 
-Encoder = Callable[[sqlite3.Connection, Sequence[int]], dict[int, bytes]]   # JSON of rows that lack it
-
-
-def _rows(db: sqlite3.Connection, after: int, before: int | None, limit: int, encode: Encoder) -> list[tuple[int, bytes]]:
-    """(seq, JSON) of up to `limit` rows with after < seq < before, in order."""
-    bound = "" if before is None else " AND samples_light.seq < ?"
-    params = [after] + ([] if before is None else [before]) + [limit]
-    rows = db.execute("SELECT samples_light.seq, samples_json.body FROM samples_light LEFT JOIN samples_json "
-                      f"ON samples_json.seq = samples_light.seq WHERE samples_light.seq > ?{bound} "
-                      "ORDER BY samples_light.seq LIMIT ?", params).fetchall()
-    missing = [seq for seq, body in rows if body is None]
-    encoded = encode(db, missing) if missing else {}
-    return [(seq, body if body is not None else encoded[seq]) for seq, body in rows]
+# (seq, JSON) of up to `limit` rows with after < seq < before (None: no bound), in order.
+Rows = Callable[[sqlite3.Connection, int, "int | None", int], list[tuple[int, bytes]]]
 
 
 def _gaps(db: sqlite3.Connection) -> list[tuple[int, int | None]]:
@@ -54,20 +45,20 @@ def _gaps(db: sqlite3.Connection) -> list[tuple[int, int | None]]:
     return gaps
 
 
-def seal(db: sqlite3.Connection, encode: Encoder) -> int:
+def seal(db: sqlite3.Connection, rows: Rows) -> int:
     """Inside a write transaction: compress the rows between blocks into blocks, and the rows after
     the last block in blocks of `BLOCK_ROWS` (a shorter rest waits for more). Returns rows sealed."""
     sealed, block_rows, level = 0, BLOCK_ROWS, BLOCK_LEVEL
     for after, before in _gaps(db):
         while True:
-            rows = _rows(db, after, before, block_rows, encode)
-            if not rows or (before is None and len(rows) < block_rows):
+            found = rows(db, after, before, block_rows)
+            if not found or (before is None and len(found) < block_rows):
                 break
-            body = zstd.compress(b",".join(body for _, body in rows), level=level)
+            body = zstd.compress(b",".join(body for _, body in found), level=level)
             db.execute("INSERT INTO samples_json_blocks (first_seq, last_seq, rows, body) VALUES (?, ?, ?, ?)",
-                       (rows[0][0], rows[-1][0], len(rows), body))
-            sealed += len(rows)
-            after = rows[-1][0]
+                       (found[0][0], found[-1][0], len(found), body))
+            sealed += len(found)
+            after = found[-1][0]
     return sealed
 
 
@@ -77,42 +68,46 @@ def unsealed_tail(db: sqlite3.Connection) -> int:
     return db.execute("SELECT COUNT(*) FROM samples_light WHERE seq > ?", (last,)).fetchone()[0]
 
 
-def _frames(rows: Iterator[bytes], lead: bytes, level: int) -> Iterator[bytes]:
-    compressor = zstd.ZstdCompressor(level=level)
-    out = compressor.compress(lead)
-    for body in rows:
-        out += compressor.compress(body)
-        if len(out) >= 1 << 16:
-            yield out
-            out = b""
-    yield out + compressor.flush()
-
-
-def array_zstd(db: sqlite3.Connection, encode: Encoder, level: int = STREAM_LEVEL) -> Iterator[bytes]:
-    """Every row as one JSON array (what `Store.iter_json` gives, in insertion order), as a zstd
-    stream: the stored blocks, and the rows between them compressed on the way. The blocks cursor
-    stays open throughout, so the whole read sees one snapshot of the database."""
+def _pieces(db: sqlite3.Connection, rows: Rows) -> Iterator[tuple[bytes | None, list[bytes]]]:
+    """The whole array's rows in order, as (block, []) for a stored block and (None, rows' JSON) for
+    the rows between blocks. The blocks cursor stays open throughout, so the whole walk sees one
+    snapshot of the database."""
     blocks = db.execute("SELECT first_seq, last_seq, body FROM samples_json_blocks ORDER BY first_seq")
-    empty = True
-
-    def loose(after: int, before: int | None) -> Iterator[bytes]:
-        """The rows between two blocks, compressed now, each preceded by a comma but the first of all."""
-        nonlocal empty
-        while rows := _rows(db, after, before, STREAM_ROWS, encode):
-            lead = b"" if empty else b","
-            empty = False
-            yield from _frames((b"," + body for _, body in rows[1:]), lead + rows[0][1], level)
-            after = rows[-1][0]
-
-    yield zstd.compress(b"[", level=level)
     after = 0
+
+    def loose(before: int | None) -> Iterator[tuple[None, list[bytes]]]:
+        nonlocal after
+        while found := rows(db, after, before, STREAM_ROWS):
+            yield None, [body for _, body in found]
+            after = found[-1][0]
+
     while chunk := blocks.fetchmany(8):
         for first, last, body in chunk:
-            yield from loose(after, first)
-            if not empty:
-                yield zstd.compress(b",", level=level)
-            empty = False
-            yield body
+            yield from loose(first)
+            yield body, []
             after = last
-    yield from loose(after, None)
+    yield from loose(None)
+
+
+def array_zstd(db: sqlite3.Connection, rows: Rows, level: int = STREAM_LEVEL) -> Iterator[bytes]:
+    """Every row as one JSON array (insertion order), as a zstd stream: the stored blocks, and the
+    rows between them compressed on the way, each piece its own frame."""
+    yield zstd.compress(b"[", level=level)
+    empty = True
+    for block, loose in _pieces(db, rows):
+        lead = b"" if empty else b","
+        empty = False
+        if block is not None:
+            if lead:
+                yield zstd.compress(lead, level=level)
+            yield block
+        else:
+            yield zstd.compress(lead + b",".join(loose), level=level)
     yield zstd.compress(b"]", level=level)
+
+
+def plain_pieces(db: sqlite3.Connection, rows: Rows) -> Iterator[bytes]:
+    """The same rows uncompressed, as pieces of comma-joined rows (no brackets, no comma between
+    pieces): blocks decompressed, which is faster than encoding their rows again."""
+    for block, loose in _pieces(db, rows):
+        yield zstd.decompress(block) if block is not None else b",".join(loose)

@@ -105,6 +105,8 @@ class Migration:
     version: int
     name: str
     apply: Callable[[sqlite3.Connection], None]
+    undone_by: int | None = None   # a later migration that removes what this one adds: a file that
+                                   # gets both in one go only records this one (no pages left free)
 
 
 def _create_storage_probe(db: sqlite3.Connection) -> None:
@@ -196,9 +198,7 @@ def _create_light_table(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX samples_light_damaged ON samples_light(seq) WHERE damaged")
 
 
-# Each sample's JSON as a read returns it (`Store.iter_json`, what `/api/data` sends), written by the
-# store with every add and update. A row changed or deleted by other means loses its JSON (triggers),
-# and a read encodes it again from `samples`, so a stale copy is never served.
+# Version 5 (shipped, then replaced by the blocks alone): each sample's JSON, written by the store.
 def _create_json_table(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE samples_json (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")
     db.execute("CREATE TRIGGER samples_json_delete AFTER DELETE ON samples BEGIN "
@@ -207,8 +207,15 @@ def _create_json_table(db: sqlite3.Connection) -> None:
                "DELETE FROM samples_json WHERE seq = old.seq; END")
 
 
-# The rows' JSON compressed in blocks of consecutive rows (`storage.json_blocks`). A block holding a
-# row that changes, or a seq inserted into its range, is dropped: it is never served stale.
+def _drop_json_table(db: sqlite3.Connection) -> None:
+    db.execute("DROP TRIGGER IF EXISTS samples_json_delete")
+    db.execute("DROP TRIGGER IF EXISTS samples_json_update")
+    db.execute("DROP TABLE IF EXISTS samples_json")
+
+
+# Each row's JSON as a read returns it, compressed in blocks of consecutive rows (`storage.json_blocks`:
+# the whole `/api/data` array). A block holding a row that changes, or a seq inserted into its range,
+# is dropped: it is never served stale.
 def _create_json_blocks(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE samples_json_blocks (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, "
                "rows INTEGER NOT NULL, body BLOB NOT NULL)")
@@ -224,9 +231,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "samples_fts: full-text index of the searchable text", _create_search_index),
     Migration(4, "samples_light: short columns and text lengths of every sample, kept by triggers",
               _create_light_table),
-    Migration(5, "samples_json: every sample's JSON ready to send, written by the store", _create_json_table),
+    Migration(5, "samples_json: every sample's JSON ready to send, written by the store", _create_json_table,
+              undone_by=7),
     Migration(6, "samples_json_blocks: the rows' JSON compressed in blocks, written by the store",
               _create_json_blocks),
+    Migration(7, "samples_json dropped: the compressed blocks are the only ready JSON", _drop_json_table),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -302,7 +311,8 @@ def migrate(db: sqlite3.Connection, path: Path | str) -> int:
             found = 1
         for migration in MIGRATIONS:
             if migration.version > found:
-                migration.apply(db)
+                if migration.undone_by is None or migration.undone_by > LATEST:
+                    migration.apply(db)
                 _record(db, migration.version, migration.name)
         db.execute("COMMIT")
     except BaseException:

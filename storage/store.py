@@ -6,6 +6,7 @@ which keeps the in-memory statistics frame (`dataset/stats.py`) current without 
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -158,17 +159,20 @@ class Store:
             checked_records.append(checked)
         sql = f"INSERT INTO samples ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + n for n in COLUMNS)})"
         stored = [_as_read(row, checked) for row, checked in zip(rows, checked_records)]
-        bodies = [encode_record(record) for record in stored]
         try:
             with self.database.transaction() as db:
-                cursor = db.cursor()
-                for row, body in zip(rows, bodies):   # one statement per row: its seq keys its JSON
-                    cursor.execute(sql, row)
-                    cursor.execute("INSERT INTO samples_json (seq, body) VALUES (?, ?)", (cursor.lastrowid, body))
+                last = db.execute("SELECT coalesce(max(seq), 0) FROM samples").fetchone()[0]
+                db.executemany(sql, rows)
+                if json_blocks.unsealed_tail(db) >= json_blocks.BLOCK_ROWS:
+                    # seal in the same transaction, with the JSON of the new rows at hand: nothing can
+                    # change them in between, and they need not be read back and decoded
+                    by_id = {record["id"]: record for record in stored}
+                    fresh = {seq: encode_record(by_id[sample_id]) for seq, sample_id in
+                             db.execute("SELECT seq, id FROM samples WHERE seq > ?", (last,))}
+                    json_blocks.seal(db, lambda *where: self._encoded_range(*where, fresh=fresh))
         except sqlite3.IntegrityError as exc:
             raise DuplicateId(str(exc)) from None
         self._notify(Change("add", tuple(stored)))
-        self.seal_json()
         return stored
 
     def update(self, sample_id: str, changes: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -176,16 +180,14 @@ class Store:
         The changed fields are checked (`InvalidRecord`; nothing written); a field an older version
         stored with the wrong type is written back repaired, one it stored too long is kept."""
         with self.database.transaction() as db:
-            row = db.execute(f"SELECT seq, {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
+            row = db.execute(f"SELECT {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
             if row is None:
                 return None
             merged = {**self.to_record(row), **changes, "id": sample_id, "updated_at": utc_now()}
             stored = self._to_row(check_record(merged, only=[*changes, "updated_at"]))
             assignments = ", ".join(f"{n} = :{n}" for n in COLUMNS if n != "id")
             db.execute(f"UPDATE samples SET {assignments} WHERE id = :id", stored)
-            record = self.to_record(stored)
-            db.execute("INSERT OR REPLACE INTO samples_json (seq, body) VALUES (?, ?)",
-                       (row["seq"], encode_record(record)))
+        record = self.to_record(stored)
         self._notify(Change("update", (record,)))
         return record
 
@@ -257,10 +259,12 @@ class Store:
 
     def iter_records(self, filters: Mapping[str, Any] | None = None, *, limit: int | None = None, offset: int = 0,
                      newest_first: bool = False, chunk: int = 1000) -> Iterator[dict[str, Any]]:
-        """Records in insertion order (or newest first), fetched in chunks."""
-        where, params = self._where(filters)
+        """Records in insertion order (or newest first), fetched in chunks. Filters and the offset
+        are applied to the light table, so skipped rows' texts are never read."""
+        where, params = self._where(filters, "samples_light")
         order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT {ROW} FROM samples{where} ORDER BY seq {order} LIMIT ? OFFSET ?"
+        sql = (f"SELECT {ROW} FROM samples WHERE seq IN (SELECT seq FROM samples_light{where} ORDER BY seq {order} "
+               f"LIMIT ? OFFSET ?) ORDER BY seq {order}")
         cursor = self._read().execute(sql, [*params, -1 if limit is None else limit, offset])
         while True:
             rows = cursor.fetchmany(chunk)
@@ -270,57 +274,50 @@ class Store:
                 yield self.to_record(row)
 
     def iter_json(self, filters: Mapping[str, Any] | None = None, *, limit: int | None = None, offset: int = 0,
-                  newest_first: bool = False, chunk: int = 500) -> Iterator[bytes]:
-        """What `iter_records` yields, each record already encoded as JSON (`encode_record`): the
-        copy kept in `samples_json` since the row was written, so nothing is decoded or encoded
-        here. A row without one (stored before that table, or changed outside the store) is
-        encoded from `samples` on the way."""
-        where, params = self._where(filters, "samples_light")
-        order = "DESC" if newest_first else "ASC"
-        db = self._read()
-        cursor = db.execute(f"SELECT samples_light.seq, samples_json.body FROM samples_light LEFT JOIN samples_json "
-                            f"ON samples_json.seq = samples_light.seq{where} ORDER BY samples_light.seq {order} "
-                            "LIMIT ? OFFSET ?", [*params, -1 if limit is None else limit, offset])
-        while rows := cursor.fetchmany(chunk):
-            missing = [seq for seq, body in rows if body is None]
-            encoded = self._encode_rows(db, missing) if missing else {}
-            for seq, body in rows:
-                yield body if body is not None else encoded[seq]
+                  newest_first: bool = False) -> Iterator[bytes]:
+        """What `iter_records` yields, each record encoded as JSON (`encode_record`), in chunks of
+        bytes: the pieces of a JSON array's body, without brackets, to be joined with commas.
+        The whole dataset in insertion order comes from the compressed blocks (decompressed, not
+        re-encoded); anything else is encoded row by row."""
+        if not any(v not in (None, "") for v in (filters or {}).values()) and limit is None and not offset \
+                and not newest_first:
+            yield from json_blocks.plain_pieces(self._read(), self._encoded_range)
+            return
+        records = self.iter_records(filters, limit=limit, offset=offset, newest_first=newest_first)
+        while chunk := [encode_record(record) for record in itertools.islice(records, 500)]:
+            yield b",".join(chunk)
 
-    def _encode_rows(self, db: sqlite3.Connection, seqs: Sequence[int]) -> dict[int, bytes]:
-        marks = ", ".join("?" for _ in seqs)
-        rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq IN ({marks})", list(seqs)).fetchall()
-        return {row["seq"]: encode_record(self.to_record(row)) for row in rows}
-
-    def fill_json(self, chunk: int = 500) -> int:
-        """Write the JSON of rows that have none (stored before `samples_json` existed, or changed
-        outside the store), a chunk per transaction; returns how many. Reads are right without
-        it, only slower (`iter_json` encodes such rows on the way)."""
-        filled = 0
-        while True:
-            with self.database.transaction() as db:
-                seqs = [seq for (seq,) in db.execute(
-                    "SELECT samples_light.seq FROM samples_light LEFT JOIN samples_json ON samples_json.seq = "
-                    "samples_light.seq WHERE samples_json.seq IS NULL LIMIT ?", (chunk,))]
-                if seqs:
-                    db.executemany("INSERT INTO samples_json (seq, body) VALUES (?, ?)",
-                                   list(self._encode_rows(db, seqs).items()))
-            filled += len(seqs)
-            if len(seqs) < chunk:
-                return filled
+    def _encoded_range(self, db: sqlite3.Connection, after: int, before: int | None, limit: int,
+                       fresh: Mapping[int, bytes] | None = None) -> list[tuple[int, bytes]]:
+        """(seq, JSON) of up to `limit` rows with after < seq < before, in order; rows in `fresh`
+        (just written, in this transaction) are taken from it instead of being read back."""
+        bound, params = ("", [after, limit]) if before is None else (" AND seq < ?", [after, before, limit])
+        if not fresh:
+            rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq > ?{bound} ORDER BY seq LIMIT ?", params)
+            return [(row["seq"], encode_record(self.to_record(row))) for row in rows]
+        seqs = [seq for (seq,) in db.execute(f"SELECT seq FROM samples_light WHERE seq > ?{bound} ORDER BY seq "
+                                             "LIMIT ?", params)]
+        older = [seq for seq in seqs if seq not in fresh]
+        found = dict(fresh)
+        for start in range(0, len(older), 500):
+            chunk = older[start:start + 500]
+            rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq IN ({', '.join('?' for _ in chunk)})", chunk)
+            found.update((row["seq"], encode_record(self.to_record(row))) for row in rows)
+        return [(seq, found[seq]) for seq in seqs]
 
     def iter_json_zstd(self) -> Iterator[bytes]:
         """Every record, as the JSON array `iter_json` gives, compressed with zstd: the blocks
         compressed when rows were written, the rest on the way (`storage.json_blocks`)."""
-        return json_blocks.array_zstd(self._read(), self._encode_rows)
+        return json_blocks.array_zstd(self._read(), self._encoded_range)
 
     def seal_json(self, force: bool = False) -> int:
         """Compress the rows no block holds into blocks (`storage.json_blocks.seal`), when enough
-        follow the last block or `force`; returns how many rows were sealed. Called after every add."""
+        follow the last block or `force`; returns how many rows were sealed. `add_many` seals as it
+        writes; this is for rows stored before the blocks existed (the start-up warm-up)."""
         if not force and json_blocks.unsealed_tail(self._read()) < json_blocks.BLOCK_ROWS:
             return 0
         with self.database.transaction() as db:
-            return json_blocks.seal(db, self._encode_rows)
+            return json_blocks.seal(db, self._encoded_range)
 
     def random(self, count: int, filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         where, params = self._where(filters)

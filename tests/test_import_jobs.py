@@ -246,3 +246,15 @@ def test_sigterm_stops_a_large_import_within_seconds(tmp_path, fake):
         assert 0 < stored < total and stored % 200 == 0    # whole chunks only
     finally:
         restarted.stop()
+
+
+def test_freed_memory_is_handed_back_to_the_system():
+    """After a large import the worker calls `memory.release()`: with glibc it asks the allocator to
+    return free pages (malloc_trim), so the server's RSS falls back instead of staying at its peak."""
+    import platform
+
+    from dataset import memory
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+    assert memory.release() is True

@@ -175,7 +175,10 @@ def test_a_steady_batch_makes_progress_in_every_slice_of_the_window(fake, make_e
     spacing = 3.0 / 12
     for model in ("c-0", "c-1"):
         times = [r.at for r in fake.requests if r.model == model]
-        assert min(b - a for a, b in zip(times, times[1:])) >= 0.95 * spacing
+        # Sent a twelfth of the window apart; arrivals jitter by the machine's scheduling (an earlier
+        # request delivered late shortens the next gap), so allow that, while a burst would be ~0 apart.
+        assert min(b - a for a, b in zip(times, times[1:])) >= 0.6 * spacing
+        assert (times[-1] - times[0]) / (len(times) - 1) >= 0.95 * spacing
     arrivals = sorted(t for t, _ in workers.done)
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
     assert max(gaps) < 0.5

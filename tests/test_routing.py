@@ -14,7 +14,7 @@ from config.providers import STRATEGY_NAMES, StrategyName
 from fallback.router import RoutingError
 from fallback.strategies import STRATEGIES, Signals, arrange, draw_weighted
 from simulator.server import Reply, groq_error
-from tests.conftest import request, wait_for
+from tests.conftest import ManualClock, request, wait_for
 
 SERVER_ERROR = groq_error(500, "Internal Server Error", type_="internal_server_error")
 FAST_BATCH = {"batch": {"max_in_flight": 4, "max_wait_seconds": 2, "heartbeat_seconds": 0.2}}
@@ -275,3 +275,33 @@ def test_the_configured_default_strategy_applies_and_api_models_lists_the_keys(m
     started = client.post("/api/generate/batch/start", json={"target_count": 2}).get_json()
     assert started["strategy"] == "cheapest" and started["models"] is None   # the default, saved with the batch
     client.post("/api/generate/batch/stop", json={})
+
+
+def test_spread_counts_a_budget_learned_for_the_whole_provider(make_engine, fake):
+    clock = ManualClock(0.0)
+    limits = {"providers": {"groq": {"models": [{"id": "g-large", "limits": {"rpm": 30}},
+                                                {"id": "g-small", "limits": {"rpm": 30}}]},
+                            "cerebras": {"models": [{"id": "c-large", "limits": {"rpm": 30}},
+                                                    {"id": "c-small", "limits": {"rpm": 30}}]}}}
+    engine = make_engine(limits, clock=clock, strategy="spread")
+    limiter = engine.limiter
+
+    def send(model):
+        while not hasattr(reservation := limiter.reserve("groq", model, 100), "settled"):
+            clock.advance(float(reservation))
+        limiter.settle(reservation, 100)
+        return reservation
+
+    assert limiter.shared_snapshot("groq") == {}
+    before = Counter(engine.router.candidates(prompt_tokens=100)[0][0] for _ in range(1000))
+    assert 0.4 < before["groq"] / 1000 < 0.6                  # 60 against 60
+    for model in ("g-large", "g-large", "g-small", "g-small"):
+        send(model)
+    clock.advance(0.5)
+    late = [send("g-large"), send("g-small")]
+    limiter.rate_limited(late[0], 8.0, "Rate limit reached on requests per minute (RPM)")   # both refused until
+    limiter.rate_limited(late[1], 7.99, "Rate limit reached on requests per minute (RPM)")  # the same moment
+    shared = limiter.shared_snapshot("groq")
+    assert set(shared) == {"rpm"} and shared["rpm"]["limit"] < 60
+    after = Counter(engine.router.candidates(prompt_tokens=100)[0][0] for _ in range(1000))
+    assert after["groq"] < before["groq"] * 0.5               # Groq's shared budget caps its weight

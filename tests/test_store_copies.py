@@ -1,13 +1,16 @@
-"""The store's two copies kept for fast reads: each sample's JSON ready to send (`samples_json`,
-`Store.iter_json`) and the narrow table of short columns and text lengths (`samples_light`, behind
-`count` and `columns`). Both must say exactly what the samples table says, whatever wrote it."""
+"""The store's copies kept for fast reads: the narrow table of short columns and text lengths
+(`samples_light`, behind `count`, `columns` and `column_arrays`) and the rows' JSON compressed in
+blocks (`samples_json_blocks`, behind `iter_json` and `iter_json_zstd`). They must say exactly what
+the samples table says, whatever wrote it."""
 from __future__ import annotations
 
 import json
 import sqlite3
 
 import polars as pl
+import pytest
 
+from storage import json_blocks
 from storage.store import Store
 
 
@@ -17,14 +20,19 @@ def record(sample_id: str, **fields) -> dict:
             "difficulty": "basic", **fields}
 
 
+@pytest.fixture
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(json_blocks, "BLOCK_ROWS", 2)
+
+
 def decoded(store: Store, **kwargs) -> list[dict]:
-    return [json.loads(body) for body in store.iter_json(**kwargs)]
+    return json.loads(b"[" + b",".join(store.iter_json(**kwargs)) + b"]")
 
 
-def stored_json_rows(path) -> int:
+def block_count(path) -> int:
     db = sqlite3.connect(path)
     try:
-        return db.execute("SELECT COUNT(*) FROM samples_json").fetchone()[0]
+        return db.execute("SELECT COUNT(*) FROM samples_json_blocks").fetchone()[0]
     finally:
         db.close()
 
@@ -41,10 +49,12 @@ def back_to_version_3(path) -> None:
     db.close()
 
 
-def test_ready_json_is_what_a_read_returns_after_adds_updates_and_deletes(tmp_path):
+def test_json_reads_are_what_a_read_returns_after_adds_updates_and_deletes(tmp_path, small_blocks):
     store = Store(tmp_path / "j.sqlite3")
+    assert decoded(store) == []
     store.add_many([record("a", provider="groq", latency=2, quality_flags=["short_answer"], reviewer="Ann"),
                     record("b", answer="Caf\u00e9 \u2013 \U0001F600", simulated=True), record("c")])
+    assert block_count(store.path) == 1   # a and b; c waits for a partner
     store.update("a", {"answer": "Rewritten.", "difficulty": "expert"})
     store.delete("b")
     assert decoded(store) == json.loads(json.dumps(store.list()))
@@ -52,38 +62,38 @@ def test_ready_json_is_what_a_read_returns_after_adds_updates_and_deletes(tmp_pa
     assert decoded(store, filters={"difficulty": "expert"}) == json.loads(json.dumps(store.list({"difficulty": "expert"})))
     assert [r["id"] for r in decoded(store, limit=1, offset=1)] == ["c"]
     assert [r["id"] for r in decoded(store, newest_first=True)] == ["c", "a"]
-    assert stored_json_rows(store.path) == 2   # the deleted row's JSON went with it
     store.close()
 
 
-def test_a_row_changed_outside_the_store_is_never_served_stale(tmp_path):
+def test_a_row_changed_outside_the_store_is_never_served_stale(tmp_path, small_blocks):
     path = tmp_path / "o.sqlite3"
     store = Store(path)
-    store.add_many([record("a"), record("b")])
+    store.add_many([record("a"), record("b"), record("c"), record("d")])
+    assert block_count(path) == 2
     db = sqlite3.connect(path)
     with db:
         db.execute("UPDATE samples SET answer = 'Edited by hand.', prompt_tokens = 'lots' WHERE id = 'a'")
     db.close()
+    assert block_count(path) == 1   # the block holding it is gone
     rows = decoded(store)
     assert rows[0]["answer"] == "Edited by hand." and rows[0]["prompt_tokens"] is None   # repaired like any read
     assert rows == json.loads(json.dumps(store.list()))
-    assert store.fill_json() == 1 and stored_json_rows(path) == 2 and decoded(store) == rows
-    assert store.fill_json() == 0
+    assert store.seal_json(force=True) == 2 and block_count(path) == 2 and decoded(store) == rows
     store.close()
 
 
-def test_rows_stored_before_the_copies_existed_get_them(tmp_path):
+def test_rows_stored_before_the_copies_existed_get_them(tmp_path, small_blocks):
     path = tmp_path / "v3.sqlite3"
     store = Store(path)
-    store.add_many([record("a", answer="x" * 50, quality_flags=["us_law"]), record("b", batch_id="b1")])
+    store.add_many([record("a", answer="x" * 50, quality_flags=["us_law"]), record("b", batch_id="b1"), record("c")])
     store.close()
     back_to_version_3(path)
     reopened = Store(path)
-    assert reopened.count() == 2 and reopened.count({"batch_id": "b1"}) == 1
+    assert reopened.count() == 3 and reopened.count({"batch_id": "b1"}) == 1
     assert reopened.columns(("id", "quality_flags"), lengths={"a_len": "answer"}) == {
-        "id": ["a", "b"], "quality_flags": [["us_law"], []], "a_len": [50, 7]}
+        "id": ["a", "b", "c"], "quality_flags": [["us_law"], [], []], "a_len": [50, 7, 7]}
     assert decoded(reopened) == json.loads(json.dumps(reopened.list()))   # encoded on the way
-    assert reopened.fill_json(chunk=1) == 2 and stored_json_rows(path) == 2
+    assert reopened.seal_json(force=True) == 2 and block_count(path) == 1
     assert decoded(reopened) == json.loads(json.dumps(reopened.list()))
     reopened.close()
 
@@ -152,4 +162,27 @@ def test_the_statistics_frame_folds_a_long_run_of_writes_in_as_it_goes(tmp_path,
         assert len(frame._pending) < 3   # never more than a few rows held as dicts
     store.delete("r4")
     assert frame.frame()["id"].to_list() == [f"r{i}" for i in range(10) if i != 4]
+    store.close()
+
+
+def test_a_file_from_the_release_with_an_uncompressed_json_copy_loses_it(tmp_path):
+    """Version 6 (shipped) also kept every row's JSON uncompressed in `samples_json`; version 7 drops it."""
+    from storage import schema
+
+    path = tmp_path / "v6.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(schema.VERSION_TABLE)
+    db.execute("BEGIN")
+    for migration in schema.MIGRATIONS[:6]:
+        migration.apply(db)
+        db.execute("INSERT INTO schema_migrations VALUES (?, ?, 'then')", (migration.version, migration.name))
+    db.execute("COMMIT")
+    db.close()
+    store = Store(path)
+    store.add(record("a"))
+    db = sqlite3.connect(path)
+    names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    db.close()
+    assert "samples_json" not in names and not {"samples_json_delete", "samples_json_update"} & names
+    assert "samples_json_blocks" in names and decoded(store)[0]["id"] == "a"
     store.close()

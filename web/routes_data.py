@@ -26,18 +26,13 @@ ATTACHMENT = {"Content-Disposition": "attachment; filename=..."}
 CHANGED = ok("message", "total_samples", message=STRING, total_samples=INT)
 
 
-def _json_array(rows: Iterator[bytes], rows_per_chunk: int = 200) -> Iterator[bytes]:
-    """Rows already encoded as JSON (`Store.iter_json`) as one JSON array, in chunks of a few hundred rows."""
+def _json_array(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """One JSON array from `Store.iter_json`'s pieces (rows already encoded, joined by commas)."""
     yield b"["
-    chunk: list[bytes] = []
     first = True
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == rows_per_chunk:
-            yield (b"" if first else b",") + b",".join(chunk)
-            chunk, first = [], False
-    if chunk:
-        yield (b"" if first else b",") + b",".join(chunk)
+    for piece in pieces:
+        yield piece if first else b"," + piece
+        first = False
     yield b"]"
 
 

@@ -82,15 +82,18 @@ class Services:
         """The statistics frame first (the dashboard asks for it at once), then the duplicate index
         (generation waits for it; at 100,000 samples it takes seconds), then a look for rows an
         older version stored with values of the wrong type (reported, repaired when read); between them
-        the ready JSON of rows stored before it was kept (`Store.fill_json`). One step
+        the compressed blocks of rows stored before they were kept (`Store.seal_json`). One step
         failing is logged and never stops the next: the index above all must be built."""
         for step, work in (("statistics frame", self.stats.frame), ("duplicate index", self.quality.build),
-                           ("JSON of older rows", self.store.fill_json),
+                           ("compressed blocks", lambda: self.store.seal_json(force=True)),
                            ("damaged-row scan", self._report_damaged_rows)):
+            started = time.perf_counter()
             try:
                 work()
             except Exception:
                 log.exception("warm-up: the %s failed; the server goes on without it", step)
+            else:
+                log.info("warm-up: %s ready in %.2f s", step, time.perf_counter() - started)
 
     def _report_damaged_rows(self) -> None:
         damaged = self.store.damaged_rows(limit=20)
