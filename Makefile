@@ -30,8 +30,19 @@ run: $(VENV)/.runtime
 demo: $(VENV)/.runtime
 	$(BIN)/uk-law-server --demo
 
+# The suite on SQLite, then again on PostgreSQL (TEST_BACKEND=postgres: a database created and
+# dropped by the run, at TEST_POSTGRES_URL or 127.0.0.1:5432). Without a reachable PostgreSQL the
+# second pass is skipped, saying why; REQUIRE_POSTGRES=1 (CI) makes that a failure.
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
+	@if reason=$$($(BIN)/python -m tests.backends); then \
+		echo "== the suite again on PostgreSQL (TEST_BACKEND=postgres) =="; \
+		TEST_BACKEND=postgres $(BIN)/python -m pytest; \
+	elif [ -n "$$REQUIRE_POSTGRES" ]; then \
+		echo "REQUIRE_POSTGRES is set but the PostgreSQL tests cannot run: $$reason" >&2; exit 1; \
+	else \
+		echo "SKIPPED the PostgreSQL pass: $$reason (set TEST_POSTGRES_URL, or start PostgreSQL)"; \
+	fi
 
 bench: $(VENV)/.dev
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done

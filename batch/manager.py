@@ -1,4 +1,9 @@
-"""Starting, stopping, resuming and watching batches; one runs at a time."""
+"""Starting, stopping, resuming and watching batches; one runs at a time.
+
+In PostgreSQL mode (`cluster` given) "one at a time" holds across every server on the database:
+a batch starts only with the one batch lease (`storage.coordination.BatchLeases`), is run by the
+server holding it, is stopped from any server through the lease's stop flag, and resumes on
+another server when its owner stops renewing (`batch.cluster`)."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +13,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from batch.cluster import Cluster
+from batch.leasing import LeasedBatches
 from batch.rotation import Rotation, Slot
 from batch.worker import BatchRun
 from config.catalog import BALANCE, DEFAULT_SAMPLE_TYPE, DIFFICULTIES, SAMPLE_TYPES, TOPICS, find_topic
@@ -15,7 +22,7 @@ from generation.engine import GenerationEngine
 from generation.requests import (RequestProblem, check_difficulty, check_sample_type, check_strategy,
                                 model_names, resolve_models, resolve_provider_model, resolve_topic_label)
 from config.providers import AppConfig
-from state import FAILED, RUNNING, STOPPED, BatchState, new_batch_id, utc_now
+from state import COMPLETED, FAILED, RUNNING, STOPPED, BatchState, new_batch_id, utc_now
 from storage.batches import BatchRepository
 from storage.store import Store
 
@@ -37,9 +44,9 @@ class ShuttingDown(Exception):
     """The process is shutting down: no batch starts or resumes."""
 
 
-class BatchManager:
+class BatchManager(LeasedBatches):
     def __init__(self, *, engine: GenerationEngine, store: Store, config: AppConfig, quality: Any = None,
-                 simulated: bool = False):
+                 simulated: bool = False, cluster: Cluster | None = None):
         self.engine = engine
         self.store = store
         self.config = config
@@ -52,6 +59,9 @@ class BatchManager:
         self._subscribers: set[queue.Queue] = set()
         self._sub_lock = threading.Lock()
         self._closed = False     # set by `shutdown`: nothing starts any more
+        self.cluster = cluster
+        self._renewed: dict[str, float] = {}   # batch id -> when its lease was last renewed (monotonic)
+        self._remote_seen: dict[str, Any] | None = None   # the other server's state last published here
 
     # -- starting --------------------------------------------------------------------------
 
@@ -74,21 +84,32 @@ class BatchManager:
         with self._lock:
             if self._closed:
                 raise ShuttingDown("the server is shutting down; start the batch again once it is back")
-            running = self.running_ids()
+            running = self.running_ids(local=True)
             if running:
                 raise BatchConflict(running[0])
-            current = self.store.count()
-            if target_count <= current:
-                raise RequestProblem(f"target_count {target_count} must be larger than the current dataset "
-                                     f"size ({current}); it is the total size to grow to")
-            state = BatchState(batch_id=new_batch_id(), target_count=target_count, start_count=current,
+            batch_id = new_batch_id()
+            self._lease(batch_id)
+            try:
+                current = self.store.count()   # counted under the lease: no other batch is adding rows
+                if target_count <= current:
+                    raise RequestProblem(f"target_count {target_count} must be larger than the current dataset "
+                                         f"size ({current}); it is the total size to grow to")
+            except BaseException:
+                self._release_lease(batch_id)
+                raise
+            state = BatchState(batch_id=batch_id, target_count=target_count, start_count=current,
                                total=target_count - current, provider=provider, model=model,
                                requested_provider=provider, requested_model=model,
                                requested_models=order, strategy=strategy, topic_filter=topic_label,
                                difficulty_filter=difficulty,
                                reasoning_instruction=reasoning_instruction or None,
                                sample_type_filter=sample_type)
-            self.repo.save(state)
+            try:
+                self.repo.save(state)
+            except BaseException:
+                self._release_lease(batch_id)
+                raise
+            self._renewed[batch_id] = time.monotonic()
             run = self._run_for(state, stored=0)
             self._runs[state.batch_id] = run
             run.start()
@@ -118,8 +139,23 @@ class BatchManager:
                         settings=self.settings, publish=self._publish, quality=self.quality,
                         simulated=self.simulated, stored=stored)
 
+    def _lease(self, batch_id: str) -> None:
+        """Take the one batch lease for a new batch (PostgreSQL mode), or raise BatchConflict."""
+        if self.cluster is not None:
+            holder = self.cluster.leases.acquire(batch_id)
+            if holder is not None:
+                raise BatchConflict(holder)
+
+    def _release_lease(self, batch_id: str) -> None:
+        if self.cluster is not None:
+            self._renewed.pop(batch_id, None)
+            self.cluster.leases.release(batch_id)
+
     def resume_unfinished(self) -> list[str]:
-        """Resume, under the same id, the batch that was running when the process died."""
+        """Resume, under the same id, the batch that was running when the process died. In
+        PostgreSQL mode: the batch whose lease has expired, or one running without any lease."""
+        if self.cluster is not None:
+            return self._resume_leased()
         unfinished = self.repo.with_status(RUNNING)
         resumed: list[str] = []
         with self._lock:
@@ -139,17 +175,22 @@ class BatchManager:
                     state.add_error({"error": state.final_error, "fatal": True})
                     self.repo.save(state)
                     continue
-                stored = self.repo.stored_samples(state.batch_id)
-                state.samples_generated = stored
-                state.progress = int(100 * stored / state.total) if state.total else 100
-                state.resumed_count += 1
-                state.running, state.in_flight = True, 0
-                run = self._run_for(state, stored)
-                self._runs[state.batch_id] = run
-                self.repo.save(state)
-                run.start()
+                self._resume(state)
                 resumed.append(state.batch_id)
         return resumed
+
+    def _resume(self, state: BatchState) -> None:
+        """Under the lock: carry a running batch on here, its progress counted from its stored rows."""
+        stored = self.repo.stored_samples(state.batch_id)
+        state.samples_generated = stored
+        state.progress = int(100 * stored / state.total) if state.total else 100
+        state.resumed_count += 1
+        state.running, state.in_flight = True, 0
+        run = self._run_for(state, stored)
+        self._runs[state.batch_id] = run
+        self._renewed[state.batch_id] = time.monotonic()
+        self.repo.save(state)
+        run.start()
 
     def _routing_problem(self, state: BatchState) -> str | None:
         """Why the batch's saved models/strategy no longer fit the configuration, or None."""
@@ -172,13 +213,29 @@ class BatchManager:
                     raise KeyError(batch_id)
                 if run is not None and run.stop():
                     return [batch_id], f"batch {batch_id} stopped"
-                if run is None and state.status == RUNNING:   # no worker behind it: record the stop
+                remote = run is None and state.status == RUNNING and self.cluster is not None
+                if run is None and state.status == RUNNING and not remote:   # no worker behind it
                     self._mark_stopped(state)
                     return [batch_id], f"batch {batch_id} stopped"
-                return [], f"batch {batch_id} already ended ({state.status})"
-            stopped = [bid for bid, run in self._runs.items() if run.stop()]
+                if not remote:
+                    return [], f"batch {batch_id} already ended ({state.status})"
+            else:
+                stopped = [bid for bid, run in self._runs.items() if run.stop()]
+        if batch_id is not None:   # running on another server
+            if self._stop_remote(batch_id):
+                return [batch_id], f"batch {batch_id} stopped"
+            with self._lock:
+                state = self.repo.get(batch_id)
+                if state is not None and state.status == RUNNING:   # no lease behind it: record the stop
+                    self._mark_stopped(state)
+                    return [batch_id], f"batch {batch_id} stopped"
+            return [], f"batch {batch_id} already ended ({state.status if state else 'unknown'})"
+        if self.cluster is not None:
+            stopped += [bid for bid in self._stop_remote(None) if bid not in stopped]
+        leased = self._leased_elsewhere()
+        with self._lock:
             for state in self.repo.with_status(RUNNING):
-                if state.batch_id not in self._runs:
+                if state.batch_id not in self._runs and state.batch_id not in stopped and state.batch_id != leased:
                     self._mark_stopped(state)
                     stopped.append(state.batch_id)
         message = f"stopped {len(stopped)} batch(es)" if stopped else "no batch was running"
@@ -206,12 +263,29 @@ class BatchManager:
                 log.info("batch %s: %d worker(s) left behind, waiting on a provider or past the shutdown "
                          "budget; their answers are dropped and the batch resumes at the next start",
                          run.state.batch_id, left)
+        if self.cluster is not None:   # another live server carries on at once, not after the lease time
+            for run in runs:
+                if run.state.running:
+                    try:
+                        self.cluster.leases.hand_over(run.state.batch_id)
+                    except Exception as exc:  # noqa: BLE001 - the lease then simply runs out
+                        log.warning("batch %s: could not hand the lease over (%s); it expires in %gs",
+                                    run.state.batch_id, exc, self.cluster.lease_seconds)
 
     # -- reading ---------------------------------------------------------------------------
 
-    def running_ids(self) -> list[str]:
+    def running_ids(self, *, local: bool = False) -> list[str]:
+        """The batches running here; in PostgreSQL mode (unless `local`) also the one another
+        server holds the lease of."""
         with self._lock:
-            return [bid for bid, run in self._runs.items() if run.state.running]
+            ids = [bid for bid, run in self._runs.items() if run.state.running]
+        if self.cluster is not None and not local and not ids:
+            lease = self.cluster.leases.holder()
+            if lease is not None:
+                state = self.repo.get(lease.batch_id)
+                if state is not None and state.status == RUNNING:
+                    ids.append(lease.batch_id)
+        return ids
 
     def state(self, batch_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -255,11 +329,12 @@ class BatchManager:
         Reads only: nothing is changed."""
         now = datetime.now(timezone.utc)
         out = []
+        leased = self._leased_elsewhere()
         for state in self.repo.with_status(RUNNING):
             with self._lock:
                 run = self._runs.get(state.batch_id)
                 live = run.state if run else state
-                is_zombie = run is None or not run.alive()
+                is_zombie = not run.alive() if run else state.batch_id != leased
             last = _parse(live.last_progress_at) or _parse(live.started_at) or now
             idle_minutes = (now - last).total_seconds() / 60
             waiting = _parse(live.waiting_until)
@@ -288,6 +363,12 @@ class BatchManager:
             self._subscribers.discard(q)
 
     def _publish(self, state: BatchState) -> None:
+        if (self.cluster is not None and not state.running and state.status in (COMPLETED, STOPPED, FAILED)
+                and state.batch_id in self._runs):
+            try:
+                self._release_lease(state.batch_id)   # saved final first, then the lease is freed
+            except Exception as exc:  # noqa: BLE001 - a stale lease is freed by whoever takes it over
+                log.warning("batch %s: could not release its lease (%s); it expires by itself", state.batch_id, exc)
         snapshot = state.to_dict()
         with self._sub_lock:
             subscribers = list(self._subscribers)

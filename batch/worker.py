@@ -42,7 +42,7 @@ from generation.requests import sample_record
 from config.providers import BatchConfig
 from state import COMPLETED, FAILED, STOPPED, BatchState, push_bounded, utc_now
 from storage.batches import BatchRepository
-from storage.errors import WriteFailed
+from storage.errors import DuplicateQuestion, NotLeaseHolder, WriteFailed
 from storage.store import Store
 
 log = logging.getLogger("batch")
@@ -108,6 +108,7 @@ class BatchRun:
         self._working: set[threading.Thread] = set()
         self._in_engine: set[threading.Thread] = set()
         self._abandoned: set[threading.Thread] = set()
+        self._silenced = False   # `abandon`: another server runs the batch now; write nothing more
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -138,6 +139,12 @@ class BatchRun:
     def shutdown(self) -> None:
         """The process is going away: stop working but leave the batch `running` to resume later.
         Returns at once; `settle` waits for the workers."""
+        self.stop_event.set()
+
+    def abandon(self) -> None:
+        """Another server runs this batch now (its lease moved): stop at once and never write its
+        state again. Takes no lock, so a worker stuck in a database call cannot hold it up."""
+        self._silenced = True
         self.stop_event.set()
 
     def snapshot(self) -> dict[str, Any]:
@@ -183,6 +190,8 @@ class BatchRun:
     def _save(self) -> None:
         """Persist and publish the state. If the write fails the state is still published (and
         kept in memory, where the status endpoints read a live batch) and the batch pauses."""
+        if self._silenced:
+            return
         with self.lock:
             try:
                 self.repo.save(self.state)
@@ -191,6 +200,8 @@ class BatchRun:
             self.publish(self.state)
 
     def _log_attempts(self, number: int, attempts: list[dict[str, Any]], sample_id: str | None = None) -> None:
+        if self._silenced:
+            return
         try:
             self.repo.log_attempts(self.state.batch_id, number, attempts, sample_id)
         except WriteFailed as exc:
@@ -315,6 +326,7 @@ class BatchRun:
     def _store(self, claim: Claim, result: GenerationResult, record: dict[str, Any]) -> None:
         slot = claim.slot
         assert slot is not None
+        duplicate: DuplicateQuestion | None = None
         with self.lock:
             if self.stop_event.is_set() or self.stored >= self.state.total:
                 self._release(claim)
@@ -326,15 +338,34 @@ class BatchRun:
                 self._storage_failed(exc)
                 self._save()
                 return
-            self._release(claim, stored=True)
-            self.stored += 1
-            self._storage_recovered()
-            self._record_success(slot, result)
-            if self.stored >= self.state.total:
-                self._finish(COMPLETED)
+            except NotLeaseHolder as exc:   # another server took the batch over: nothing more from here
+                self._release(claim)
+                log.warning("batch %s: %s; this server stops working on it", self.state.batch_id, exc)
+                self.abandon()
+                return
+            except DuplicateQuestion as exc:   # the unique question key: stored meanwhile (by another server)
+                self._release(claim)
+                duplicate = exc
             else:
-                self._save()
-        self._log_attempts(claim.number, [a.to_dict() for a in result.attempts], record["id"])
+                self._release(claim, stored=True)
+                self.stored += 1
+                self._storage_recovered()
+                self._record_success(slot, result)
+                # under the lock, as the sample was stored: a completed batch's log holds every success
+                self._log_attempts(claim.number, [a.to_dict() for a in result.attempts], record["id"])
+                if self.stored >= self.state.total:
+                    self._finish(COMPLETED)
+                else:
+                    self._save()
+                return
+        if duplicate is not None:   # as a rejection by the quality gate: the slot is tried again
+            detail = f"exact_duplicate: same question as {duplicate.duplicate_of!r}"
+            last = result.attempts[-1].to_dict()
+            self._log_attempts(claim.number, [
+                *[a.to_dict() for a in result.attempts[:-1]],
+                {**last, "outcome": "rejected", "category": "invalid_output",
+                 "message": f"quality: exact_duplicate | {detail}"}])
+            self._on_rejected(slot, result, detail)
 
     # -- storage failures ------------------------------------------------------------------
 

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     # rows a background import stores per transaction; cancellation and shutdown act between chunks
     import_chunk_rows: int = Field(1000, ge=1, le=100_000, validation_alias="IMPORT_CHUNK_ROWS")
 
+    # PostgreSQL mode: postgresql://user:password@host:port/database (unset: SQLite in DATA_DIR)
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL", repr=False)
+
+    # PostgreSQL mode: seconds a batch lease lasts unrenewed; a server that dies mid-batch is
+    # replaced by another live server within about this time
+    batch_lease_seconds: float = Field(30.0, ge=0.5, le=3600, allow_inf_nan=False, validation_alias="BATCH_LEASE_SECONDS")
+
     _env: Mapping[str, str] = PrivateAttr(default_factory=lambda: MappingProxyType({}))
 
     @model_validator(mode="before")
@@ -95,6 +102,13 @@ class Settings(BaseSettings):
                     continue
             cleaned[key] = value
         return cleaned
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql://user@host:port/database URL (or unset for SQLite in DATA_DIR)")
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -183,11 +197,16 @@ def _variable(location: tuple[int | str, ...]) -> str:
     return key
 
 
+SECRET_VARIABLES = ("API_TOKEN", "DATABASE_URL")   # a refusal never repeats their values
+
+
 def _describe(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_url=False):
         message = error["msg"]
-        problems.append(f"{_variable(error['loc'])}: {message[:1].lower()}{message[1:]}, got {error['input']!r}")
+        variable = _variable(error["loc"])
+        got = "(value hidden)" if variable in SECRET_VARIABLES else repr(error["input"])
+        problems.append(f"{variable}: {message[:1].lower()}{message[1:]}, got {got}")
     return "; ".join(problems)
 
 

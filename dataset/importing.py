@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from generation.requests import RequestProblem, check_labels
-from quality.service import REJECT_CODES, QualityService
-from storage.errors import DuplicateId, InvalidRecord
+from quality.service import REJECT_CODES, QualityService, Rejection
+from storage.errors import DuplicateId, DuplicateQuestion, InvalidRecord
 from storage.records import MAX_ID, check_record
 from storage.store import REQUIRED_IMPORT_FIELDS, Store
 
@@ -134,7 +134,9 @@ class Importer:
     def store_chunk(self, lines: list[tuple[int, dict[str, Any]]]) -> None:
         """Store (line number, checked record) pairs in one transaction; all or nothing. Raises
         what the store raises (`WriteFailed`...), with nothing of this chunk stored or reserved."""
-        for attempt in range(RETRIES + 1):
+        taken: dict[str, str | None] = {}   # id -> the sample whose question the unique key found stored
+        attempt = 0
+        while True:
             existing = self.store.exists([record["id"] for _, record in lines])
             added: set[str] = set()
             fresh: list[dict[str, Any]] = []
@@ -144,6 +146,11 @@ class Importer:
                 sample_id = record["id"]
                 if sample_id in existing or sample_id in self.seen or sample_id in added:
                     duplicates.append(sample_id)
+                    continue
+                if sample_id in taken:
+                    holder = taken[sample_id]
+                    rejected.append((number, {**record, "duplicate_of": holder},
+                                     Rejection(("exact_duplicate",), f"exact_duplicate: same question as {holder!r}")))
                     continue
                 admitted, rejection = self.quality.admit(record, strict=False)
                 if rejection is not None:
@@ -158,7 +165,11 @@ class Importer:
                 for record in fresh:
                     self.quality.forget(record["id"])
                 if isinstance(exc, DuplicateId) and attempt < RETRIES:
+                    attempt += 1
                     continue               # another writer took one of these ids meanwhile: sort again
+                if isinstance(exc, DuplicateQuestion) and exc.conflicts:
+                    taken.update(exc.conflicts)   # stored meanwhile (another server): skipped as duplicates
+                    continue
                 raise
             break
         self.seen |= added

@@ -5,9 +5,17 @@ never shortens an existing one), and a provider disabled for a rejected key come
 its key or base URL changes. A model that has not answered successfully yet (or not since it was
 switched off) takes one request at a time until one succeeds, like a circuit breaker's half-open
 state, so concurrent work never piles onto a model that turns out to be failing.
+
+In PostgreSQL mode (`share(table)`) cooldowns and disabled keys are also written to the database
+(`storage.shared_health`) and those of the other servers are read back, at most every
+`refresh_seconds` (0.25 s): a model one server saw fail is skipped by every server. This board's
+own entries take effect at once; the database only adds to them, and if it cannot be reached the
+board goes on with what it knows (logged once). Failures in a row and half-open probes stay
+per server.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -15,6 +23,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from errors import Failure, Scope
+from storage.shared_health import SharedHealthTable
+
+log = logging.getLogger("fallback")
 
 
 PROVEN, OWNED, BUSY = "proven", "owned", "busy"   # what `claim_probe` answers
@@ -53,10 +64,25 @@ class Blocked:
         return self.until is None or self.reason == "model_gone"
 
 
+@dataclass(frozen=True)
+class _RemoteView:
+    """What the other servers recorded, as of `fetched` (this board's clock)."""
+
+    fetched: float = float("-inf")
+    providers: dict[str, _Cooldown] | None = None
+    models: dict[tuple[str, str], _Cooldown] | None = None
+    disabled: dict[str, _Disabled] | None = None
+
+
 class HealthBoard:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
         self._lock = threading.Lock()
+        self._shared: SharedHealthTable | None = None
+        self._refresh = 0.25
+        self._remote = _RemoteView()
+        self._fetch_lock = threading.Lock()
+        self._shared_failing = False
         self._provider_cooling: dict[str, _Cooldown] = {}
         self._model_cooling: dict[tuple[str, str], _Cooldown] = {}
         self._disabled: dict[str, _Disabled] = {}
@@ -64,18 +90,78 @@ class HealthBoard:
         self._proven: set[tuple[str, str]] = set()    # answered successfully since last switched off
         self._probing: set[tuple[str, str]] = set()   # an unproven pair with its one request in flight
 
+    # -- shared with other servers (PostgreSQL mode) ----------------------------------------
+
+    def share(self, table: SharedHealthTable, refresh_seconds: float = 0.25) -> None:
+        """Write cooldowns and disabled keys to `table` and read the other servers' back."""
+        self._shared, self._refresh = table, refresh_seconds
+
+    def _remote_view(self, now: float) -> _RemoteView:
+        """The other servers' entries, fetched again when older than `refresh_seconds`."""
+        view = self._remote
+        if self._shared is None or now - view.fetched < self._refresh:
+            return view
+        with self._fetch_lock:
+            view = self._remote
+            if now - view.fetched < self._refresh:   # another thread fetched meanwhile
+                return view
+            try:
+                cooldowns, disabled = self._shared.active()
+            except Exception as exc:  # noqa: BLE001 - go on with what this board knows; say so once
+                self._shared_trouble("read", exc)
+                view = self._remote = _RemoteView(now, view.providers, view.models, view.disabled)
+                return view
+            self._shared_back()
+            fetched = self._clock()
+            providers: dict[str, _Cooldown] = {}
+            models: dict[tuple[str, str], _Cooldown] = {}
+            for row in cooldowns:
+                entry = _Cooldown(fetched + row.seconds_left, row.category, row.reason, row.message, row.switched)
+                if row.model is None:
+                    providers[row.provider] = entry
+                else:
+                    models[(row.provider, row.model)] = entry
+            view = self._remote = _RemoteView(
+                now, providers, models,
+                {row.provider: _Disabled(row.fingerprint, row.category or "", row.message or "", fetched)
+                 for row in disabled})
+            return view
+
+    def _write_shared(self, what: str, write: Callable[[SharedHealthTable], None]) -> None:
+        if self._shared is None:
+            return
+        try:
+            write(self._shared)
+        except Exception as exc:  # noqa: BLE001 - this board has it; the others will not see it
+            self._shared_trouble(f"write a {what} to", exc)
+        else:
+            self._shared_back()
+
+    def _shared_trouble(self, what: str, exc: Exception) -> None:
+        if not self._shared_failing:
+            log.warning("cannot %s the shared engine state (%s); going on with this server's own", what, exc)
+            self._shared_failing = True
+
+    def _shared_back(self) -> None:
+        if self._shared_failing:
+            log.warning("the shared engine state answers again")
+            self._shared_failing = False
+
     # -- queries ---------------------------------------------------------------------------
 
     def blocked(self, provider: str, model: str | None, fingerprint: str) -> Blocked | None:
         """None when the pair (or, with `model` None, the provider) may be tried now."""
         now = self._clock()
+        remote = self._remote_view(now)
         with self._lock:
-            disabled = self._disabled.get(provider)
-            if disabled and disabled.fingerprint == fingerprint:
-                return Blocked(None, disabled.category, "disabled", disabled.message, Scope.PROVIDER.value)
+            for disabled in (self._disabled.get(provider), (remote.disabled or {}).get(provider)):
+                if disabled and disabled.fingerprint == fingerprint:
+                    return Blocked(None, disabled.category, "disabled", disabled.message, Scope.PROVIDER.value)
             worst: tuple[_Cooldown, str] | None = None
             for cooldown, scope in ((self._provider_cooling.get(provider), Scope.PROVIDER.value),
-                                    (self._model_cooling.get((provider, model or "")), Scope.MODEL.value)):
+                                    (self._model_cooling.get((provider, model or "")), Scope.MODEL.value),
+                                    ((remote.providers or {}).get(provider), Scope.PROVIDER.value),
+                                    ((remote.models or {}).get((provider, model or "")), Scope.MODEL.value)):
                 if cooldown and cooldown.until > now and (worst is None or cooldown.until > worst[0].until):
                     worst = (cooldown, scope)
             if worst is None:
@@ -139,12 +225,18 @@ class HealthBoard:
                 if model is not None:
                     self._in_a_row.pop(key, None)
                 self._proven = {p for p in self._proven if p[0] != provider or (model is not None and p[1] != model)}
-            return table[key].until
+            entry = table[key]
+        if entry.until == until:   # this cooldown is the longest: the other servers skip the model too
+            self._write_shared("cooldown", lambda shared: shared.cool(
+                provider, model, until - now, entry.category, entry.reason, entry.message, switched))
+        return entry.until
 
     def disable(self, provider: str, fingerprint: str, failure: Failure) -> None:
         with self._lock:
             self._disabled[provider] = _Disabled(fingerprint, failure.category.value, failure.message, self._clock())
             self._proven = {p for p in self._proven if p[0] != provider}
+        self._write_shared("disabled key", lambda shared: shared.disable(
+            provider, fingerprint, failure.category.value, failure.message))
 
     # -- reporting -------------------------------------------------------------------------
 

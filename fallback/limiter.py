@@ -188,9 +188,11 @@ class RateLimiter:
     def reserve(self, provider: str, model: str, tokens: int) -> Reservation | Wait:
         """A reservation, or the seconds to wait before this request fits (inf: it never will),
         as a `Wait` naming the windows that hold it back."""
-        now = self._clock()
-
         def admit(states: dict[str, ScopeState]) -> Reservation | Wait:
+            # the clock is read once the records are held: with a shared store the rows may have
+            # been locked by another server a moment ago, and an earlier reading would see its
+            # reservation "in the future" and wait for nothing
+            now = self._clock()
             self._probe(provider, model, states, now)
             gates = self._gates(provider, model, states)
             wait = self._longest(gates, states, tokens, now)

@@ -25,6 +25,7 @@ from fallback.router import AttemptRecord, Router
 from generation.prompts import SampleSpec, build_messages
 from config.providers import AppConfig, ModelConfig
 from providers.client import Completion, ProviderClient, build_providers
+from storage.shared_health import SharedHealthTable
 from generation.parsing import SampleContent, parse_sample
 
 
@@ -91,6 +92,16 @@ class GenerationEngine:
         self._rejected: deque[dict[str, Any]] = deque(maxlen=rejected_kept)
         self._lock = threading.Lock()
         warm_up()
+
+    def share_state(self, health: SharedHealthTable, limiter_store: LimiterStore) -> None:
+        """PostgreSQL mode: cooldowns and disabled keys, and the rate limiter's records, shared with
+        every server on the database, so that together they stay inside one provider's limits.
+        The limiter then runs on wall-clock time (`time.time`), the one clock the servers share;
+        call this before any request."""
+        self.health.share(health)
+        limits = {(p, m.id): m.limits for p, pc in self.config.providers.items() for m in pc.models}
+        self.limiter = self.router.limiter = RateLimiter(limits, time.time, self.config.engine.pacing,
+                                                         store=limiter_store)
 
     # -- configuration ---------------------------------------------------------------------
 

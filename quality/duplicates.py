@@ -1,6 +1,6 @@
 """Exact and near-duplicate questions, indexed incrementally and safely across threads.
 
-Exact duplicates compare the *normalised* question (Unicode-folded, case-folded, punctuation and
+Exact duplicates compare the *normalised* question (`storage.question_key`: Unicode-folded, case-folded, punctuation and
 thousands separators dropped, whitespace collapsed), so "What is X?" and "what   is x" match.
 
 Near duplicates compare *features* of the question:
@@ -49,10 +49,8 @@ reach in; an id's buckets are not stored but recomputed from its features when i
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
-import unicodedata
 import zlib
 from array import array
 from collections.abc import Iterable, Iterator
@@ -61,6 +59,8 @@ from functools import lru_cache
 
 import numpy as np
 from datasketch import MinHash
+
+from storage.question_key import fold, key_of_folded, normalise_question
 
 LSH_BANDS, LSH_ROWS = 16, 4  # 64 permutations; P(candidate) 0.89 at Jaccard 0.6, 0.99 at 0.7, 0.12 at 0.3
 DEFAULT_THRESHOLD = 0.6
@@ -77,23 +77,11 @@ more most i me my we our you your he him his she her us s english england wales 
 """.split())
 
 _APOSTROPHE_S = re.compile(r"['’]s\b")
-_THOUSANDS = re.compile(r"(?<=\d)[,.](?=\d{3}\b)")
-_NON_WORD = re.compile(r"[^\w\s]+")
 _TOKEN = re.compile(r"[a-z0-9]+")
 _SUFFIXES = (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""))
 
 
-def _fold(question: str) -> str:
-    return _THOUSANDS.sub("", unicodedata.normalize("NFKC", question).casefold())
-
-
-def normalise_question(question: str) -> str:
-    """The comparison form for exact duplicates: folded, no punctuation, single spaces."""
-    return _normalise_folded(_fold(question))
-
-
-def _normalise_folded(folded: str) -> str:
-    return " ".join(_NON_WORD.sub(" ", folded.replace("_", " ")).split())
+_fold = fold   # one normalisation for the index and the database's unique key (storage.question_key)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -241,8 +229,7 @@ class _Probe:
     signature: np.ndarray | None  # the low 16 bits of each MinHash value, for the candidate screen
 
 
-def _exact_key(folded: str) -> bytes:
-    return hashlib.blake2b(_normalise_folded(folded).encode(), digest_size=16).digest()
+_exact_key = key_of_folded   # the same key the store's unique index holds
 
 
 class DuplicateIndex:

@@ -1,8 +1,43 @@
 """Storage: the only package that talks to the database. Nothing outside it runs SQL.
 
-Today's backend is one SQLite file (`database.Database`: per-thread connections, write
-transactions). A PostgreSQL backend implements the same two classes and exceptions; callers
-work only with plain values (dicts, lists, `BatchState`), never with driver types.
+Two backends behind one interface; callers work only with plain values (dicts, lists,
+`BatchState`), never with driver types, and get a store from `open_storage(settings)`:
+- SQLite (default): one file in DATA_DIR (`database.Database`: per-thread connections, write
+  transactions, `schema`'s migrations);
+- PostgreSQL (`DATABASE_URL=postgresql://...`): `postgres.PostgresDatabase` (a psycopg 3
+  connection pool, `postgres.schema`'s migrations, a GIN full-text index).
+`Store` and `BatchRepository` are written once against the database interface both implement:
+    reading() / transaction()      -> a session: execute(sql, params), executemany(sql, rows)
+    stream(sql, params, chunk)     -> rows, a chunk at a time (PostgreSQL: a server-side cursor)
+    write_problem(), writable(), size_bytes(), describe(), close()
+    dialect (what differs: `dialect.Dialect`), IntegrityError, schema_version, path/where
+SQL is written in SQLite's style (`?`, `:name`); the PostgreSQL session translates placeholders.
+Rows read by index and by name on both. Each backend records its schema version in
+`schema_migrations` and refuses a database newer than it knows (`SchemaTooNew`).
+
+PostgreSQL-only tables (leases, server registry, shared engine state): append a `Migration`
+to `storage.postgres.schema.MIGRATIONS` (its docstring says how) and reach the pool through
+`store.database` (`transaction()` for a short locked write: `SELECT ... FOR UPDATE` or
+`pg_advisory_xact_lock`). `store.database.dialect.name` says which backend runs.
+What several servers share besides the dataset (migration 2, `coordination_schema`), each reached
+through `coordination.shared_connect(store.database)` (None on SQLite):
+    coordination.ServerRegistry(connect, server_id, live_seconds): heartbeat(address), live(), leave()
+    coordination.BatchLeases(connect, server_id, lease_seconds): acquire(batch_id) -> None | holder's
+        batch id; renew(batch_id) -> "held" | "stop" | "lost"; release; hand_over; take_over() -> Lease;
+        request_stop(batch_id); holder()
+    shared_health.SharedHealthTable(connect): cool(...), disable(...), active()
+    shared_limiter.PostgresLimiterStore(connect, decode): transact(keys, fn), read()
+and the fence: every store connection names its server (`PostgresDatabase(url, server=...)`), and
+a trigger refuses a batch's row from any server but its lease holder (`NotLeaseHolder`).
+
+Several servers on one PostgreSQL database: each store follows the others' sample writes
+(`postgres.changes.ChangeFeed`: a trigger-fed log polled every second) and passes them to its
+listeners as `Change` events, so every server's statistics frame and duplicate index stay current.
+
+Exact duplicates: `question_key` (the normalised question, `storage.question_key`, the same
+normalisation `quality.duplicates` uses) is a column with a unique constraint on both backends,
+so one question can never be stored twice, even by two servers at the same instant: `add`,
+`add_many` and `update` raise `DuplicateQuestion` (naming the sample that holds it).
 
 Schema (`schema`): every table in one ordered list of numbered migrations, recorded in
 `schema_migrations`, applied when a store opens; files from before versioning are adopted.
@@ -14,8 +49,9 @@ older version stored with values of the wrong type are repaired on every read (`
 `repair_column`: a count that is text reads as null, unreadable flags as []), so one row never
 breaks a listing, a statistic or an export; `damaged_rows()` names them.
 
-`store.Store(path)`, the samples:
-    add(record) / add_many(records) -> stored records      (DuplicateId on a known id; InvalidRecord; all or nothing)
+`store.Store(path | database)`, the samples:
+    add(record) / add_many(records) -> stored records      (DuplicateId on a known id; DuplicateQuestion;
+                                                            InvalidRecord; all or nothing)
     update(id, changes) -> record | None                    (merge, check, refresh updated_at)
     delete(id) -> bool
     get(id) -> record | None; exists(ids) -> set of ids present
@@ -49,16 +85,45 @@ breaks a listing, a statistic or an export; `damaged_rows()` names them.
     once 1,024 rows follow the last block; `seal_json` for rows stored before the blocks existed).
     A change to a row, by the store or not, drops its block (triggers); the next seal rebuilds it. `iter_json_zstd` sends the blocks as stored and compresses the rows between them
     on the way (one stream of zstd frames); `iter_json` of the whole dataset decompresses them.
+  PostgreSQL keeps each row's ready JSON beside it (`samples_json`, its own migration 3) and reads
+  counts, columns and `column_arrays` (`json_agg`) from the typed `samples` table (its long texts
+  sit out of line); it keeps no blocks (concurrent writers commit out of seq order, so a sealed
+  range could miss a late row): `iter_json_zstd` compresses every row on the way. `dialect.Dialect` says which.
 
 `batches.BatchRepository(store)`, batches and their attempt log (same database):
     save(state); get(batch_id); with_status(status); history(limit); stored_samples(batch_id)
     log_attempts(batch_id, slot, attempts, sample_id); attempts(batch_id, limit); rejection_counts()
 
-`errors`: StoreError, DuplicateId, InvalidRecord (a record breaking `records`' rules), SchemaError, SchemaTooNew (a database newer than this server),
+`errors`: StoreError, DuplicateId, DuplicateQuestion, InvalidRecord (a record breaking `records`' rules), SchemaError, SchemaTooNew (a database newer than this server),
 WriteFailed (disk full, read-only, failing disk, lock held too long: the write changed nothing);
 at start-up DatabaseDamaged (truncated, garbage header, PRAGMA quick_check failed) and
-DatabaseUnwritable (read-only file or directory, no space), each one line: file, problem, fix.
+DatabaseUnwritable (read-only file or directory, no space), each one line: file, problem, fix;
+DatabaseUnavailable (PostgreSQL unreachable, wrong credentials, no such database, missing
+privileges): one line naming the URL without its password.
 `Database.limit_pages(n)` caps the file's growth (SQLite's max_page_count): a real "disk full" for tests.
 
 Layering: storage imports only `config`, `state` and libraries, never a package above it.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+    from storage.store import Store
+
+
+def open_storage(settings: "Settings") -> "Store":
+    """The store the settings name: PostgreSQL when DATABASE_URL is set, else SQLite in DATA_DIR.
+    Raises a one-line `StoreError` when the database cannot be used."""
+    from storage.store import Store
+
+    if settings.database_url:
+        from storage.coordination import server_id
+        from storage.postgres import PostgresDatabase
+
+        # a connection per request thread, with room for a batch's workers and the warm-up; each
+        # connection names this server (the batch-row fence of `storage.coordination`)
+        return Store(PostgresDatabase(settings.database_url, max_size=settings.threads + 8,
+                                      server=server_id(settings.port)))
+    return Store(settings.database_path)

@@ -23,8 +23,9 @@ import weakref
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
+from storage.dialect import Dialect, sqlite_dialect
 from storage.errors import DatabaseDamaged, DatabaseUnwritable, WriteFailed
 from storage.schema import migrate
 
@@ -124,7 +125,14 @@ def _close_connection(connections: dict[int, tuple[threading.Thread, sqlite3.Con
 
 
 class Database:
-    """One SQLite file. Each thread gets its own connection, closed when the thread ends."""
+    """One SQLite file. Each thread gets its own connection, closed when the thread ends.
+
+    The storage interface both backends share (`storage.postgres.PostgresDatabase` is the other):
+    `reading()`, `transaction()`, `stream()`, `write_problem()`, `writable()`, `size_bytes()`,
+    `describe()`, `close()`, `dialect`, `IntegrityError`, `schema_version`, `path`/`where`."""
+
+    IntegrityError = sqlite3.IntegrityError
+    dialect: Dialect   # set by storage.store (its damaged-row condition lives there)
 
     def __init__(self, path: Path | str):
         """Open the file, check it (`PRAGMA quick_check`), bring its schema up to date and try a
@@ -173,6 +181,26 @@ class Database:
                 raise damaged(self.path, f"the database file is damaged ({exc.reason})") from None
             log.warning("%s; serving reads, writes wait until they work again", exc)
         return version
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, for reads (the shared interface; SQLite needs no pool)."""
+        yield self.connection()
+
+    def stream(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None,
+               chunk: int = 1000) -> Iterator[sqlite3.Row]:
+        """Rows of a query, fetched `chunk` at a time."""
+        cursor = self.connection().execute(sql, params or ())
+        while rows := cursor.fetchmany(chunk):
+            yield from rows
+
+    def describe(self) -> dict[str, Any]:
+        """What /api/health reports about the database."""
+        return {"backend": "sqlite", "path": str(self.path), "schema_version": self.schema_version}
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (autocommit outside `transaction()`), opened on first use."""

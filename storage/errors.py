@@ -26,13 +26,31 @@ class InvalidRecord(StoreError, ValueError):
 
 
 class WriteFailed(StoreError):
-    """A write could not be made (disk full, read-only file, failing disk, database locked too long).
-    Nothing was changed; the same write may work later. `reason` is SQLite's, `advice` what to do,
-    `code` SQLite's primary result code (13: full, 8: read-only, 10: I/O, 5: busy...)."""
+    """A write could not be made (disk full, read-only file, failing disk, database locked too long,
+    database server unreachable). Nothing was changed; the same write may work later. `reason` is
+    the database's, `advice` what to do, `code` SQLite's primary result code (13: full, 8:
+    read-only, 10: I/O, 5: busy...; None for PostgreSQL). `path`: the file, or the database URL
+    without its password."""
 
     def __init__(self, path: Path | str, reason: str, advice: str, code: int | None = None):
+        self.where = str(path)
         self.path, self.reason, self.advice, self.code = Path(path), reason, advice, code
-        super().__init__(f"cannot write {self.path}: {reason}; {advice}")
+        super().__init__(f"cannot write {self.where}: {reason}; {advice}")
+
+
+class DuplicateQuestion(StoreError):
+    """An insert or edit would store a question whose normalised form (`storage.question_key`) is
+    already stored: the unique constraint refused it, nothing was written. `conflicts` lists
+    (id of the refused record, id of the stored sample holding that question, or None if unknown)."""
+
+    def __init__(self, conflicts: list[tuple[str, str | None]]):
+        self.conflicts = list(conflicts)
+        super().__init__("; ".join(f"{sample_id}: same question as {other!r}" for sample_id, other in self.conflicts)
+                         or "an exact duplicate question")
+
+    @property
+    def duplicate_of(self) -> str | None:
+        return self.conflicts[0][1] if self.conflicts else None
 
 
 class DatabaseDamaged(StoreError):
@@ -52,7 +70,18 @@ class SchemaError(StoreError):
 class SchemaTooNew(SchemaError):
     """The database was migrated by a newer server than this one; refusing to touch it."""
 
-    def __init__(self, path: Path | str, found: int, supported: int):
+    def __init__(self, path: Path | str, found: int, supported: int, *, setting: str = "DATA_DIR"):
+        self.where = str(path)
         self.path, self.found, self.supported = Path(path), found, supported
-        super().__init__(f"{self.path}: database schema version {found} is newer than this server's "
-                         f"({supported}); run a newer server, or point DATA_DIR at another database")
+        super().__init__(f"{self.where}: database schema version {found} is newer than this server's "
+                         f"({supported}); run a newer server, or point {setting} at another database")
+
+
+class DatabaseUnavailable(StoreError):
+    """At start-up: the PostgreSQL database cannot be used (unreachable, wrong credentials, no such
+    database, missing privileges). One line: the URL without its password, what is wrong, what to do."""
+
+
+class NotLeaseHolder(StoreError):
+    """PostgreSQL mode: a row of a batch whose lease another server holds now; nothing was written
+    (this server lost the lease and must stop working on the batch)."""

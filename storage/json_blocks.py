@@ -68,6 +68,30 @@ def unsealed_tail(db: sqlite3.Connection) -> int:
     return db.execute("SELECT COUNT(*) FROM samples_light WHERE seq > ?", (last,)).fetchone()[0]
 
 
+def _frames(rows: Iterator[bytes], lead: bytes, level: int) -> Iterator[bytes]:
+    compressor = zstd.ZstdCompressor(level=level)
+    out = compressor.compress(lead)
+    for body in rows:
+        out += compressor.compress(body)
+        if len(out) >= 1 << 16:
+            yield out
+            out = b""
+    yield out + compressor.flush()
+
+
+def stream_zstd(bodies: Iterator[bytes], level: int = STREAM_LEVEL) -> Iterator[bytes]:
+    """Rows' JSON as one JSON array, compressed on the way (no stored blocks)."""
+    first = True
+
+    def joined() -> Iterator[bytes]:
+        nonlocal first
+        for body in bodies:
+            yield body if first else b"," + body
+            first = False
+    yield from _frames(joined(), b"[", level)
+    yield zstd.compress(b"]", level=level)
+
+
 def _pieces(db: sqlite3.Connection, rows: Rows) -> Iterator[tuple[bytes | None, list[bytes]]]:
     """The whole array's rows in order, as (block, []) for a stored block and (None, rows' JSON) for
     the rows between blocks. The blocks cursor stays open throughout, so the whole walk sees one

@@ -13,7 +13,8 @@ of them, names of at most `MAX_EXTRA_NAME` characters, values plain JSON (object
 finite numbers, true/false/null) nested at most `MAX_EXTRA_DEPTH` levels, `MAX_EXTRA_CHARS`
 characters of JSON in all. `quality` (the gate's report, written by the quality service) is
 checked the same way with a larger budget. Text anywhere must be valid Unicode (no lone surrogate
-escapes: SQLite stores UTF-8). The keys `seq` and `extra` name storage internals and are dropped.
+escapes: SQLite stores UTF-8) and, in the record's own text fields, free of NUL (PostgreSQL's text
+cannot hold it; JSON escapes it in extra fields). The keys `seq` and `extra` name storage internals and are dropped.
 
 Rows written by older versions may break these rules (a token count stored as text): reads
 repair them on the way out (`repair_record`, `repair_column`) and say which fields were wrong,
@@ -53,6 +54,7 @@ MAX_JSON_INT = 2**63 - 1
 
 STORAGE_KEYS = ("seq", "extra")   # never taken from a record
 UNICODE_MESSAGE = "text must be valid Unicode (no lone surrogate escapes)"
+NUL_MESSAGE = "text must not contain the NUL character (U+0000)"
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-]\d{2}:?\d{2})?")
 
 
@@ -61,6 +63,8 @@ def _valid_unicode(text: str) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise PydanticCustomError("string_unicode", UNICODE_MESSAGE) from None
+    if "\x00" in text:   # PostgreSQL's text cannot hold it; refused on both backends, so datasets move freely
+        raise PydanticCustomError("string_nul", NUL_MESSAGE)
     return text
 
 
@@ -142,7 +146,7 @@ def problems_of(error: ValidationError) -> list[tuple[str, str]]:
     found = []
     for item in error.errors(include_url=False):
         where = ".".join(str(part) for part in item["loc"]) or "record"
-        message = UNICODE_MESSAGE if item["type"] == "string_unicode" else item["msg"]
+        message = {"string_unicode": UNICODE_MESSAGE, "string_nul": NUL_MESSAGE}.get(item["type"], item["msg"])
         found.append((where, message))
     return found
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+from storage.dialect import SEARCH_COLUMNS  # shared with PostgreSQL's index
 from storage.errors import SchemaError, SchemaTooNew
 from storage.records import COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, TEXT_COLUMNS
 
@@ -102,9 +103,11 @@ def _create_v1(db: sqlite3.Connection) -> None:
 
 @dataclass(frozen=True)
 class Migration:
+    """One numbered schema change; `apply(connection)` runs its statements (a sqlite3 connection
+    here, a PostgreSQL session in `storage.postgres.schema`, which uses this class too)."""
     version: int
     name: str
-    apply: Callable[[sqlite3.Connection], None]
+    apply: Callable[[Any], None]
     undone_by: int | None = None   # a later migration that removes what this one adds: a file that
                                    # gets both in one go only records this one (no pages left free)
 
@@ -115,7 +118,6 @@ def _create_storage_probe(db: sqlite3.Connection) -> None:
 
 # The full-text index over the searchable text, kept in step with `samples` by triggers. Words are
 # unicode61 tokens without diacritics; `Store.search` quotes the query, so it is never a query language.
-SEARCH_COLUMNS = ("question", "answer", "reasoning", "case_citation", "topic")
 
 
 def _create_search_index(db: sqlite3.Connection) -> None:
@@ -225,6 +227,41 @@ def _create_json_blocks(db: sqlite3.Connection) -> None:
                    f"samples_json_blocks WHERE first_seq <= {row}.seq) AND last_seq >= {row}.seq; END")
 
 
+def _add_question_key(db: sqlite3.Connection) -> None:
+    """The normalised question's key (`storage.question_key`) in a column with a unique index, so
+    an exact duplicate can never be stored twice. Rows stored before keep their key, except the
+    second and later of an exact duplicate an older version let in: those keep none (and are
+    reported), because a unique index cannot hold them."""
+    from storage.question_key import question_key
+
+    if "question_key" not in _columns(db, "samples"):
+        db.execute("ALTER TABLE samples ADD COLUMN question_key BLOB")
+    db.execute("DROP INDEX IF EXISTS samples_question_key")
+    seen: set[bytes] = set()
+    keys, repeated = [], 0
+    for seq, question in db.execute("SELECT seq, question FROM samples ORDER BY seq").fetchall():
+        key = question_key(question)
+        if key is not None and key in seen:
+            key, repeated = None, repeated + 1
+        elif key is not None:
+            seen.add(key)
+        if key is not None:
+            keys.append((key, seq))
+    # The update triggers drop a changed row's compressed block: the records do not change here (the
+    # key is no field of theirs), so the blocks are kept aside and put back.
+    db.execute("CREATE TEMP TABLE kept_blocks AS SELECT * FROM samples_json_blocks")
+    db.executemany("UPDATE samples SET question_key = ? WHERE seq = ?", keys)
+    db.execute("INSERT OR REPLACE INTO samples_json_blocks SELECT * FROM kept_blocks")
+    db.execute("DROP TABLE kept_blocks")
+    db.execute("CREATE UNIQUE INDEX samples_question_key ON samples(question_key)")
+    if repeated:
+        import logging
+
+        logging.getLogger("storage").warning(
+            "%d stored sample(s) repeat an earlier sample's question exactly; they are kept, without the "
+            "unique question key (GET /api/stats/quality lists duplicate clusters)", repeated)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "samples, batches and batch_attempts tables", _create_v1),
     Migration(2, "storage_probe: the row the write check rewrites", _create_storage_probe),
@@ -236,6 +273,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "samples_json_blocks: the rows' JSON compressed in blocks, written by the store",
               _create_json_blocks),
     Migration(7, "samples_json dropped: the compressed blocks are the only ready JSON", _drop_json_table),
+    Migration(8, "samples.question_key: the normalised question, unique", _add_question_key),
 )
 LATEST = MIGRATIONS[-1].version
 

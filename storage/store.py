@@ -10,7 +10,6 @@ import itertools
 import json
 import logging
 import re
-import sqlite3
 import threading
 import uuid
 from dataclasses import dataclass
@@ -22,10 +21,13 @@ import orjson
 from state import utc_now  # noqa: F401  (re-exported: one clock format for rows and batches)
 from storage import json_blocks
 from storage.database import Database
-from storage.errors import DuplicateId, InvalidRecord, StoreError, WriteFailed  # noqa: F401  (re-exported)
+from storage.dialect import like_escape, sqlite_dialect
+from storage.errors import (DuplicateId, DuplicateQuestion, InvalidRecord, StoreError,  # noqa: F401  (re-exported)
+                            WriteFailed)
+from storage.question_key import question_key
 from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, STORAGE_KEYS,
                              TEXT_COLUMNS, check_record, repair_column, repair_record)
-from storage.schema import LIGHT_COLUMNS, SEARCH_COLUMNS, TEXT_LENGTHS, damaged_checks, light_length
+from storage.schema import LIGHT_COLUMNS, SEARCH_COLUMNS, TEXT_LENGTHS, damaged_checks
 
 CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
 EDITABLE_FIELDS = CONTENT_FIELDS + ("topic", "difficulty", "sample_type")
@@ -34,6 +36,7 @@ METADATA_FIELDS = ("provider", "model", "batch_id", "created_at", "updated_at", 
                    "completion_tokens", "latency", "attempts", "simulated", "quality_score", "quality_flags",
                    "duplicate_of")
 COLUMNS = ("id",) + EDITABLE_FIELDS + METADATA_FIELDS + ("extra",)
+WRITTEN = COLUMNS + ("question_key",)   # what a write sets: the columns and the unique question key
 FILTER_COLUMNS = ("topic", "difficulty", "sample_type", "provider", "model", "batch_id")
 SEARCH_FIELDS = SEARCH_COLUMNS
 _WORD = re.compile(r"[^\W_]+")   # what the index's unicode61 tokenizer calls a word
@@ -62,21 +65,52 @@ class Change:
 
 
 class Store:
-    """The samples of one dataset database (its schema brought up to date on opening)."""
+    """The samples of one dataset database (its schema brought up to date on opening): a SQLite
+    file (`Store(path)`) or an opened database of either backend (`Store(database)`, see
+    `storage.open_storage`). The SQL below is shared; `database.dialect` holds what differs."""
 
-    def __init__(self, path: Path | str):
-        self.database = Database(path)   # for storage modules only (BatchRepository shares it)
-        self.path = self.database.path
+    def __init__(self, source: Path | str | Any):
+        if isinstance(source, (str, Path)):
+            source = Database(source)
+            source.dialect = sqlite_dialect(_DAMAGED)
+        self.database = source           # for storage modules only (BatchRepository shares it)
+        self.dialect = source.dialect
+        self.path = self.database.path   # the file, or the database URL without its password
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Change], None]] = []
         self.version = 0                  # bumped on every committed change (a cache key)
         self._damaged: dict[str, list[str]] | None = None   # damaged_rows(): None until scanned
         self._touched: set[str] | None = None               # ids changed while it scans
         self._scan_lock = threading.Lock()
+        self._feed = None   # PostgreSQL: other servers' changes, delivered as change events
+        if self.dialect.name == "postgresql":
+            from storage.postgres.changes import ChangeFeed
+
+            self._feed = ChangeFeed(source, source.origin, self._remote_changes)
+            self._feed.start()
 
     def close(self) -> None:
-        """Close this thread's connection (and finished threads'); see `Database.close`."""
+        """Close this thread's connection (and finished threads'); see `Database.close`. (PostgreSQL:
+        stop following other servers' changes and close the pool.)"""
+        if self._feed is not None:
+            self._feed.stop()
         self.database.close()
+
+    def _remote_changes(self, changes: list[tuple[str, str]]) -> None:
+        """Other servers' committed writes (`storage.postgres.changes`) as change events: the rows
+        as they are now ("update", which listeners apply to a new id as to a known one), and the
+        ids gone ("delete")."""
+        latest = {sample_id: kind for kind, sample_id in changes}
+        changed = [sample_id for sample_id, kind in latest.items() if kind != "delete"]
+        records: list[dict[str, Any]] = []
+        for start in range(0, len(changed), 500):
+            records += self.iter_records({"ids": changed[start:start + 500]})
+        found = {record["id"] for record in records}
+        gone = [sample_id for sample_id, kind in latest.items() if kind == "delete" or sample_id not in found]
+        if records:
+            self._notify(Change("update", tuple(records)))
+        if gone:
+            self._notify(Change("delete", ids=tuple(gone)))
 
     def writable(self) -> bool:
         """Whether a small write works now (see `write_problem`)."""
@@ -90,8 +124,9 @@ class Store:
     def size_bytes(self) -> int:
         return self.database.size_bytes()
 
-    def _read(self) -> sqlite3.Connection:
-        return self.database.connection()
+    def describe(self) -> dict[str, Any]:
+        """The backend and where its data lives (never a password), for /api/health."""
+        return self.database.describe()
 
     def on_change(self, listener: Callable[[Change], None]) -> None:
         self._listeners.append(listener)
@@ -126,10 +161,11 @@ class Store:
         row["quality_flags"] = json.dumps(list(flags)) if flags is not None else None
         extra = {k: v for k, v in record.items() if k not in COLUMNS and k != "seq"}
         row["extra"] = json.dumps(extra, ensure_ascii=False) if extra else None
+        row["question_key"] = question_key(row["question"])
         return row
 
     @staticmethod
-    def to_record(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
+    def to_record(row: Mapping[str, Any]) -> dict[str, Any]:
         """A stored row as a record; a field an older version stored with the wrong type comes
         back repaired (`storage.records.repair_record`), so one bad row never breaks a read."""
         return repair_record(row)[0]
@@ -157,20 +193,28 @@ class Store:
             row["updated_at"] = row["updated_at"] or row["created_at"]
             rows.append(row)
             checked_records.append(checked)
-        sql = f"INSERT INTO samples ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + n for n in COLUMNS)})"
+        sql = f"INSERT INTO samples ({', '.join(WRITTEN)}) VALUES ({', '.join(':' + n for n in WRITTEN)})"
         stored = [_as_read(row, checked) for row, checked in zip(rows, checked_records)]
         try:
             with self.database.transaction() as db:
-                last = db.execute("SELECT coalesce(max(seq), 0) FROM samples").fetchone()[0]
-                db.executemany(sql, rows)
-                if json_blocks.unsealed_tail(db) >= json_blocks.BLOCK_ROWS:
-                    # seal in the same transaction, with the JSON of the new rows at hand: nothing can
-                    # change them in between, and they need not be read back and decoded
-                    by_id = {record["id"]: record for record in stored}
-                    fresh = {seq: encode_record(by_id[sample_id]) for seq, sample_id in
-                             db.execute("SELECT seq, id FROM samples WHERE seq > ?", (last,))}
-                    json_blocks.seal(db, lambda *where: self._encoded_range(*where, fresh=fresh))
-        except sqlite3.IntegrityError as exc:
+                if self.dialect.json_blocks:   # SQLite: the rows' JSON is kept in compressed blocks
+                    last = db.execute("SELECT coalesce(max(seq), 0) FROM samples").fetchone()[0]
+                    db.executemany(sql, rows)
+                    if json_blocks.unsealed_tail(db) >= json_blocks.BLOCK_ROWS:
+                        # seal in the same transaction, with the JSON of the new rows at hand: nothing can
+                        # change them in between, and they need not be read back and decoded
+                        by_id = {record["id"]: record for record in stored}
+                        fresh = {seq: encode_record(by_id[sample_id]) for seq, sample_id in
+                                 db.execute("SELECT seq, id FROM samples WHERE seq > ?", (last,))}
+                        json_blocks.seal(db, lambda *where: self._encoded_range(*where, fresh=fresh))
+                else:   # PostgreSQL: each row's JSON beside it, one statement per row (its seq keys its JSON)
+                    for row, record in zip(rows, stored):
+                        seq = db.execute(sql + " RETURNING seq", row).fetchone()[0]
+                        db.execute("INSERT INTO samples_json (seq, body) VALUES (?, ?)", (seq, encode_record(record)))
+        except self.database.IntegrityError as exc:
+            ids = [row["id"] for row in rows]
+            if _conflict_column(exc) == "question_key" and len(set(ids)) == len(ids) and not self.exists(ids):
+                raise self._duplicate_questions(rows) from None
             raise DuplicateId(str(exc)) from None
         self._notify(Change("add", tuple(stored)))
         return stored
@@ -179,19 +223,36 @@ class Store:
         """Merge `changes` into a row, keep its other fields, refresh `updated_at`; None if absent.
         The changed fields are checked (`InvalidRecord`; nothing written); a field an older version
         stored with the wrong type is written back repaired, one it stored too long is kept."""
-        with self.database.transaction() as db:
-            row = db.execute(f"SELECT {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
-            if row is None:
-                return None
-            merged = {**self.to_record(row), **changes, "id": sample_id, "updated_at": utc_now()}
-            stored = self._to_row(check_record(merged, only=[*changes, "updated_at"]))
-            assignments = ", ".join(f"{n} = :{n}" for n in COLUMNS if n != "id")
-            db.execute(f"UPDATE samples SET {assignments} WHERE id = :id", stored)
-        record = self.to_record(stored)
+        if self.unmatchable(sample_id):
+            return None
+        try:
+            with self.database.transaction() as db:
+                row = db.execute(f"SELECT seq, {ROW}, question_key FROM samples WHERE id = ?{self.dialect.for_update}",
+                                 (sample_id,)).fetchone()
+                if row is None:
+                    return None
+                current = {name: row[name] for name in COLUMNS}
+                merged = {**self.to_record(current), **changes, "id": sample_id, "updated_at": utc_now()}
+                stored = self._to_row(check_record(merged, only=[*changes, "updated_at"]))
+                if "question" not in changes:   # the key stays (a duplicate an older version let in has none)
+                    stored["question_key"] = row["question_key"]
+                assignments = ", ".join(f"{n} = :{n}" for n in WRITTEN if n != "id")
+                db.execute(f"UPDATE samples SET {assignments} WHERE id = :id", stored)
+                del stored["question_key"]
+                record = self.to_record(stored)
+                if not self.dialect.json_blocks:   # (SQLite's triggers drop the row's block instead)
+                    db.execute("INSERT INTO samples_json (seq, body) VALUES (?, ?) ON CONFLICT (seq) "
+                               "DO UPDATE SET body = excluded.body", (row["seq"], encode_record(record)))
+        except self.database.IntegrityError as exc:
+            if _conflict_column(exc) != "question_key":
+                raise
+            raise DuplicateQuestion([(sample_id, self._holder(stored["question_key"], sample_id))]) from None
         self._notify(Change("update", (record,)))
         return record
 
     def delete(self, sample_id: str) -> bool:
+        if self.unmatchable(sample_id):
+            return False
         with self.database.transaction() as db:
             deleted = db.execute("DELETE FROM samples WHERE id = ?", (sample_id,)).rowcount
         if deleted:
@@ -200,30 +261,33 @@ class Store:
 
     # -- reads -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _where(filters: Mapping[str, Any] | None, table: str = "samples") -> tuple[str, list[Any]]:
-        """The WHERE clause for `filters` over `table` (`samples`, or `samples_light`, which has every
+    def _where(self, filters: Mapping[str, Any] | None, table: str = "samples") -> tuple[str, list[Any]]:
+        """The WHERE clause for `filters` over `table` (`samples`, or the light copy, which has every
         filtered column)."""
         clauses, params = [], []
         for name, value in (filters or {}).items():
             if value is None or value == "":
                 continue
+            if name in ("ids", "exclude_flags"):
+                value = [v for v in value if not self.unmatchable(v)]
+            elif self.unmatchable(value):
+                clauses.append("1 = 0")   # no stored text holds it
+                continue
             if name in FILTER_COLUMNS:
                 clauses.append(f"{name} = ?")
                 params.append(value)
             elif name == "practice_area":
-                clauses.append("(topic = ? OR topic LIKE ? ESCAPE '\\')")
-                params += [value, _like_escape(value) + " - %"]
+                clauses.append(f"(topic = ? OR topic {self.dialect.like_ci} ? ESCAPE '!')")
+                params += [value, like_escape(value) + " - %"]
             elif name == "simulated":
                 clauses.append("simulated = ?")
                 params.append(1 if value else 0)
             elif name == "flag":
-                clauses.append(f"EXISTS (SELECT 1 FROM json_each({table}.quality_flags) WHERE value = ?)")
+                clauses.append(self.dialect.flag_in.format(table=table))
                 params.append(value)
             elif name == "exclude_flags":
                 codes = list(value)
-                marks = ", ".join("?" for _ in codes) or "NULL"
-                clauses.append(f"NOT EXISTS (SELECT 1 FROM json_each({table}.quality_flags) WHERE value IN ({marks}))")
+                clauses.append(self.dialect.flags_none_of(len(codes), table))
                 params += codes
             elif name == "min_score":
                 clauses.append("quality_score >= ?")
@@ -237,20 +301,30 @@ class Store:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def count(self, filters: Mapping[str, Any] | None = None) -> int:
-        where, params = self._where(filters, "samples_light")
-        return self._read().execute(f"SELECT COUNT(*) FROM samples_light{where}", params).fetchone()[0]
+        light = self.dialect.light_table
+        where, params = self._where(filters, light)
+        with self.database.reading() as db:
+            return db.execute(f"SELECT COUNT(*) FROM {light}{where}", params).fetchone()[0]
+
+    def unmatchable(self, value: Any) -> bool:
+        """Whether a looked-up text cannot match any stored one (NUL, where stored text cannot hold it)."""
+        return not self.dialect.text_holds_nul and isinstance(value, str) and "\x00" in value
 
     def get(self, sample_id: str) -> dict[str, Any] | None:
-        row = self._read().execute(f"SELECT {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
+        if self.unmatchable(sample_id):
+            return None
+        with self.database.reading() as db:
+            row = db.execute(f"SELECT {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
         return self.to_record(row) if row else None
 
     def exists(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        db = self._read()
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start:start + 500])
-            marks = ", ".join("?" for _ in chunk)
-            found.update(r[0] for r in db.execute(f"SELECT id FROM samples WHERE id IN ({marks})", chunk))
+        ids = [i for i in ids if not self.unmatchable(i)]
+        with self.database.reading() as db:
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start:start + 500])
+                marks = ", ".join("?" for _ in chunk)
+                found.update(r[0] for r in db.execute(f"SELECT id FROM samples WHERE id IN ({marks})", chunk))
         return found
 
     def list(self, filters: Mapping[str, Any] | None = None, limit: int | None = None, offset: int = 0,
@@ -261,36 +335,55 @@ class Store:
                      newest_first: bool = False, chunk: int = 1000) -> Iterator[dict[str, Any]]:
         """Records in insertion order (or newest first), fetched in chunks. Filters and the offset
         are applied to the light table, so skipped rows' texts are never read."""
-        where, params = self._where(filters, "samples_light")
+        light = self.dialect.light_table
+        where, params = self._where(filters, light)
         order = "DESC" if newest_first else "ASC"
-        sql = (f"SELECT {ROW} FROM samples WHERE seq IN (SELECT seq FROM samples_light{where} ORDER BY seq {order} "
-               f"LIMIT ? OFFSET ?) ORDER BY seq {order}")
-        cursor = self._read().execute(sql, [*params, -1 if limit is None else limit, offset])
-        while True:
-            rows = cursor.fetchmany(chunk)
-            if not rows:
-                return
-            for row in rows:
-                yield self.to_record(row)
+        if light == "samples":
+            sql = f"SELECT {ROW} FROM samples{where} ORDER BY seq {order} LIMIT ? OFFSET ?"
+        else:   # pick the rows in the narrow copy, read only those rows' texts
+            sql = (f"SELECT {ROW} FROM samples WHERE seq IN (SELECT seq FROM {light}{where} ORDER BY seq {order} "
+                   f"LIMIT ? OFFSET ?) ORDER BY seq {order}")
+        for row in self.database.stream(sql, [*params, self.dialect.no_limit if limit is None else limit, offset],
+                                        chunk):
+            yield self.to_record(row)
 
     def iter_json(self, filters: Mapping[str, Any] | None = None, *, limit: int | None = None, offset: int = 0,
-                  newest_first: bool = False) -> Iterator[bytes]:
+                  newest_first: bool = False, chunk: int = 500) -> Iterator[bytes]:
         """What `iter_records` yields, each record encoded as JSON (`encode_record`), in chunks of
         bytes: the pieces of a JSON array's body, without brackets, to be joined with commas.
-        The whole dataset in insertion order comes from the compressed blocks (decompressed, not
-        re-encoded); anything else is encoded row by row."""
-        if not any(v not in (None, "") for v in (filters or {}).values()) and limit is None and not offset \
-                and not newest_first:
-            yield from json_blocks.plain_pieces(self._read(), self._encoded_range)
+        SQLite: the whole dataset in insertion order comes from the compressed blocks (decompressed,
+        not re-encoded); anything else is encoded row by row. PostgreSQL: each row's JSON is kept
+        beside it (`samples_json`); a row without one (changed outside the store) is encoded here."""
+        if self.dialect.json_blocks:
+            if not any(v not in (None, "") for v in (filters or {}).values()) and limit is None and not offset \
+                    and not newest_first:
+                with self.database.reading() as db:
+                    yield from json_blocks.plain_pieces(db, self._encoded_range)
+                return
+            records = self.iter_records(filters, limit=limit, offset=offset, newest_first=newest_first)
+            while pieces := [encode_record(record) for record in itertools.islice(records, chunk)]:
+                yield b",".join(pieces)
             return
-        records = self.iter_records(filters, limit=limit, offset=offset, newest_first=newest_first)
-        while chunk := [encode_record(record) for record in itertools.islice(records, 500)]:
-            yield b",".join(chunk)
+        where, params = self._where(filters)
+        order = "DESC" if newest_first else "ASC"
+        sql = (f"SELECT samples.seq, samples_json.body FROM samples LEFT JOIN samples_json ON samples_json.seq = "
+               f"samples.seq{where} ORDER BY samples.seq {order} LIMIT ? OFFSET ?")
+        rows = self.database.stream(sql, [*params, self.dialect.no_limit if limit is None else limit, offset], chunk)
+        while batch := list(itertools.islice(rows, chunk)):
+            missing = [seq for seq, body in batch if body is None]
+            encoded = self._encode(missing) if missing else {}
+            yield b",".join(bytes(body) if body is not None else encoded[seq] for seq, body in batch)
 
-    def _encoded_range(self, db: sqlite3.Connection, after: int, before: int | None, limit: int,
+    def _encode(self, seqs: Sequence[int]) -> dict[int, bytes]:
+        with self.database.reading() as db:
+            marks = ", ".join("?" for _ in seqs)
+            rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq IN ({marks})", list(seqs)).fetchall()
+            return {row["seq"]: encode_record(self.to_record({name: row[name] for name in COLUMNS})) for row in rows}
+
+    def _encoded_range(self, db: Any, after: int, before: int | None, limit: int,
                        fresh: Mapping[int, bytes] | None = None) -> list[tuple[int, bytes]]:
-        """(seq, JSON) of up to `limit` rows with after < seq < before, in order; rows in `fresh`
-        (just written, in this transaction) are taken from it instead of being read back."""
+        """(seq, JSON) of up to `limit` rows with after < seq < before, in order (SQLite's blocks);
+        rows in `fresh` (just written, in this transaction) are taken from it instead of being read back."""
         bound, params = ("", [after, limit]) if before is None else (" AND seq < ?", [after, before, limit])
         if not fresh:
             rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq > ?{bound} ORDER BY seq LIMIT ?", params)
@@ -300,55 +393,66 @@ class Store:
         older = [seq for seq in seqs if seq not in fresh]
         found = dict(fresh)
         for start in range(0, len(older), 500):
-            chunk = older[start:start + 500]
-            rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq IN ({', '.join('?' for _ in chunk)})", chunk)
+            part = older[start:start + 500]
+            rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq IN ({', '.join('?' for _ in part)})", part)
             found.update((row["seq"], encode_record(self.to_record(row))) for row in rows)
         return [(seq, found[seq]) for seq in seqs]
 
     def iter_json_zstd(self) -> Iterator[bytes]:
-        """Every record, as the JSON array `iter_json` gives, compressed with zstd: the blocks
-        compressed when rows were written, the rest on the way (`storage.json_blocks`)."""
-        return json_blocks.array_zstd(self._read(), self._encoded_range)
+        """Every record, as the JSON array `iter_json` gives, compressed with zstd: SQLite's blocks
+        compressed when rows were written, the rest on the way (`storage.json_blocks`). (PostgreSQL
+        keeps no blocks: writers there are concurrent, and a row committed late into a sealed range
+        would be missing from its block; every row is compressed on the way.)"""
+        if not self.dialect.json_blocks:
+            return json_blocks.stream_zstd(self.iter_json())
+        return self._blocks_zstd()
+
+    def _blocks_zstd(self) -> Iterator[bytes]:
+        with self.database.reading() as db:
+            yield from json_blocks.array_zstd(db, self._encoded_range)
 
     def seal_json(self, force: bool = False) -> int:
         """Compress the rows no block holds into blocks (`storage.json_blocks.seal`), when enough
-        follow the last block or `force`; returns how many rows were sealed. `add_many` seals as it
-        writes; this is for rows stored before the blocks existed (the start-up warm-up)."""
-        if not force and json_blocks.unsealed_tail(self._read()) < json_blocks.BLOCK_ROWS:
+        follow the last block or `force`; returns how many rows were sealed (0 on PostgreSQL).
+        `add_many` seals as it writes; this is for rows stored before the blocks existed (the warm-up)."""
+        if not self.dialect.json_blocks:
             return 0
+        with self.database.reading() as db:
+            if not force and json_blocks.unsealed_tail(db) < json_blocks.BLOCK_ROWS:
+                return 0
         with self.database.transaction() as db:
             return json_blocks.seal(db, self._encoded_range)
 
     def random(self, count: int, filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         where, params = self._where(filters)
-        rows = self._read().execute(f"SELECT {ROW} FROM samples{where} ORDER BY random() LIMIT ?", [*params, count])
+        with self.database.reading() as db:
+            rows = db.execute(f"SELECT {ROW} FROM samples{where} ORDER BY random() LIMIT ?",
+                              [*params, count]).fetchall()
         return [self.to_record(r) for r in rows]
 
     def search(self, text: str, field: str | None, limit: int) -> list[dict[str, Any]]:
         """Samples whose text contains `text`, case-insensitively, as plain text (never a regex or
-        a query language). The full-text index finds the rows holding its words as a phrase (the
-        last word may be the start of a longer one); a substring check then keeps exact matches."""
+        a query language). The full-text index (SQLite: FTS5; PostgreSQL: a GIN index on a
+        tsvector) finds the rows holding its words; a substring check then keeps exact matches."""
         fields = [field] if field else list(SEARCH_FIELDS)
         words = _WORD.findall(text)
-        if not words:
+        if not words or self.unmatchable(text):
             return []
-        query = f"{{{' '.join(fields)}}} : \"{' '.join(words)}\"*"
-        pattern = f"%{_like_escape(text)}%"
-        contains = " OR ".join(f"{f} LIKE ? ESCAPE '\\'" for f in fields)
-        rows = self._read().execute(
-            f"SELECT {ROW} FROM samples WHERE seq IN (SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?) "
-            f"AND ({contains}) ORDER BY seq LIMIT ?", [query, *([pattern] * len(fields)), limit])
+        match, query = self.dialect.search_match(words, fields)
+        pattern = f"%{like_escape(text)}%"
+        contains = " OR ".join(f"{f} {self.dialect.like_ci} ? ESCAPE '!'" for f in fields)
+        with self.database.reading() as db:
+            rows = db.execute(f"SELECT {ROW} FROM samples WHERE {match} AND ({contains}) ORDER BY seq LIMIT ?",
+                              [query, *([pattern] * len(fields)), limit]).fetchall()
         return [self.to_record(r) for r in rows]
 
     def iter_questions(self, chunk: int = 1000) -> Iterator[tuple[str, str]]:
         """(id, question) of every sample in insertion order, fetched in chunks."""
-        cursor = self._read().execute("SELECT id, question FROM samples ORDER BY seq")
-        while rows := cursor.fetchmany(chunk):
-            for sample_id, question in rows:
-                if type(sample_id) is not str or type(question) is not str:   # a row an older version damaged
-                    (sample_id,), _ = repair_column("id", [sample_id])
-                    (question,), _ = repair_column("question", [question])
-                yield sample_id, question
+        for sample_id, question in self.database.stream("SELECT id, question FROM samples ORDER BY seq", (), chunk):
+            if type(sample_id) is not str or type(question) is not str:   # a row an older version damaged
+                (sample_id,), _ = repair_column("id", [sample_id])
+                (question,), _ = repair_column("question", [question])
+            yield sample_id, question
 
     def columns(self, fields: Sequence[str], *, lengths: Mapping[str, str] | None = None,
                 filters: Mapping[str, Any] | None = None) -> dict[str, list[Any]]:
@@ -360,15 +464,16 @@ class Store:
         unknown = [f for f in (*fields, *lengths.values()) if f not in COLUMNS or f == "extra"]
         if unknown or len(set(names)) != len(names):
             raise ValueError(f"bad column request: fields {list(fields)}, lengths {lengths}")
+        light = self.dialect.light_table
         if set(fields) <= set(LIGHT_COLUMNS) and set(lengths.values()) <= set(TEXT_LENGTHS):
-            table = "samples_light"   # the narrow copy: the texts are not read
-            selected = [*fields, *(light_length(field) for field in lengths.values())]
+            table = light   # SQLite: the narrow copy (the texts are not read)
+            selected = [*fields, *(self.dialect.length_of(field) for field in lengths.values())]
         else:
             table = "samples"
             selected = [*fields, *(f"length({field})" for field in lengths.values())]
         where, params = self._where(filters, table)
-        rows = self._read().execute(f"SELECT {', '.join(selected)} FROM {table}{where} ORDER BY seq",
-                                    params).fetchall()
+        with self.database.reading() as db:
+            rows = db.execute(f"SELECT {', '.join(selected)} FROM {table}{where} ORDER BY seq", params).fetchall()
         values = zip(*rows) if rows else ([] for _ in names)
         result: dict[str, list[Any]] = {name: list(column) for name, column in zip(names, values)}
         for name in fields:   # values an older version stored with the wrong type are repaired
@@ -376,6 +481,36 @@ class Store:
         for name in lengths:
             result[name] = [value if type(value) is int else 0 for value in result[name]]
         return result
+
+    def _duplicate_questions(self, rows: Sequence[Mapping[str, Any]]) -> DuplicateQuestion:
+        """Which of `rows` (refused by the unique question key) repeat a stored question or an
+        earlier row's, and whose."""
+        first: dict[bytes, str] = {}
+        conflicts: list[tuple[str, str | None]] = []
+        keys = [row["question_key"] for row in rows if row["question_key"] is not None]
+        stored: dict[bytes, str] = {}
+        with self.database.reading() as db:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                stored.update((bytes(k), i) for i, k in db.execute(
+                    f"SELECT id, question_key FROM samples WHERE question_key IN ({marks})", chunk))
+        for row in rows:
+            key = row["question_key"]
+            if key is None:
+                continue
+            holder = stored.get(key) or first.get(key)
+            if holder is not None:
+                conflicts.append((row["id"], holder))
+            else:
+                first[key] = row["id"]
+        return DuplicateQuestion(conflicts)
+
+    def _holder(self, key: bytes | None, other_than: str) -> str | None:
+        """The id of the stored sample whose question has this key (not `other_than`)."""
+        with self.database.reading() as db:
+            row = db.execute("SELECT id FROM samples WHERE question_key = ? AND id != ?", (key, other_than)).fetchone()
+        return row[0] if row else None
 
     def column_arrays(self, fields: Sequence[str], *, lengths: Mapping[str, str] | None = None) -> dict[str, str] | None:
         """What `columns` reads, for every sample, each column as one JSON array built by the
@@ -387,19 +522,13 @@ class Store:
         if not set(fields) <= set(LIGHT_COLUMNS) or not set(lengths.values()) <= set(TEXT_LENGTHS) \
                 or len({*fields, *lengths}) != len(fields) + len(lengths):
             raise ValueError(f"bad column request: fields {list(fields)}, lengths {lengths}")
-        db = self._read()
-        if db.execute("SELECT EXISTS (SELECT 1 FROM samples_light WHERE damaged)").fetchone()[0]:
-            return None   # (an index holds just the damaged rows: this costs nothing)
-
-        def array(field: str) -> str:
-            if field == "quality_flags":
-                return ("json_group_array(CASE WHEN quality_flags IS NULL OR quality_flags = '' THEN json('[]') "
-                        "ELSE json(quality_flags) END)")
-            return f"json_group_array({field})"
-
-        selected = [array(f) for f in fields] + [f"json_group_array({light_length(f)})" for f in lengths.values()]
-        # an aggregate over an ordered subquery keeps its order (SQLite does not flatten it)
-        row = db.execute(f"SELECT {', '.join(selected)} FROM (SELECT * FROM samples_light ORDER BY seq)").fetchone()
+        dialect = self.dialect
+        with self.database.reading() as db:
+            if dialect.any_damaged and db.execute(dialect.any_damaged).fetchone()[0]:
+                return None   # (an index holds just the damaged rows: this costs nothing)
+            expressions = [dialect.flags_json if f == "quality_flags" else f for f in fields]
+            expressions += [dialect.length_of(f) for f in lengths.values()]
+            row = db.execute(dialect.column_arrays(expressions)).fetchone()
         return dict(zip([*fields, *lengths], row))
 
     def damaged_rows(self, limit: int = 100) -> dict[str, Any]:
@@ -435,12 +564,11 @@ class Store:
 
     def _scan_damaged(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
-        cursor = self._read().execute(f"SELECT {ROW} FROM samples WHERE {_DAMAGED} ORDER BY seq")
-        while rows := cursor.fetchmany(500):
-            for row in rows:
-                record, damaged = repair_record(row)
-                if damaged:
-                    found[record["id"]] = damaged
+        for row in self.database.stream(f"SELECT {ROW} FROM samples WHERE {self.dialect.damaged_condition} "
+                                        "ORDER BY seq", (), 500):
+            record, damaged = repair_record(row)
+            if damaged:
+                found[record["id"]] = damaged
         return found
 
 
@@ -466,5 +594,7 @@ def _damaged_condition(names: Sequence[str] = COLUMNS) -> str:
 _DAMAGED = _damaged_condition()
 
 
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def _conflict_column(exc: BaseException) -> str:
+    """Which unique column an insert or update broke: "question_key" or "id"."""
+    constraint = getattr(getattr(exc, "diag", None), "constraint_name", None) or str(exc)
+    return "question_key" if "question_key" in constraint else "id"

@@ -1,8 +1,15 @@
-"""Shared fixtures: a local fake provider server per test and engines pointed at it."""
+"""Shared fixtures: a local fake provider server per test and engines pointed at it.
+
+Storage runs on the backend `TEST_BACKEND` names (`tests.backends`): SQLite files by default,
+PostgreSQL with `TEST_BACKEND=postgres` (a database for the session, fresh schemas per test).
+`make_app`, `env` and `make_store` follow it; tests of the SQLite file itself are marked
+`sqlite_only` and skipped on PostgreSQL.
+"""
 from __future__ import annotations
 
 import random
 import threading
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -11,6 +18,7 @@ from config.catalog import find_topic
 from generation.engine import GenerationEngine, GenerationRequest
 from config.providers import AppConfig, load_config
 from simulator.server import FakeProviderServer
+from tests import backends
 from tests.hub_standin import HubStandIn
 
 GROQ_KEY = "gsk_test-not-a-real-key-0000000000"
@@ -55,6 +63,88 @@ class ManualClock:
             self.now += seconds
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: tests the SQLite file itself; skipped with TEST_BACKEND=postgres")
+    config.addinivalue_line("markers", "postgres_only: tests PostgreSQL mode itself; runs with TEST_BACKEND=postgres")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"storage backend: {'postgresql' if backends.POSTGRES else 'sqlite'} (TEST_BACKEND)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if backends.POSTGRES:
+        skip, marker = pytest.mark.skip(reason="a test of the SQLite file itself (TEST_BACKEND=postgres)"), "sqlite_only"
+    else:
+        skip, marker = pytest.mark.skip(reason="PostgreSQL mode: runs with TEST_BACKEND=postgres"), "postgres_only"
+    for item in items:
+        if marker in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[backends.TestDatabase]:
+    """The session's PostgreSQL database (created here, dropped at the end)."""
+    reason = backends.unreachable_reason()
+    if reason:
+        pytest.exit(f"TEST_BACKEND=postgres but {reason}", returncode=3)
+    database = backends.TestDatabase()
+    yield database
+    database.drop()
+
+
+@pytest.fixture
+def databases(request: pytest.FixtureRequest) -> Iterator[Callable[[Any], str | None]]:
+    """`databases(key)`: this test's DATABASE_URL for a data directory or store name (a fresh
+    PostgreSQL schema per key, dropped after the test); None on SQLite."""
+    if not backends.POSTGRES:
+        yield lambda key: None
+        return
+    database: backends.TestDatabase = request.getfixturevalue("postgres_database")
+    made: dict[str, tuple[str, str]] = {}
+
+    def url_for(key: Any) -> str:
+        if str(key) not in made:
+            made[str(key)] = database.new_schema()
+        return made[str(key)][1]
+    yield url_for
+    for schema, _ in made.values():
+        database.drop_schema(schema)
+
+
+@pytest.fixture(autouse=True)
+def _database_for_processes(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """With TEST_BACKEND=postgres, server processes a test starts (they read the environment) use
+    the schema of the test's default data directory, the one `env` and `make_app` use."""
+    if backends.POSTGRES:
+        url = request.getfixturevalue("databases")(tmp_path / "data")
+        request.getfixturevalue("monkeypatch").setenv("DATABASE_URL", url)
+
+
+@pytest.fixture
+def make_store(tmp_path: Path, databases: Callable[[Any], str | None]) -> Iterator[Callable[..., Any]]:
+    """`make_store(name)`: a store on this test's backend (a SQLite file `tmp_path/name`, or a
+    fresh PostgreSQL schema per name; the same name opens the same data again). Closed after the test."""
+    from storage.store import Store
+
+    stores: list[Store] = []
+
+    def build(name: str | Path = "dataset.sqlite3") -> Store:
+        path = name if isinstance(name, Path) else tmp_path / name
+        url = databases(f"store:{path}")
+        if url is None:
+            store = Store(path)
+        else:
+            from storage.postgres import PostgresDatabase
+
+            store = Store(PostgresDatabase(url))
+        stores.append(store)
+        return store
+    yield build
+    for store in stores:
+        store.close()
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeProviderServer]:
     with FakeProviderServer(seed=7) as server:
@@ -68,10 +158,14 @@ def hub() -> Iterator[HubStandIn]:
 
 
 @pytest.fixture
-def env(fake: FakeProviderServer, hub: HubStandIn) -> dict[str, str]:
-    """Every address a test app could reach is local: the fake providers and the Hub stand-in."""
+def env(fake: FakeProviderServer, hub: HubStandIn, tmp_path: Path,
+        databases: Callable[[Any], str | None]) -> dict[str, str]:
+    """Every address a test app could reach is local: the fake providers and the Hub stand-in (and,
+    with TEST_BACKEND=postgres, DATABASE_URL: the default data directory's schema)."""
+    database = databases(tmp_path / "data")
     return {"GROQ_API_KEY": GROQ_KEY, "CEREBRAS_API_KEY": CEREBRAS_KEY,
-            "GROQ_BASE_URL": fake.url, "CEREBRAS_BASE_URL": fake.url, "HF_ENDPOINT": hub.url}
+            "GROQ_BASE_URL": fake.url, "CEREBRAS_BASE_URL": fake.url, "HF_ENDPOINT": hub.url,
+            **({"DATABASE_URL": database} if database else {})}
 
 
 @pytest.fixture
@@ -114,8 +208,9 @@ def request(provider: str | None = None, model: str | None = None, *, topic: str
 
 
 @pytest.fixture
-def make_app(tmp_path, env, make_config):
-    """A fresh app on a temporary data directory, its providers pointed at the fake server."""
+def make_app(tmp_path, env, make_config, databases):
+    """A fresh app on a temporary data directory, its providers pointed at the fake server (and
+    its store on the test backend: one PostgreSQL schema per data directory)."""
     from api_server import create_app
     from config.settings import Settings
 
@@ -124,6 +219,9 @@ def make_app(tmp_path, env, make_config):
     def build(overrides: dict[str, Any] | None = None, *, env_overrides: dict[str, str] | None = None,
               start_batches: bool = True, data_dir=None, **settings: Any):
         merged_env = {**env, **(env_overrides or {})}
+        database = databases(data_dir or tmp_path / "data")
+        if database and "DATABASE_URL" not in (env_overrides or {}):
+            merged_env["DATABASE_URL"] = database
         config = make_config(overrides)
         app = create_app(Settings.from_env(merged_env, data_dir=data_dir or tmp_path / "data", **settings), config)
         app.extensions["services"].start(resume_batches=start_batches)

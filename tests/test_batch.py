@@ -153,7 +153,10 @@ def test_stop_takes_effect_at_once(app, fake):
     client = app.test_client()
     fake.latency = 0.3
     batch_id = start(client, target_count=200)
-    wait_for(lambda: status(client, batch_id)["samples_generated"] >= 3)
+    # stop while a request is in flight (recorded on arrival, answered 0.3 s later), however long a
+    # stored sample's writes take on this backend
+    wait_for(lambda: status(client, batch_id)["samples_generated"] >= 3
+             and len(fake.requests) > client.get("/api/stats").get_json()["total"])
     stopped = client.post("/api/generate/batch/stop", json={"batch_id": batch_id}).get_json()
     assert stopped["success"] and stopped["batch_id"] == batch_id
     count_at_stop = client.get("/api/stats").get_json()["total"]

@@ -16,6 +16,8 @@ import pytest
 
 from tests.conftest import wait_for
 
+pytestmark = pytest.mark.sqlite_only   # the SQLite file itself; PostgreSQL's own tests: test_postgres.py
+
 STATS = ("/api/stats", "/api/stats/detailed", "/api/stats/tokens", "/api/stats/quality")
 GOOD = {"question": "What is the rule in Rylands v Fletcher?", "answer": "Strict liability for escapes.",
         "topic": "Tort Law - Nuisance", "difficulty": "advanced", "case_citation": "Rylands v Fletcher (1868) LR 3 HL 330",

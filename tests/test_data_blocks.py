@@ -39,6 +39,7 @@ def expected(store: Store) -> list[dict]:
     return json.loads(json.dumps(store.list()))
 
 
+@pytest.mark.sqlite_only   # PostgreSQL keeps no blocks (Store.iter_json_zstd)
 def test_blocks_follow_adds_edits_and_deletes(tmp_path, small_blocks):
     store = Store(tmp_path / "b.sqlite3")
     assert unpacked(store) == []
@@ -57,6 +58,7 @@ def test_blocks_follow_adds_edits_and_deletes(tmp_path, small_blocks):
     store.close()
 
 
+@pytest.mark.sqlite_only   # PostgreSQL keeps no blocks (Store.iter_json_zstd)
 def test_a_row_changed_outside_the_store_drops_its_block(tmp_path, small_blocks):
     path = tmp_path / "o.sqlite3"
     store = Store(path)

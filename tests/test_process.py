@@ -48,7 +48,9 @@ class ServerProcess:
         self.port = free_port()
         self.env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "DATA_DIR": str(tmp_path / "data"),
                     "GROQ_API_KEY": GROQ_KEY, "CEREBRAS_API_KEY": CEREBRAS_KEY, "GROQ_BASE_URL": fake.url,
-                    "CEREBRAS_BASE_URL": fake.url, "PROVIDER_CONFIG_FILE": str(config), **env}
+                    "CEREBRAS_BASE_URL": fake.url, "PROVIDER_CONFIG_FILE": str(config),
+                    # PostgreSQL pass: a killed server's batch lease runs out in seconds, not 30
+                    "BATCH_LEASE_SECONDS": "3", **env}
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / "server.log"
         self.proc: subprocess.Popen | None = None

@@ -9,7 +9,7 @@ import pytest
 
 from storage.records import (MAX_EXTRA_CHARS, MAX_EXTRA_DEPTH, MAX_EXTRA_FIELDS, MAX_ID, MAX_LABEL, MAX_TEXT,
                              MAX_TOPIC)
-from storage.store import InvalidRecord, Store
+from storage.store import InvalidRecord
 
 GOOD = {"id": "r1", "question": "What makes a covenant run with freehold land?", "answer": "Only negative ones.",
         "topic": "Property Law - Easements and Covenants", "difficulty": "basic",
@@ -80,6 +80,7 @@ LIMITS = [
     ("reasoning", "r" * (MAX_TEXT + 1)), ("case_citation", "c" * (MAX_TEXT + 1)), ("topic", "t" * (MAX_TOPIC + 1)),
     ("difficulty", "d" * (MAX_LABEL + 1)), ("sample_type", "s" * (MAX_LABEL + 1)), ("question", "   "),
     ("answer", ""), ("reasoning", " "), ("topic", ""), ("question", "What is a trust \ud800?"),
+    ("answer", "Equity\x00 follows the law."), ("case_citation", "\x00"),   # NUL: PostgreSQL's text cannot hold it
 ]
 
 
@@ -150,8 +151,8 @@ def test_a_line_holding_u2028_is_one_line(client):
     assert client.get("/api/sample/a").get_json()["sample"]["answer"] == "First part.\u2028Second part."
 
 
-def test_the_store_checks_every_write_itself(tmp_path):
-    store = Store(tmp_path / "s.sqlite3")
+def test_the_store_checks_every_write_itself(make_store):
+    store = make_store("s.sqlite3")
     store.add(GOOD)
     with pytest.raises(InvalidRecord, match="prompt_tokens"):
         store.add({**GOOD, "id": "r2", "prompt_tokens": "abc"})

@@ -11,10 +11,8 @@ from tests.test_store import record
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = Store(tmp_path / "search.sqlite3")
-    yield store
-    store.close()
+def store(make_store):
+    return make_store("search.sqlite3")
 
 
 def ids(rows):
@@ -50,6 +48,7 @@ def test_updates_and_deletes_reach_the_index(store):
     assert store.search("promissory estoppel", None, 10) == []
 
 
+@pytest.mark.sqlite_only
 def test_rows_stored_before_the_index_existed_are_searchable(tmp_path):
     path = tmp_path / "old.sqlite3"
     store = Store(path)

@@ -42,6 +42,7 @@ def test_blank_values_keep_the_defaults() -> None:
                                   "GENERATE_MAX_WAIT": ""})
     assert (settings.host, settings.port, settings.api_token) == ("127.0.0.1", 5001, None)
     assert settings.cors_origins == DEFAULT_CORS_ORIGINS and settings.generate_max_wait == 10.0
+    assert Settings.from_env({"BATCH_LEASE_SECONDS": ""}).batch_lease_seconds == 30.0
 
 
 @pytest.mark.parametrize(("variable", "value", "words"), [
@@ -57,6 +58,8 @@ def test_blank_values_keep_the_defaults() -> None:
     ("SERVER_THREADS", "1", "greater than or equal to 2"),
     ("SERVER_THREADS", "2.5", "valid integer"),
     ("MAX_BODY_BYTES", "10", "greater than or equal to 1024"),
+    ("BATCH_LEASE_SECONDS", "0.1", "greater than or equal to 0.5"),
+    ("BATCH_LEASE_SECONDS", "inf", "finite"),
 ])
 def test_a_bad_value_is_a_settings_error_naming_the_variable(variable: str, value: str, words: str) -> None:
     with pytest.raises(SettingsError) as caught:

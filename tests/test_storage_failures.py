@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from storage import schema
 from tests.conftest import wait_for
+
+pytestmark = pytest.mark.sqlite_only   # the SQLite file itself; PostgreSQL's own tests: test_postgres.py
 
 BATCH = {"batch": {"max_in_flight": 3, "max_wait_seconds": 2, "heartbeat_seconds": 0.2,
                    "storage_retry_seconds": 0.1}}
@@ -51,7 +54,8 @@ def test_health_reports_a_full_disk_and_recovers(make_app):
     assert any(p.startswith("storage: ") and "dataset.sqlite3" in p for p in health["problems"])
     disk_full(app, False)
     health = client.get("/api/health").get_json()
-    assert health["status"] == "ok" and health["store"] == {"writable": True, "path": "dataset.sqlite3"}
+    assert health["status"] == "ok" and health["store"] == {"writable": True, "path": "dataset.sqlite3", "backend": "sqlite",
+                                                             "schema_version": schema.LATEST}
     assert "problems" not in health
 
 

@@ -13,9 +13,11 @@ import pytest
 from state import BatchState
 from storage import schema
 from storage.batches import BatchRepository
-from storage.errors import SchemaError, SchemaTooNew
+from storage.errors import DuplicateQuestion, SchemaError, SchemaTooNew
 from storage.schema import LATEST, MIGRATIONS, Migration
 from storage.store import Store
+
+pytestmark = pytest.mark.sqlite_only   # the SQLite file itself; PostgreSQL's own tests: test_postgres.py
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -342,3 +344,26 @@ def test_the_sql_check_catches_a_planted_violation(tmp_path):
         "dataset.py:1 from sqlite3 import", "dataset.py:4 .executemany(", "dataset.py:5 .executescript(",
         "web/mod.py:1 import sqlite3", "web/mod.py:4 .execute(",
     ]
+
+
+def test_version_8_keys_the_stored_questions_and_keeps_exact_duplicates_an_older_version_let_in(tmp_path, caplog):
+    path = tmp_path / "v6.sqlite3"
+    store = Store(path)
+    store.add_many([sample("a"), sample("b")])
+    store.close()
+    db = sqlite3.connect(path)   # back to version 7, with an exact duplicate as an older server could store
+    db.executescript("DROP INDEX samples_question_key; ALTER TABLE samples DROP COLUMN question_key; "
+                     "DELETE FROM schema_migrations WHERE version >= 8;")
+    db.execute("INSERT INTO samples (id, question, answer, reasoning, case_citation, topic, difficulty, created_at, "
+               "updated_at) VALUES ('a2', 'question A', 'x', 'y', '', 'Tort Law - Nuisance', 'basic', '2024-01-01', "
+               "'2024-01-01')")
+    db.commit()
+    db.close()
+    with caplog.at_level("WARNING", logger="storage"):
+        reopened = Store(path)
+    assert reopened.database.schema_version == LATEST and "1 stored sample(s) repeat" in caplog.text
+    assert sorted(r["id"] for r in reopened.list()) == ["a", "a2", "b"]          # every row kept
+    with pytest.raises(DuplicateQuestion):
+        reopened.add(sample("b") | {"id": "b2"})                                  # keyed: refused
+    reopened.update("a2", {"answer": "edited"})                                   # the kept duplicate still edits
+    reopened.close()

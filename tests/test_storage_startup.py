@@ -16,6 +16,8 @@ from tests.conftest import CEREBRAS_KEY, GROQ_KEY
 from tests.test_process import ROOT, free_port
 from tests.test_storage_failures import fill, small_disk  # noqa: F401  (a fixture)
 
+pytestmark = pytest.mark.sqlite_only   # the SQLite file itself; PostgreSQL's own tests: test_postgres.py
+
 DB_NAME = "dataset.sqlite3"
 
 

@@ -1,4 +1,5 @@
-"""The SQLite store: durability across a process crash, atomic writes, no lost updates."""
+"""The store (on the test backend): atomic writes, no lost updates; the SQLite file: durability across a
+process crash, connections closed with their threads, a failing commit rolled back."""
 from __future__ import annotations
 
 import os
@@ -20,6 +21,7 @@ def record(sample_id: str, **fields) -> dict:
             "difficulty": "basic", **fields}
 
 
+@pytest.mark.sqlite_only
 def test_a_write_survives_a_crash_of_the_process(tmp_path):
     db = tmp_path / "crash.sqlite3"
     script = textwrap.dedent(f"""
@@ -38,8 +40,8 @@ def test_a_write_survives_a_crash_of_the_process(tmp_path):
     reopened.close()
 
 
-def test_concurrent_writers_lose_nothing(tmp_path):
-    store = Store(tmp_path / "c.sqlite3")
+def test_concurrent_writers_lose_nothing(make_store):
+    store = make_store("c.sqlite3")
     store.add(record("shared"))
 
     def writer(n: int) -> None:
@@ -58,8 +60,8 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     store.close()
 
 
-def test_batch_insert_is_all_or_nothing(tmp_path):
-    store = Store(tmp_path / "a.sqlite3")
+def test_batch_insert_is_all_or_nothing(make_store):
+    store = make_store("a.sqlite3")
     store.add(record("exists"))
     with pytest.raises(DuplicateId):
         store.add_many([record("new1"), record("exists")])
@@ -67,8 +69,8 @@ def test_batch_insert_is_all_or_nothing(tmp_path):
     store.close()
 
 
-def test_updates_merge_and_keep_metadata(tmp_path):
-    store = Store(tmp_path / "m.sqlite3")
+def test_updates_merge_and_keep_metadata(make_store):
+    store = make_store("m.sqlite3")
     first = store.add(record("s", provider="groq", model="m", prompt_tokens=10, extra_field="kept"))
     updated = store.update("s", {"answer": "New."})
     assert updated["answer"] == "New." and updated["provider"] == "groq" and updated["prompt_tokens"] == 10
@@ -78,8 +80,8 @@ def test_updates_merge_and_keep_metadata(tmp_path):
     store.close()
 
 
-def test_search_is_plain_text(tmp_path):
-    store = Store(tmp_path / "s.sqlite3")
+def test_search_is_plain_text(make_store):
+    store = make_store("s.sqlite3")
     store.add(record("a", question="Is 100% of the [deposit] recoverable_now?"))
     store.add(record("b", question="Is 100 of the deposit recoverable?"))
     assert [r["id"] for r in store.search("100% of the [deposit]", "question", 10)] == ["a"]
@@ -88,10 +90,10 @@ def test_search_is_plain_text(tmp_path):
     store.close()
 
 
-def test_statistics_frame_stays_exact_while_loading_under_writes(tmp_path):
+def test_statistics_frame_stays_exact_while_loading_under_writes(make_store):
     from dataset.stats import StatsFrame
 
-    store = Store(tmp_path / "f.sqlite3")
+    store = make_store("f.sqlite3")
     store.add_many([record(f"old{i}") for i in range(3000)])
     for attempt in range(3):
         frame = StatsFrame(store)
@@ -111,8 +113,8 @@ def test_statistics_frame_stays_exact_while_loading_under_writes(tmp_path):
     store.close()
 
 
-def test_column_reads_and_questions_in_insertion_order(tmp_path):
-    store = Store(tmp_path / "r.sqlite3")
+def test_column_reads_and_questions_in_insertion_order(make_store):
+    store = make_store("r.sqlite3")
     store.add(record("a", batch_id="b1", quality_flags=["short_answer"], simulated=True))
     store.add(record("b", question="Why?", batch_id="b2"))
     store.add(record("c", batch_id="b1"))
@@ -137,6 +139,7 @@ def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.sqlite_only
 def test_a_finished_threads_connection_is_closed(tmp_path):
     store = Store(tmp_path / "fd.sqlite3")
     store.add(record("a"))
@@ -152,6 +155,7 @@ def test_a_finished_threads_connection_is_closed(tmp_path):
     store.close()
 
 
+@pytest.mark.sqlite_only
 def test_a_failing_commit_rolls_back_so_the_connection_works_again(tmp_path):
     store = Store(tmp_path / "commit.sqlite3")
     db = store.database.connection()
@@ -170,8 +174,8 @@ def test_a_failing_commit_rolls_back_so_the_connection_works_again(tmp_path):
     reopened.close()
 
 
-def test_a_listener_that_raises_does_not_undo_a_committed_write(tmp_path, caplog):
-    store = Store(tmp_path / "listen.sqlite3")
+def test_a_listener_that_raises_does_not_undo_a_committed_write(make_store, caplog):
+    store = make_store("listen.sqlite3")
     heard: list[str] = []
 
     def broken(change) -> None:
@@ -186,3 +190,14 @@ def test_a_listener_that_raises_does_not_undo_a_committed_write(tmp_path, caplog
     assert any("listener bug" in r.getMessage() or (r.exc_info and "listener bug" in str(r.exc_info[1]))
                for r in caplog.records)
     store.close()
+
+
+def test_lookups_holding_nul_match_nothing_and_never_fail(make_store):
+    """PostgreSQL refuses U+0000 even as a parameter; no stored text holds it (writes refuse it), so
+    on either backend such a lookup simply finds nothing."""
+    store = make_store("nul.sqlite3")
+    store.add(record("a"))
+    assert store.get("a\x00") is None and store.delete("a\x00") is False and store.update("a\x00", {}) is None
+    assert store.count({"topic": "Tort\x00"}) == 0 and store.list({"ids": ["a\x00", "a"]})[0]["id"] == "a"
+    assert store.search("Question\x00", None, 10) == [] and store.exists(["a", "a\x00"]) == {"a"}
+    assert store.count({"exclude_flags": ["x\x00"]}) == 1

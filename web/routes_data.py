@@ -10,7 +10,7 @@ from generation.requests import RequestProblem, check_labels
 from dataset.import_jobs import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING, JobFinished, ShuttingDown
 from dataset.importing import Importer, LineError, check_line, numbered_lines
 from dataset.stats import basic_stats, detailed_stats, token_stats
-from storage.store import EDITABLE_FIELDS, DuplicateId, new_sample_id
+from storage.store import EDITABLE_FIELDS, DuplicateId, DuplicateQuestion, new_sample_id
 from web.errors import ApiError
 from web.operation import operation
 from web.queries import DataQuery, ImportQuery, RandomQuery, SearchQuery
@@ -65,6 +65,11 @@ def _admitted(record: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(409, f"this question duplicates sample {record.get('duplicate_of')!r}",
                        duplicate_of=record.get("duplicate_of"))
     return record
+
+
+def _duplicate_question(exc: DuplicateQuestion) -> ApiError:
+    """The 409 `_admitted` gives, for a duplicate the database's unique question key caught."""
+    return ApiError(409, f"this question duplicates sample {exc.duplicate_of!r}", duplicate_of=exc.duplicate_of)
 
 
 @bp.get("/api/data")
@@ -144,8 +149,10 @@ def update_sample(sample_id: str, body: SampleFields):
     merged = _admitted({**current, **_checked(changes)})
     try:
         svc.store.update(sample_id, {k: merged[k] for k in (*changes, *QUALITY_FIELDS)})
-    except Exception:
+    except Exception as exc:
         svc.quality.forget(sample_id)   # the index goes back to the stored question
+        if isinstance(exc, DuplicateQuestion):
+            raise _duplicate_question(exc) from None
         raise
     return jsonify({"success": True, "message": f"sample {sample_id} updated", "total_samples": svc.store.count()})
 
@@ -300,6 +307,8 @@ def add_sample(body: NewSample):
         svc.quality.forget(record["id"])
         if isinstance(exc, DuplicateId):
             raise ApiError(409, f"a sample with id {record['id']!r} already exists") from None
+        if isinstance(exc, DuplicateQuestion):   # stored meanwhile, by another request or server
+            raise _duplicate_question(exc) from None
         raise
     return jsonify({"success": True, "id": record["id"], "total_samples": svc.store.count()})
 

@@ -7,7 +7,8 @@ from flask import Blueprint, jsonify
 
 from fallback.router import AllCooling, GaveUp, NoRecovery, RoutingError, Stopped
 from generation.requests import RequestProblem, build_request, model_names, sample_record
-from storage.store import utc_now
+from quality.service import Rejection
+from storage.store import DuplicateQuestion, utc_now
 from web.errors import ApiError
 from web.operation import operation
 from web.schemas import BOOL, INT, NUMBER, OBJ, STRING, arr, nullable, obj, ok, ref
@@ -65,9 +66,14 @@ def generate(body: GenerateBody):
     if rejection is None and body.save:
         try:
             record = svc.store.add(record)
-        except Exception:   # not stored: release the reservation
+        except Exception as exc:   # not stored: release the reservation
             svc.quality.forget(record["id"])
-            raise
+            if not isinstance(exc, DuplicateQuestion):
+                raise
+            # stored meanwhile (by another server): reported as the quality gate reports it
+            rejection = Rejection(("exact_duplicate",), f"exact_duplicate: same question as {exc.duplicate_of!r}")
+            record = {**record, "duplicate_of": exc.duplicate_of}
+            record["created_at"] = record["updated_at"] = utc_now()
     else:
         svc.quality.forget(record["id"])
         record["created_at"] = record["updated_at"] = utc_now()

@@ -9,7 +9,7 @@ from config.catalog import BALANCE, DEFAULT_SAMPLE_TYPE, SAMPLE_TYPES, TOPICS
 from config.providers import STRATEGY_NAMES
 from web.operation import operation
 from web.schemas import BOOL, INT, NUMBER, OBJ, STRING, arr, nullable, obj, ok
-from web.services import services
+from web.services import Services, services
 
 bp = Blueprint("meta", __name__)
 
@@ -92,17 +92,28 @@ def models():
                     "default_strategy": svc.config.engine.strategy})
 
 
+def _database(svc: Services) -> dict:
+    """The backend and, in PostgreSQL mode, the database URL without its password. (The place for
+    what several servers share: this server's id, the lease holder, the live servers.)"""
+    about = svc.store.describe()
+    if about.get("backend") == "postgresql":
+        return {"backend": "postgresql", "database_url": about["database_url"], "schema_version": about["schema_version"]}
+    return {"backend": "sqlite", "schema_version": about["schema_version"]}
+
+
 @bp.get("/api/health")
 @operation("Liveness and readiness (no success key)", response=obj(
     "status", "live", "ready", "dataset_exists", "groq_configured", "batch_generation_running",
     status={"type": "string", "enum": ["ok", "degraded"]}, live=BOOL, ready=BOOL, dataset_exists=BOOL,
     total_samples=nullable(INT), store=OBJ, groq_configured=BOOL, cerebras_configured=BOOL,
     providers_configured=arr(STRING), providers=OBJ, batch_generation_running=BOOL, demo=BOOL,
-    uptime_seconds=NUMBER, damaged_rows=nullable(INT), problems=arr(STRING)), description=(
+    uptime_seconds=NUMBER, damaged_rows=nullable(INT), problems=arr(STRING), cluster=OBJ), description=(
         "`providers` maps each provider to its state: `ok`; `cooling` with `until` (when it or, if every one "
         "of its models is cooling or out of budget, the first of them comes back; `models` then says what "
         "holds each one); `disabled` with `reason` (its key was rejected; back when the key changes); "
-        "`not_configured` with `missing`."))
+        "`not_configured` with `missing`. In PostgreSQL mode `cluster` says which server this is "
+        "(`server_id`), who holds the batch lease (`lease`: `batch_id`, `holder`, `seconds_left`) and "
+        "which other servers are alive (`servers`)."))
 def health():
     svc = services()
     write_problem = svc.store.write_problem()   # a small real write, waiting at most a second for the lock
@@ -122,7 +133,7 @@ def health():
         "ready": bool(writable and usable),
         "dataset_exists": bool(total),
         "total_samples": total,
-        "store": {"writable": writable, "path": svc.settings.database_path.name,
+        "store": {"writable": writable, "path": svc.settings.database_path.name, **_database(svc),
                   **({"error": write_problem} if write_problem else {})},
         "groq_configured": "groq" in configured,
         "cerebras_configured": "cerebras" in configured,
@@ -134,6 +145,12 @@ def health():
         "damaged_rows": damaged,
     }
     problems = [f"storage: {write_problem}"] if write_problem else []
+    if svc.cluster is not None:
+        try:
+            body["cluster"] = svc.cluster.describe()
+        except Exception as exc:  # noqa: BLE001 - the database is down: say so, never fail the check
+            body["cluster"] = {"server_id": svc.cluster.server_id, "error": f"cannot read the cluster state: {exc}"}
+            problems.append(f"cluster: {exc}")
     if damaged:
         problems.append(f"data: {damaged} stored sample(s) hold values of the wrong type (repaired when read); "
                         "GET /api/stats/quality lists them")

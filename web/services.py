@@ -4,6 +4,10 @@ Building has no side effects beyond opening the database: no thread starts, no b
 logging is untouched. `start()` launches the background work (the statistics frame and duplicate
 index warm-up, resuming unfinished batches); `close()` ends it within SHUTDOWN_SECONDS. Tests and
 tools can build an app and never start anything.
+
+In PostgreSQL mode the services also join the cluster of servers on that database
+(`batch.cluster`): a registry row and the batch lease, kept by a `LeaseKeeper` thread from
+`start()` to `close()`, and the engine's cooldowns and disabled keys shared through the database.
 """
 from __future__ import annotations
 
@@ -15,14 +19,20 @@ from typing import Any
 
 from flask import current_app
 
+from batch.cluster import Cluster, LeaseKeeper, join
 from batch.manager import BatchManager
 from config.providers import AppConfig, load_config
 from config.settings import Settings
 from dataset.import_jobs import ImportJobs
 from dataset.stats import StatsFrame
+from fallback.limiter_state import ScopeState
 from generation.engine import GenerationEngine
 from generation.requests import SampleTypeRotation
 from quality.service import QualityService
+from storage import open_storage
+from storage.coordination import shared_connect
+from storage.shared_health import SharedHealthTable
+from storage.shared_limiter import PostgresLimiterStore
 from storage.store import Store
 
 log = logging.getLogger("api")
@@ -42,19 +52,28 @@ class Services:
     demo: Any = None             # simulator.demo.DemoProviders in --demo mode
     started: float = field(default_factory=time.time)
     warm_up: threading.Thread | None = field(default=None, repr=False)
+    cluster: Cluster | None = None          # PostgreSQL mode: this server among the others
+    keeper: LeaseKeeper | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, config: AppConfig | None = None, *, demo: Any = None) -> "Services":
         """Everything the app needs, wired together; nothing started."""
         config = config or load_config(settings.provider_config_file, settings.env)
-        store = Store(settings.database_path)
+        store = open_storage(settings)
         engine = GenerationEngine(config, settings.env)
         quality = QualityService(store)
+        cluster = None
+        connect = shared_connect(store.database)
+        if connect is not None:   # PostgreSQL: several servers may share this database
+            cluster = join(connect, host=settings.host, port=settings.port,
+                           lease_seconds=settings.batch_lease_seconds)
+            engine.share_state(SharedHealthTable(connect), PostgresLimiterStore(connect, ScopeState.from_dict))
         batches = BatchManager(engine=engine, store=store, config=config, quality=quality,
-                               simulated=demo is not None)
+                               simulated=demo is not None, cluster=cluster)
         imports = ImportJobs(store, quality, chunk_rows=settings.import_chunk_rows)
         return cls(settings=settings, config=config, engine=engine, store=store, stats=StatsFrame(store),
-                   quality=quality, batches=batches, imports=imports, demo=demo)
+                   quality=quality, batches=batches, imports=imports, demo=demo, cluster=cluster,
+                   keeper=LeaseKeeper(cluster, batches) if cluster is not None else None)
 
     def start(self, *, resume_batches: bool = True) -> None:
         """Background work: warm the statistics frame and the duplicate index; resume batches."""
@@ -63,6 +82,8 @@ class Services:
             self.warm_up.start()
         if resume_batches:
             self.batches.resume_unfinished()
+            if self.keeper is not None:
+                self.keeper.start()
 
     def close(self, timeout: float | None = None) -> None:
         """Stop the background work within `timeout` seconds in all (default SHUTDOWN_SECONDS), then
@@ -74,7 +95,14 @@ class Services:
         def left() -> float:
             return max(0.0, deadline - time.monotonic())
 
-        self.batches.shutdown(timeout=left())
+        if self.keeper is not None:
+            self.keeper.stop(timeout=min(1.0, left()))
+        self.batches.shutdown(timeout=left())   # in PostgreSQL mode, hands the batch lease over
+        if self.cluster is not None:
+            try:
+                self.cluster.registry.leave()
+            except Exception as exc:  # noqa: BLE001 - the row ages out by itself
+                log.warning("could not remove this server from the registry (%s); it ages out", exc)
         self.imports.stop(timeout=left())   # a running import stops after its chunk in hand
         self.store.close()
 

@@ -1,0 +1,134 @@
+"""Both storage backends at 100,000 and 1,000,000 rows: filling, one append, the column read the
+statistics use, the first statistics after start-up, the stats endpoints, search, size.
+
+Run: `.venv/bin/python bench/backend_bench.py [rows ...]` (default 100000 1000000). PostgreSQL is
+measured when BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres) answers:
+a database `uklaw_bench_<random>` is created there and dropped at the end. Figures print as they
+are measured (1M rows take minutes per backend). Rows are the simulator's samples (about 1.5 KB
+of text each), each question unique.
+"""
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from api_server import create_app
+from config.settings import Settings
+from storage import open_storage
+from store_bench import fake_records   # a sibling script: bench/ is on sys.path when run
+
+ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+STATS_FIELDS = ("id", "topic", "difficulty", "sample_type", "provider", "model", "prompt_tokens",
+                "completion_tokens", "quality_score", "quality_flags", "simulated", "duplicate_of")
+CHUNK = 5000
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def chunks(rows: int, rng: random.Random) -> Iterator[list[dict]]:
+    """Rows in chunks, generated as they go (1M rows of dicts would not fit comfortably)."""
+    templates = fake_records(200, rng)
+    for start in range(0, rows, CHUNK):
+        yield [{**templates[i % 200], "id": f"bench_{i}", "question": f"{templates[i % 200]['question']} ({i})",
+                "prompt_tokens": rng.randint(300, 500), "completion_tokens": rng.randint(600, 1500)}
+               for i in range(start, min(rows, start + CHUNK))]
+
+
+def postgres_database() -> tuple[str, str] | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
+            name = f"uklaw_bench_{secrets.token_hex(4)}"
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except Exception as exc:  # noqa: BLE001 - reported, and PostgreSQL is skipped
+        say(f"PostgreSQL not measured: {exc}")
+        return None
+    return name, ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_postgres(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def best_ms(work, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        work()
+        best = min(best, (time.perf_counter() - started) * 1000)
+    return best
+
+
+def measure(backend: str, rows: int, settings: Settings) -> None:
+    say(f"\n== {backend}, {rows:,} rows ==")
+    store = open_storage(settings)
+    rng = random.Random(rows)
+    started = time.perf_counter()
+    for chunk in chunks(rows, rng):
+        store.add_many(chunk)
+        done = int(chunk[-1]["id"].split("_")[1]) + 1
+        if done % 100_000 == 0 or done == rows:
+            elapsed = time.perf_counter() - started
+            say(f"  filled {done:,} rows in {elapsed:.0f} s ({done / elapsed:,.0f} rows/s, chunks of {CHUNK:,})")
+    extra = list(chunks(rows + 200, random.Random(0)))[-1][-200:]
+    appends = []
+    for record in extra:
+        begun = time.perf_counter()
+        store.add(record)
+        appends.append((time.perf_counter() - begun) * 1000)
+    say(f"  append one sample: median {statistics.median(appends):.2f} ms, "
+        f"p95 {sorted(appends)[int(0.95 * len(appends)) - 1]:.2f} ms (200 appends)")
+    say(f"  count(): {best_ms(store.count):.1f} ms; columns() of the {len(STATS_FIELDS)} statistics fields + "
+        f"4 text lengths: {best_ms(lambda: store.columns(STATS_FIELDS, lengths={'q': 'question', 'a': 'answer', 'r': 'reasoning', 'c': 'case_citation'}), 1) / 1000:.2f} s")
+    say(f"  size: {store.size_bytes() / 1e6:,.0f} MB")
+    store.close()
+
+    app = create_app(settings)
+    services = app.extensions["services"]
+    client = app.test_client()
+    try:
+        started = time.perf_counter()
+        services.stats.frame()
+        say(f"  first statistics frame after start-up: {time.perf_counter() - started:.2f} s")
+        for path in ("/api/stats", "/api/stats/detailed", "/api/stats/tokens"):
+            first = best_ms(lambda: client.get(path), 1)
+            cached = best_ms(lambda: client.get(path))
+            say(f"  GET {path}: first {first:.0f} ms, cached {cached:.1f} ms")
+        for term in ("Donoghue", "snail bottle", "zebracorn"):
+            say(f"  search {term!r}: {best_ms(lambda: services.store.search(term, None, 50)):.1f} ms (best of 3, limit 50)")
+        say(f"  GET /api/data?limit=100&offset={rows // 2}: "
+            f"{best_ms(lambda: client.get(f'/api/data?limit=100&offset={rows // 2}').get_data()):.1f} ms")
+    finally:
+        services.close()
+
+
+def main() -> None:
+    sizes = [int(a) for a in sys.argv[1:]] or [100_000, 1_000_000]
+    for rows in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            measure("sqlite", rows, Settings.from_env({}, data_dir=Path(tmp)))
+        made = postgres_database()
+        if made is not None:
+            name, url = made
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    measure("postgresql", rows, Settings.from_env({"DATABASE_URL": url}, data_dir=Path(tmp)))
+            finally:
+                drop_postgres(name)
+
+
+if __name__ == "__main__":
+    main()

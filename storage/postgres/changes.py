@@ -1,0 +1,87 @@
+"""What other servers changed in the samples, so this server's statistics frame and duplicate
+index follow them (PostgreSQL mode: several servers, one dataset).
+
+A trigger (`schema`, migration 2) logs each insert, update and delete of a sample in
+`sample_changes` with the writer's origin (every store's pool sets `uklaw.origin` to the store's
+own id on its connections) and its transaction id. `ChangeFeed` polls every `interval` seconds
+for the rows of other origins whose transactions have all ended: those below the xmin of a fresh
+snapshot. A transaction still running at that moment has an xid at or above that horizon, so no
+row can later appear below it: nothing is skipped, whatever order transactions commit in. The
+store turns the ids into `Change` events for its listeners (re-reading the rows: an update is
+the row as it is now). Rows older than `RETENTION_MINUTES` are pruned; a server that has not
+polled for that long has been stopped, and reloads everything when it starts.
+
+Written here, not taken from LISTEN/NOTIFY: notifications are lost while a server is
+disconnected and carry no order guarantee across transactions; the logged rows are neither.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+log = logging.getLogger("storage")
+
+POLL_SECONDS = 1.0
+RETENTION_MINUTES = 10
+PRUNE_EVERY = 60.0          # seconds between prunes (each server prunes; deleting twice is harmless)
+
+
+class ChangeFeed:
+    """Polls `sample_changes` for other origins' committed changes and hands them to `deliver`
+    as (kind, id) pairs in commit-safe order, one call per poll with anything new."""
+
+    def __init__(self, database: Any, origin: str, deliver: Callable[[list[tuple[str, str]]], None],
+                 interval: float = POLL_SECONDS):
+        self.database = database
+        self.origin = origin
+        self.deliver = deliver
+        self.interval = interval
+        self._stop = threading.Event()
+        self._polling = threading.Lock()   # one poll at a time (the thread's, or a caller's)
+        self._thread: threading.Thread | None = None
+        self._horizon = self._current_horizon()
+        self._pruned = time.monotonic()
+
+    def _current_horizon(self) -> int:
+        with self.database.reading() as session:
+            return int(session.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()[0])
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="sample-change-feed", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 - the database may be away for a while: logged, tried again
+                log.warning("change feed: could not read other servers' changes; trying again", exc_info=True)
+
+    def poll(self) -> int:
+        """Deliver what other servers committed since the last poll; returns how many changes."""
+        with self._polling:
+            return self._poll()
+
+    def _poll(self) -> int:
+        horizon = self._current_horizon()
+        with self.database.reading() as session:
+            rows = session.execute(
+                "SELECT kind, id FROM sample_changes WHERE xid >= CAST(CAST(? AS text) AS xid8) "
+                "AND xid < CAST(CAST(? AS text) AS xid8) AND origin IS DISTINCT FROM ? ORDER BY seq",
+                (self._horizon, horizon, self.origin)).fetchall()
+            if time.monotonic() - self._pruned > PRUNE_EVERY:
+                session.execute(f"DELETE FROM sample_changes WHERE at < now() - interval '{RETENTION_MINUTES} minutes'")
+                self._pruned = time.monotonic()
+        self._horizon = horizon
+        changes = [(kind, sample_id) for kind, sample_id in rows]
+        if changes and not self._stop.is_set():
+            self.deliver(changes)
+        return len(changes)

@@ -1,0 +1,166 @@
+"""PostgreSQL mode itself (TEST_BACKEND=postgres): start-up failures in one line without the
+password, the recorded schema version and its migration by servers starting together, the health
+report.
+The rest of the suite runs on PostgreSQL as well; these are what SQLite has no counterpart for."""
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from storage.errors import DatabaseUnavailable, SchemaTooNew
+from storage.postgres import PostgresDatabase, redact_url
+from storage.postgres.schema import LATEST, MIGRATIONS
+from storage.store import Store
+from tests import backends
+from tests.conftest import CEREBRAS_KEY, GROQ_KEY
+from tests.test_process import ROOT, free_port
+from tests.test_store import record
+
+pytestmark = pytest.mark.postgres_only
+
+PASSWORD = "pw-" + secrets.token_hex(6)
+
+
+def with_password(url: str) -> str:
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{PASSWORD}@", 1)
+
+
+def test_redacted_urls_keep_everything_but_the_password():
+    assert redact_url("postgresql://u:secret@h:5432/db?sslmode=require&password=x") == \
+        "postgresql://u@h:5432/db?sslmode=require"
+    assert redact_url("postgresql://h/db") == "postgresql://h/db"
+
+
+@pytest.mark.parametrize("target, words", [
+    ("127.0.0.1:1/postgres", "cannot connect"),                                    # nothing listens there
+    ("127.0.0.1:5432/uklaw_missing_" + secrets.token_hex(3), "does not exist"),    # no such database
+])
+def test_a_bad_database_url_is_one_line_naming_the_url_without_its_password(target, words):
+    url = f"postgresql://postgres:{PASSWORD}@{target}"
+    with pytest.raises(DatabaseUnavailable) as caught:
+        PostgresDatabase(url)
+    message = str(caught.value)
+    assert "\n" not in message and words in message
+    assert message.startswith(f"postgresql://postgres@{target}:") and PASSWORD not in message
+
+
+def test_an_unknown_user_is_named_with_what_to_do():
+    url = f"postgresql://uklaw_nobody:{PASSWORD}@127.0.0.1:5432/postgres"
+    with pytest.raises(DatabaseUnavailable) as caught:
+        PostgresDatabase(url)
+    message = str(caught.value)
+    assert 'role "uklaw_nobody" does not exist' in message and "create the user or fix its name" in message
+    assert message.startswith("postgresql://uklaw_nobody@127.0.0.1:5432/postgres:") and PASSWORD not in message
+
+
+def test_missing_privileges_are_named_at_start_up(postgres_database, databases):
+    url = databases("locked")
+    role = f"uklaw_nopriv_{secrets.token_hex(3)}"
+    admin = postgres_database.connection
+    admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        with pytest.raises(DatabaseUnavailable) as caught:
+            PostgresDatabase(url.replace("postgresql://postgres@", f"postgresql://{role}:{PASSWORD}@", 1))
+        message = str(caught.value)
+        assert f"user '{role}' lacks a privilege" in message and "grant" in message
+        assert "\n" not in message and PASSWORD not in message
+    finally:
+        admin.execute(f'REVOKE ALL ON DATABASE "{postgres_database.name}" FROM "{role}"')
+        admin.execute(f'DROP ROLE "{role}"')
+
+
+def test_the_server_process_exits_2_with_one_line_and_no_password(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path / "data"), "PORT": str(free_port()),
+           "HOST": "127.0.0.1", "GROQ_API_KEY": GROQ_KEY, "CEREBRAS_API_KEY": CEREBRAS_KEY,
+           "DATABASE_URL": f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/postgres"}
+    result = subprocess.run([sys.executable, "-m", "api_server"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("database error: postgresql://postgres@127.0.0.1:1/postgres:")
+    assert PASSWORD not in result.stderr + result.stdout
+
+
+def test_a_database_migrated_by_a_newer_server_is_refused(databases):
+    url = databases("newer")
+    Store(PostgresDatabase(url)).close()
+    database = PostgresDatabase(url)
+    with database.transaction() as session:
+        session.execute("INSERT INTO schema_migrations VALUES (?, 'from the future', '2999-01-01')", (LATEST + 1,))
+    database.close()
+    with pytest.raises(SchemaTooNew) as caught:
+        PostgresDatabase(with_password(url))
+    message = str(caught.value)
+    assert f"version {LATEST + 1}" in message and "DATABASE_URL" in message and PASSWORD not in message
+
+
+def test_servers_starting_together_migrate_once(databases):
+    url = databases("together")
+    opened: list[PostgresDatabase] = []
+    barrier = threading.Barrier(4)
+
+    def start() -> None:
+        barrier.wait()
+        opened.append(PostgresDatabase(url))
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(opened) == 4 and {d.schema_version for d in opened} == {LATEST}
+    with opened[0].reading() as session:
+        versions = [tuple(r) for r in session.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    assert versions == [(m.version,) for m in MIGRATIONS]
+    for database in opened:
+        database.close()
+
+
+def test_health_reports_the_backend_and_the_url_without_password(make_app, databases, tmp_path):
+    url = with_password(databases(tmp_path / "data"))
+    app = make_app(env_overrides={"DATABASE_URL": url})
+    body = app.test_client().get("/api/health").get_json()
+    assert body["store"]["backend"] == "postgresql" and body["store"]["writable"] is True
+    assert body["store"]["database_url"] == redact_url(url) and PASSWORD not in str(body)
+
+
+def test_the_test_backend_is_postgresql(make_store):
+    assert backends.POSTGRES and make_store().describe()["backend"] == "postgresql"
+
+
+def test_connections_the_server_dropped_are_replaced_before_use(make_store, postgres_database):
+    store = make_store("dropped")
+    store.add_many([record(f"s{n}") for n in range(3)])
+    killed = postgres_database.connection.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid != pg_backend_pid()").fetchone()[0]
+    assert killed >= 1                       # the pool's idle connections are gone
+    assert store.count() == 3 and store.get("s1")["id"] == "s1"
+    store.add(record("after"))
+    assert store.count() == 4
+
+
+def test_another_servers_writes_reach_this_servers_statistics_and_duplicate_index(make_store):
+    """Two stores on one database, as two servers: what the first writes (add, edit, delete)
+    reaches the second's statistics frame and duplicate index through the change feed."""
+    from dataset.stats import StatsFrame
+    from quality.service import QualityService
+    from tests.conftest import wait_for
+
+    writer, reader = make_store("feed"), make_store("feed")
+    frame, quality = StatsFrame(reader), QualityService(reader)
+    quality.build()
+    assert frame.frame().height == 0
+    writer.add_many([record(f"s{n}") for n in range(3)])
+    wait_for(lambda: frame.frame().height == 3)
+    writer.update("s1", {"difficulty": "expert"})
+    writer.delete("s2")
+    wait_for(lambda: sorted(frame.frame()["id"].to_list()) == ["s0", "s1"]
+             and frame.frame().filter(frame.frame()["id"] == "s1")["difficulty"].to_list() == ["expert"])
+    assessed, report = quality.assess(record("mine", question="question S0"))
+    assert "exact_duplicate" in report.codes and assessed["duplicate_of"] == "s0"
+    reader.add(record("own"))                 # its own writes are not delivered back to it
+    assert reader._feed.poll() == 0
