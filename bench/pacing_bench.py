@@ -220,7 +220,7 @@ def scenario_2_and_3(scale: float) -> None:
     print("Scenario 2: per-model limits as shipped, Cerebras charging prompt + max_completion_tokens, "
           f"answers of ~{COMPLETION_TOKENS} completion tokens, 150 s")
     print(f"  now    : {per_minute:5.1f} samples per minute-window of {ceiling:.0f} the limits allow at the tokens a "
-          f"sample really uses ({prompt:.0f} prompt + {COMPLETION_TOKENS} completion) = {per_minute / ceiling:.2f}; "
+          f"sample really uses ({prompt:.0f} prompt + {COMPLETION_TOKENS} completion) = {per_minute / ceiling:.3f}; "
           f"{sum(run.rejected.values())} x 429")
     print(f"           (a sliding window holds whole requests: {whole:.0f} per window at most = "
           f"{per_minute / whole:.2f} of that)")

@@ -150,8 +150,12 @@ class PacingConfig(_Strict):
     probe_after: float = Field(default=0.5, gt=0)    # probe upward after this share of a calm window...
     probe_first_step: float = Field(default=0.05, gt=0, le=1)   # ...by this much, doubling each time
     probe_max_step: float = Field(default=1.0, gt=0)
+    # min_charge: the budget that minimises the expected tokens charged per finished answer (a
+    # cut-off answer is charged and asked again); percentile: budget_percentile x (1 + budget_margin).
+    budget_method: Literal["min_charge", "percentile"] = "min_charge"
     budget_percentile: float = Field(default=95.0, gt=0, le=100)
     budget_margin: float = Field(default=0.10, ge=0)            # budget = percentile x (1 + margin)
+    budget_own_samples: int = Field(default=50, ge=1)           # below this many: the pool helps, percentile rule
     budget_min_samples: int = Field(default=5, ge=1)            # answers before the budget is learned
     budget_samples: int = Field(default=200, ge=1)              # answers kept per model
     budget_truncated_factor: float = Field(default=1.5, gt=1)   # raise after finish_reason=length

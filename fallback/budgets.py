@@ -3,13 +3,29 @@
 A provider that charges `prompt + max_completion_tokens` up front (Cerebras) counts the whole
 budget against its token limits, and every provider's limiter reservation starts from it, so a
 budget far above what answers use wastes most of the token window. Each model keeps the
-completion tokens of its latest answers (`pacing.budget_samples`); once it has
-`pacing.budget_min_samples` of them, its budget is their `budget_percentile` times
-`1 + budget_margin`, rounded up to 64 and kept between the configured bounds
-(`min_completion_tokens`, `max_completion_tokens`: the configured budget is the ceiling). An
-answer cut off (`finish_reason: length`) raises the budget by `budget_truncated_factor` at once,
-for the next `4 x budget_min_samples` answers (then the percentile, which counts the cut-off
-length as a lower bound of what the model needed, decides again).
+completion tokens of its latest answers (`pacing.budget_samples`), and each provider a pool of
+its models' latest answers. The data a budget is learned from is the model's own answers once it
+has `budget_own_samples` of them, before that its own plus the provider's pool (the same prompts
+go to every model: a new model starts from what its siblings use instead of spending its first
+answers at the configured budget); at least `budget_min_samples` answers are needed.
+
+`budget_method: min_charge` (default) picks the budget that minimises the expected tokens charged
+per finished answer: with the answers sorted, x_(k) fits an answer with probability k / (n + 1)
+(the expected share of the distribution below the k-th of n samples), a cut-off answer is charged
+and asked again, so the expected charge is (prompt + x_(k)) x (n + 1) / k; the configured budget
+(charge prompt + ceiling, never cut off by assumption) is a candidate too. A p95 + 10 % budget
+pays ~10 % more than needed on every request to avoid a ~1-in-50 retry; this one pays for the
+retries it risks and no more. With fewer than `budget_own_samples` answers the tail cannot be
+told apart from noise, so the percentile rule applies; `budget_method: percentile` always keeps `budget_percentile` x
+`1 + budget_margin`. Either is rounded up to 64 and kept between the configured bounds
+(`min_completion_tokens`, `max_completion_tokens`: the configured budget is the ceiling).
+
+An answer cut off (`finish_reason: length`) is kept as a sample of `budget_truncated_factor` x the
+budget (it needed more than the budget: a censored sample). When the answers seem to have got
+longer it also raises the budget by `budget_truncated_factor` at once, for the next
+`4 x budget_min_samples` answers: under the percentile rule, when the budget was at least every
+answer the data held; under min_charge (which accepts a few cut-offs by design), when the model's
+previous answer was cut off too.
 
 The prompt's size is estimated offline (characters per token); each provider's answers report
 the real count, and `prompt_scale` (a moving average of real / estimated, between 0.5 and 2)
@@ -29,7 +45,7 @@ from fallback.metrics import percentile
 
 @dataclass
 class _Model:
-    used: deque = field(default_factory=deque)
+    used: deque = field(default_factory=deque)   # (completion tokens, cut off)
     floor: int = 0          # raised after a truncation: the budget stays at least this...
     floor_answers: int = 0  # ...for this many more answers
     truncated: int = 0
@@ -41,6 +57,8 @@ class CompletionBudgets:
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], _Model] = {}
         self._prompt_scale: dict[str, float] = {}
+        self._prompt_tokens: dict[str, float] = {}
+        self._pool: dict[str, deque] = {}
 
     def _model(self, provider: str, model: str) -> _Model:
         return self._models.setdefault((provider, model), _Model(deque(maxlen=self.pacing.budget_samples)))
@@ -48,32 +66,63 @@ class CompletionBudgets:
     def budget(self, provider: str, model: str, low: int, high: int) -> int:
         """The budget to send now, between `low` and `high` (the configured budget)."""
         with self._lock:
-            stats = self._models.get((provider, model))
-            return self._budget(stats, low, high)
+            return self._budget(provider, model, low, high)
 
-    def _budget(self, stats: _Model | None, low: int, high: int) -> int:
-        if stats is None or len(stats.used) < self.pacing.budget_min_samples:
-            learned = high if stats is None or not stats.floor else max(stats.floor, high)
+    def _data(self, provider: str, model: str) -> list[tuple[int, bool]]:
+        stats = self._models.get((provider, model))
+        own = list(stats.used) if stats else []
+        if len(own) >= self.pacing.budget_own_samples:
+            return own
+        others = [(t, cut) for m, t, cut in self._pool.get(provider, ()) if m != model]
+        return own + others[max(0, len(others) - (self.pacing.budget_samples - len(own))):]
+
+    def _budget(self, provider: str, model: str, low: int, high: int) -> int:
+        stats = self._models.get((provider, model))
+        data = self._data(provider, model)
+        floor = stats.floor if stats else 0
+        if len(data) < self.pacing.budget_min_samples:
+            learned = max(floor, high)
         else:
-            typical = percentile(list(stats.used), self.pacing.budget_percentile) or high
-            learned = max(stats.floor, int(math.ceil(typical * (1 + self.pacing.budget_margin) / 64) * 64))
+            learned = max(floor, _round_up(self._choose(provider, sorted(t for t, _ in data), high)))
         return max(low, min(high, learned))
+
+    def _choose(self, provider: str, tokens: list[int], high: int) -> float:
+        if self.pacing.budget_method == "percentile" or len(tokens) < self.pacing.budget_own_samples:
+            typical = percentile(tokens, self.pacing.budget_percentile) or high
+            return typical * (1 + self.pacing.budget_margin)
+        prompt = self._prompt_tokens.get(provider, 0.0)
+        n = len(tokens)
+        best, charge = float(high), prompt + high
+        for k, needed in enumerate(tokens, start=1):
+            expected = (prompt + _round_up(needed)) * (n + 1) / k
+            if needed < high and expected < charge:
+                best, charge = needed, expected
+        return best
 
     def observe(self, provider: str, model: str, completion_tokens: int | None, truncated: bool,
                 budget: int) -> None:
         """An answer used `completion_tokens` of `budget`; `truncated`: it was cut off there."""
         with self._lock:
             stats = self._model(provider, model)
-            if completion_tokens is not None and completion_tokens >= 0:
-                stats.used.append(completion_tokens)
+            needed = int(math.ceil(budget * self.pacing.budget_truncated_factor))
+            data = self._data(provider, model)
+            if self.pacing.budget_method == "percentile" or len(data) < self.pacing.budget_own_samples:
+                shifted = not any(t >= budget and not cut for t, cut in data)
+            else:   # min_charge accepts a few cut-offs; two in a row say the answers got longer
+                shifted = bool(stats.used) and stats.used[-1][1]
+            sample = (needed, True) if truncated else (completion_tokens, False)
+            if sample[0] is not None and sample[0] >= 0:
+                stats.used.append(sample)
+                self._pool.setdefault(provider, deque(maxlen=2 * self.pacing.budget_samples)).append((model, *sample))
             if stats.floor_answers > 0:
                 stats.floor_answers -= 1
                 if stats.floor_answers == 0:
                     stats.floor = 0
             if truncated:
                 stats.truncated += 1
-                stats.floor = max(stats.floor, int(math.ceil(budget * self.pacing.budget_truncated_factor)))
-                stats.floor_answers = 4 * self.pacing.budget_min_samples
+                if shifted:
+                    stats.floor = max(stats.floor, needed)
+                    stats.floor_answers = 4 * self.pacing.budget_min_samples
 
     def prompt_scale(self, provider: str) -> float:
         with self._lock:
@@ -85,14 +134,21 @@ class CompletionBudgets:
             return
         ratio = max(0.5, min(2.0, reported / estimated))
         with self._lock:
+            tokens = self._prompt_tokens.get(provider)
+            self._prompt_tokens[provider] = reported if tokens is None else 0.9 * tokens + 0.1 * reported
             previous = self._prompt_scale.get(provider)
             self._prompt_scale[provider] = ratio if previous is None else 0.8 * previous + 0.2 * ratio
 
     def report(self, provider: str, model: str, low: int, high: int) -> dict[str, Any]:
         with self._lock:
             stats = self._models.get((provider, model))
-            used = list(stats.used) if stats else []
-            return {"budget": self._budget(stats, low, high), "configured": high, "minimum": low,
-                    "learned": len(used) >= self.pacing.budget_min_samples or bool(stats and stats.floor),
+            used = [t for t, _ in stats.used] if stats else []
+            data = self._data(provider, model)
+            return {"budget": self._budget(provider, model, low, high), "configured": high, "minimum": low,
+                    "learned": len(data) >= self.pacing.budget_min_samples or bool(stats and stats.floor),
                     "answers": len(used), "truncated": stats.truncated if stats else 0,
                     "p50": percentile(used, 50), "p95": percentile(used, 95)}
+
+
+def _round_up(tokens: float) -> int:
+    return int(math.ceil(tokens / 64) * 64)
