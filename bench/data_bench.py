@@ -82,6 +82,16 @@ class Server:
         return [line.split("warm-up: ", 1)[1] for line in self.log.read_text(errors="replace").splitlines()
                 if "warm-up: " in line]
 
+    def wait_for(self, text: str, limit: float) -> str | None:
+        """The rest of the first log line holding `text`, once the server has logged it."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            for line in self.log.read_text(errors="replace").splitlines():
+                if text in line:
+                    return line.split(text, 1)[1]
+            time.sleep(0.5)
+        return None
+
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -171,6 +181,9 @@ def reads(rows: int, full: bool, row_bytes: int) -> None:
                 rss = server.settled_rss_mb()
                 print(f"  warm-up: {'; '.join(server.warm_up())}; server RSS then {rss:,.0f} MB")
                 if full:
+                    recompressed = server.wait_for("recompress: ", limit=3600)
+                    print(f"  background recompression: {recompressed or 'not finished within an hour'}; server RSS then "
+                          f"{server.rss_mb():,.0f} MB", flush=True)
                     for encoding in (None, "zstd", "br", "gzip"):
                         cpu = server.cpu_seconds()
                         elapsed, wire, decoded = full_array(server.base, encoding)

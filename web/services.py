@@ -2,7 +2,7 @@
 
 Building has no side effects beyond opening the database: no thread starts, no batch resumes,
 logging is untouched. `start()` launches the background work (the statistics frame and duplicate
-index warm-up, resuming unfinished batches); `close()` ends it within SHUTDOWN_SECONDS. Tests and
+index warm-up, compressing stored blocks again, resuming unfinished batches); `close()` ends it within SHUTDOWN_SECONDS. Tests and
 tools can build an app and never start anything.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from batch.manager import BatchManager
 from config.providers import AppConfig, load_config
 from config.settings import Settings
 from dataset.import_jobs import ImportJobs
+from dataset.recompress import Recompressor
 from dataset.stats import StatsFrame
 from generation.engine import GenerationEngine
 from generation.requests import SampleTypeRotation
@@ -38,6 +39,7 @@ class Services:
     quality: QualityService
     batches: BatchManager
     imports: ImportJobs
+    recompressor: Recompressor
     rotation: SampleTypeRotation = field(default_factory=SampleTypeRotation)
     demo: Any = None             # simulator.demo.DemoProviders in --demo mode
     started: float = field(default_factory=time.time)
@@ -53,14 +55,18 @@ class Services:
         batches = BatchManager(engine=engine, store=store, config=config, quality=quality,
                                simulated=demo is not None)
         imports = ImportJobs(store, quality, chunk_rows=settings.import_chunk_rows)
+        recompressor = Recompressor(store, idle_seconds=settings.recompress_idle_seconds,
+                                    cpu_share=settings.recompress_cpu_share)
         return cls(settings=settings, config=config, engine=engine, store=store, stats=StatsFrame(store),
-                   quality=quality, batches=batches, imports=imports, demo=demo)
+                   quality=quality, batches=batches, imports=imports, recompressor=recompressor, demo=demo)
 
     def start(self, *, resume_batches: bool = True) -> None:
-        """Background work: warm the statistics frame and the duplicate index; resume batches."""
+        """Background work: warm the statistics frame and the duplicate index; compress `/api/data`'s
+        blocks again in idle time (`dataset.recompress`); resume batches."""
         if self.warm_up is None:
             self.warm_up = threading.Thread(target=self._warm_up, name="warm-up", daemon=True)
             self.warm_up.start()
+            self.recompressor.start()
         if resume_batches:
             self.batches.resume_unfinished()
 
@@ -74,6 +80,7 @@ class Services:
         def left() -> float:
             return max(0.0, deadline - time.monotonic())
 
+        self.recompressor.stop(timeout=left())   # within one piece of input
         self.batches.shutdown(timeout=left())
         self.imports.stop(timeout=left())   # a running import stops after its chunk in hand
         self.store.close()
