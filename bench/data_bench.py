@@ -11,8 +11,12 @@ Run: `make bench`, or `.venv/bin/python bench/data_bench.py [rows ...] [--reads 
 [--row-bytes=8000]` (default 1000 10000 100000, reads then memory). `--no-full` skips the full
 array (at 1,000,000 rows of 8 KB: 8 GB); `--row-bytes` sets the rows' size.
 
-Rows for the reads are realistic samples padded to about 8 KB of text each, the size users'
-rows reach, written straight into the store before the server starts. Rows for the import are
+Rows for the reads are the fake providers' samples (`simulator.content`: legal-sounding questions,
+answers, reasoning and citations of about 3 KB, each made afresh), each answer padded to about 8 KB
+of text, the size users' rows reach, with words drawn at random from the samples' own vocabulary
+(about 1,000 words, all equally likely: no phrase repeats, so zstd gains less than on real prose's
+common words, and more than on prose's facts that never recur); written straight into the store
+before the server starts. Rows for the import are
 `import_bench.lines` (about 300 bytes each: 100,000 of them fit one request). Figures are wall
 time on this machine, which other work may share: the server's CPU seconds are printed beside.
 """
@@ -32,13 +36,29 @@ from pathlib import Path
 import httpx
 
 from import_bench import lines as import_lines   # sibling scripts: bench/ is on sys.path when run
-from store_bench import fake_records, fill
-from storage.store import Store
+from config.catalog import DIFFICULTIES, SAMPLE_TYPES, TOPICS
+from generation.prompts import SampleSpec, build_messages
+from simulator.content import make_sample
+from store_bench import fill
+from storage.store import Store, new_sample_id
 
 try:
     from compression import zstd
 except ImportError:
     from backports import zstd
+
+
+def fresh_records(count: int, rng: random.Random) -> list[dict]:
+    """`count` samples from the fake providers' generator, each made afresh (names, places, amounts,
+    sentence choices), so no row repeats another's text: real answers never do."""
+    records = []
+    for i in range(count):
+        spec = SampleSpec(TOPICS[i % len(TOPICS)], DIFFICULTIES[i % 5], list(SAMPLE_TYPES)[i % 4])
+        records.append({**make_sample(build_messages(spec)[1]["content"], rng), "id": new_sample_id("groq"),
+                        "topic": spec.topic.label, "difficulty": spec.difficulty, "sample_type": spec.sample_type,
+                        "provider": "groq", "model": "llama-3.3-70b-versatile",
+                        "prompt_tokens": rng.randint(300, 500), "completion_tokens": rng.randint(600, 1500)})
+    return records
 
 
 def padded(records: list[dict], rng: random.Random, size: int = 8000) -> list[dict]:
@@ -163,7 +183,7 @@ def reads(rows: int, full: bool, row_bytes: int) -> None:
         started = time.perf_counter()
         rng = random.Random(rows)
         for start in range(0, rows, 50_000):   # in slices: a million padded rows would not fit in memory
-            fill(store, padded(fake_records(min(50_000, rows - start), rng), rng, row_bytes))
+            fill(store, padded(fresh_records(min(50_000, rows - start), rng), rng, row_bytes))
         store.close()
         size_mb = (data_dir / "dataset.sqlite3").stat().st_size / 1e6
         print(f"\n{rows:,} rows of about {row_bytes:,} characters ({size_mb:,.0f} MB database, written in "
