@@ -33,6 +33,7 @@ class Recompressor:
         self._last_write = 0.0
         self._lock = threading.Lock()   # orders a write's "not idle" against a pass's "idle"
         self._thread: threading.Thread | None = None
+        self._passes = 0
         self.blocks = 0              # blocks compressed again since start
         self.saved_bytes = 0
         self.cpu_seconds = 0.0
@@ -93,7 +94,8 @@ class Recompressor:
             self._stop.wait((time.monotonic() - began) * (1 / self.cpu_share - 1))
         else:
             return
-        if self.blocks > blocks:
+        self._passes += 1
+        if self.blocks > blocks or self._passes == 1:   # the first pass always says it is done
             log.info("recompress: %d blocks compressed again in %.1f s (CPU %.1f s), %.1f MB smaller",
                      self.blocks - blocks, time.monotonic() - started, self.cpu_seconds - cpu,
                      (self.saved_bytes - saved) / 1e6)
