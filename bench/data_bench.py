@@ -11,8 +11,12 @@ Run: `make bench`, or `.venv/bin/python bench/data_bench.py [rows ...] [--reads 
 [--row-bytes=8000]` (default 1000 10000 100000, reads then memory). `--no-full` skips the full
 array (at 1,000,000 rows of 8 KB: 8 GB); `--row-bytes` sets the rows' size.
 
-Rows for the reads are realistic samples padded to about 8 KB of text each, the size users'
-rows reach, written straight into the store before the server starts. Rows for the import are
+Rows for the reads are the fake providers' samples (`simulator.content`: legal-sounding questions,
+answers, reasoning and citations of about 3 KB, each made afresh), each answer padded to about 8 KB
+of text, the size users' rows reach, with words drawn at random from the samples' own vocabulary
+(about 1,000 words, all equally likely: no phrase repeats, so zstd gains less than on real prose's
+common words, and more than on prose's facts that never recur); written straight into the store
+before the server starts. Rows for the import are
 `import_bench.lines` (about 300 bytes each: 100,000 of them fit one request). Figures are wall
 time on this machine, which other work may share: the server's CPU seconds are printed beside.
 """
@@ -32,13 +36,29 @@ from pathlib import Path
 import httpx
 
 from import_bench import lines as import_lines   # sibling scripts: bench/ is on sys.path when run
-from store_bench import fake_records, fill
-from storage.store import Store
+from config.catalog import DIFFICULTIES, SAMPLE_TYPES, TOPICS
+from generation.prompts import SampleSpec, build_messages
+from simulator.content import make_sample
+from store_bench import fill
+from storage.store import Store, new_sample_id
 
 try:
     from compression import zstd
 except ImportError:
     from backports import zstd
+
+
+def fresh_records(count: int, rng: random.Random) -> list[dict]:
+    """`count` samples from the fake providers' generator, each made afresh (names, places, amounts,
+    sentence choices), so no row repeats another's text: real answers never do."""
+    records = []
+    for i in range(count):
+        spec = SampleSpec(TOPICS[i % len(TOPICS)], DIFFICULTIES[i % 5], list(SAMPLE_TYPES)[i % 4])
+        records.append({**make_sample(build_messages(spec)[1]["content"], rng), "id": new_sample_id("groq"),
+                        "topic": spec.topic.label, "difficulty": spec.difficulty, "sample_type": spec.sample_type,
+                        "provider": "groq", "model": "llama-3.3-70b-versatile",
+                        "prompt_tokens": rng.randint(300, 500), "completion_tokens": rng.randint(600, 1500)})
+    return records
 
 
 def padded(records: list[dict], rng: random.Random, size: int = 8000) -> list[dict]:
@@ -81,6 +101,16 @@ class Server:
         """What the server logged about its warm-up steps."""
         return [line.split("warm-up: ", 1)[1] for line in self.log.read_text(errors="replace").splitlines()
                 if "warm-up: " in line]
+
+    def wait_for(self, text: str, limit: float) -> str | None:
+        """The rest of the first log line holding `text`, once the server has logged it."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            for line in self.log.read_text(errors="replace").splitlines():
+                if text in line:
+                    return line.split(text, 1)[1]
+            time.sleep(0.5)
+        return None
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -153,7 +183,7 @@ def reads(rows: int, full: bool, row_bytes: int) -> None:
         started = time.perf_counter()
         rng = random.Random(rows)
         for start in range(0, rows, 50_000):   # in slices: a million padded rows would not fit in memory
-            fill(store, padded(fake_records(min(50_000, rows - start), rng), rng, row_bytes))
+            fill(store, padded(fresh_records(min(50_000, rows - start), rng), rng, row_bytes))
         store.close()
         size_mb = (data_dir / "dataset.sqlite3").stat().st_size / 1e6
         print(f"\n{rows:,} rows of about {row_bytes:,} characters ({size_mb:,.0f} MB database, written in "
@@ -171,6 +201,9 @@ def reads(rows: int, full: bool, row_bytes: int) -> None:
                 rss = server.settled_rss_mb()
                 print(f"  warm-up: {'; '.join(server.warm_up())}; server RSS then {rss:,.0f} MB")
                 if full:
+                    recompressed = server.wait_for("recompress: ", limit=3600)
+                    print(f"  background recompression: {recompressed or 'not finished within an hour'}; server RSS then "
+                          f"{server.rss_mb():,.0f} MB", flush=True)
                     for encoding in (None, "zstd", "br", "gzip"):
                         cpu = server.cpu_seconds()
                         elapsed, wire, decoded = full_array(server.base, encoding)

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     import_background_lines: int = Field(5000, ge=1, le=100_000_000, validation_alias="IMPORT_BACKGROUND_LINES")
     # rows a background import stores per transaction; cancellation and shutdown act between chunks
     import_chunk_rows: int = Field(1000, ge=1, le=100_000, validation_alias="IMPORT_CHUNK_ROWS")
+    # /api/data's compressed blocks are compressed again, smaller, in the background: only after this
+    # many seconds without a write, using at most this share of one core (0 turns it off)
+    recompress_idle_seconds: float = Field(2.0, ge=0, le=3600, allow_inf_nan=False,
+                                           validation_alias="RECOMPRESS_IDLE_SECONDS")
+    recompress_cpu_share: float = Field(0.5, ge=0, le=1, allow_inf_nan=False, validation_alias="RECOMPRESS_CPU_SHARE")
 
     # PostgreSQL mode: postgresql://user:password@host:port/database (unset: SQLite in DATA_DIR)
     database_url: str | None = Field(None, validation_alias="DATABASE_URL", repr=False)

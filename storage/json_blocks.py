@@ -11,6 +11,13 @@ than encoding their rows again. An edit or delete drops the block holding the ro
 schema migration 6); `seal` rebuilds it with the next write that finds enough rows after the last
 block (until then those rows are encoded and compressed on the way: correct, a little slower).
 
+Sealing at `BLOCK_LEVEL` keeps writes fast; `ARCHIVE_LEVEL` compresses about 20% smaller but at
+1-2 MB/s, too slow for a write. So each block is compressed again later, at `ARCHIVE_LEVEL`, off the
+write path (`recompress`, driven by `dataset.recompress` in idle time): the compression runs outside
+any transaction, and the new body replaces the block only if the block is still the one it read
+(`replace`: a change meanwhile dropped or rebuilt it, so nothing stale is ever stored). Windows stay
+at most 8 MB (`WINDOW_LOG`), the most a browser's zstd decoder accepts (RFC 8878, section 3.1.1.1.2).
+
 Why our own: neither flask-compress nor a cache can send part of a response pre-compressed; this
 keeps the compressed bytes next to the rows they stand for, in the same transactions.
 """
@@ -26,6 +33,9 @@ except ImportError:
 
 BLOCK_ROWS = 1024          # rows per block: about 8 MB of JSON at 8 KB a row
 BLOCK_LEVEL = 7            # zstd level of the blocks (about 10 ms per 1,000 rows of 300 bytes, 0.2 s of 8 KB)
+ARCHIVE_LEVEL = 19         # ... and their level once compressed again in the background (about 1.5 MB/s)
+WINDOW_LOG = 23            # 8 MB: browsers refuse zstd windows beyond it
+RECOMPRESS_PIECE = 1 << 18  # bytes fed to the compressor at a time (a stop is noticed between pieces)
 STREAM_LEVEL = 1           # ... and of the rows compressed on the way
 STREAM_ROWS = 500          # rows read at a time
 
@@ -55,8 +65,8 @@ def seal(db: sqlite3.Connection, rows: Rows) -> int:
             if not found or (before is None and len(found) < block_rows):
                 break
             body = zstd.compress(b",".join(body for _, body in found), level=level)
-            db.execute("INSERT INTO samples_json_blocks (first_seq, last_seq, rows, body) VALUES (?, ?, ?, ?)",
-                       (found[0][0], found[-1][0], len(found), body))
+            db.execute("INSERT INTO samples_json_blocks (first_seq, last_seq, rows, body, level) "
+                       "VALUES (?, ?, ?, ?, ?)", (found[0][0], found[-1][0], len(found), body, level))
             sealed += len(found)
             after = found[-1][0]
     return sealed
@@ -90,6 +100,35 @@ def stream_zstd(bodies: Iterator[bytes], level: int = STREAM_LEVEL) -> Iterator[
             first = False
     yield from _frames(joined(), b"[", level)
     yield zstd.compress(b"]", level=level)
+
+
+def below(db: sqlite3.Connection, level: int) -> tuple[int, bytes] | None:
+    """The first block compressed at less than `level`, as (first_seq, body); None if none is."""
+    return db.execute("SELECT first_seq, body FROM samples_json_blocks WHERE level < ? ORDER BY first_seq LIMIT 1",
+                      (level,)).fetchone()
+
+
+def recompress(body: bytes, level: int, stop: Callable[[], bool] = lambda: False) -> bytes | None:
+    """A block's body compressed again at `level` (one frame, window at most `WINDOW_LOG`), fed to
+    the compressor in pieces; None as soon as `stop()` says so."""
+    plain = zstd.decompress(body)
+    compressor = zstd.ZstdCompressor(options={zstd.CompressionParameter.compression_level: level,
+                                              zstd.CompressionParameter.window_log: WINDOW_LOG})
+    compressor.set_pledged_input_size(len(plain))
+    out = []
+    for start in range(0, len(plain), RECOMPRESS_PIECE):
+        if stop():
+            return None
+        out.append(compressor.compress(plain[start:start + RECOMPRESS_PIECE]))
+    out.append(compressor.flush(zstd.ZstdCompressor.FLUSH_FRAME))
+    return b"".join(out)
+
+
+def replace(db: sqlite3.Connection, first_seq: int, old: bytes, new: bytes, level: int) -> bool:
+    """Inside a write transaction: store `new` (the same rows at `level`) in place of the block that
+    starts at `first_seq`, if that block still holds `old`; the smaller body is kept. Whether it did."""
+    return db.execute("UPDATE samples_json_blocks SET body = ?, level = ? WHERE first_seq = ? AND body = ?",
+                      (new if len(new) < len(old) else old, level, first_seq, old)).rowcount == 1
 
 
 def _pieces(db: sqlite3.Connection, rows: Rows) -> Iterator[tuple[bytes | None, list[bytes]]]:

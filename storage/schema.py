@@ -262,6 +262,12 @@ def _add_question_key(db: sqlite3.Connection) -> None:
             "unique question key (GET /api/stats/quality lists duplicate clusters)", repeated)
 
 
+# Which zstd level each block was compressed at: blocks are sealed fast when written and compressed
+# again, smaller, in the background (`json_blocks.recompress`); blocks stored before were sealed at 7.
+def _add_block_level(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE samples_json_blocks ADD COLUMN level INTEGER NOT NULL DEFAULT 7")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "samples, batches and batch_attempts tables", _create_v1),
     Migration(2, "storage_probe: the row the write check rewrites", _create_storage_probe),
@@ -274,6 +280,7 @@ MIGRATIONS: tuple[Migration, ...] = (
               _create_json_blocks),
     Migration(7, "samples_json dropped: the compressed blocks are the only ready JSON", _drop_json_table),
     Migration(8, "samples.question_key: the normalised question, unique", _add_question_key),
+    Migration(9, "samples_json_blocks.level: the zstd level of each block", _add_block_level),
 )
 LATEST = MIGRATIONS[-1].version
 

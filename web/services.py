@@ -2,7 +2,7 @@
 
 Building has no side effects beyond opening the database: no thread starts, no batch resumes,
 logging is untouched. `start()` launches the background work (the statistics frame and duplicate
-index warm-up, resuming unfinished batches); `close()` ends it within SHUTDOWN_SECONDS. Tests and
+index warm-up, compressing stored blocks again, resuming unfinished batches); `close()` ends it within SHUTDOWN_SECONDS. Tests and
 tools can build an app and never start anything.
 
 In PostgreSQL mode the services also join the cluster of servers on that database
@@ -24,6 +24,7 @@ from batch.manager import BatchManager
 from config.providers import AppConfig, load_config
 from config.settings import Settings
 from dataset.import_jobs import ImportJobs
+from dataset.recompress import Recompressor
 from dataset.stats import StatsFrame
 from fallback.limiter_state import ScopeState
 from generation.engine import GenerationEngine
@@ -48,6 +49,7 @@ class Services:
     quality: QualityService
     batches: BatchManager
     imports: ImportJobs
+    recompressor: Recompressor
     rotation: SampleTypeRotation = field(default_factory=SampleTypeRotation)
     demo: Any = None             # simulator.demo.DemoProviders in --demo mode
     started: float = field(default_factory=time.time)
@@ -71,15 +73,19 @@ class Services:
         batches = BatchManager(engine=engine, store=store, config=config, quality=quality,
                                simulated=demo is not None, cluster=cluster)
         imports = ImportJobs(store, quality, chunk_rows=settings.import_chunk_rows)
+        recompressor = Recompressor(store, idle_seconds=settings.recompress_idle_seconds,
+                                    cpu_share=settings.recompress_cpu_share)
         return cls(settings=settings, config=config, engine=engine, store=store, stats=StatsFrame(store),
-                   quality=quality, batches=batches, imports=imports, demo=demo, cluster=cluster,
-                   keeper=LeaseKeeper(cluster, batches) if cluster is not None else None)
+                   quality=quality, batches=batches, imports=imports, recompressor=recompressor, demo=demo,
+                   cluster=cluster, keeper=LeaseKeeper(cluster, batches) if cluster is not None else None)
 
     def start(self, *, resume_batches: bool = True) -> None:
-        """Background work: warm the statistics frame and the duplicate index; resume batches."""
+        """Background work: warm the statistics frame and the duplicate index; compress `/api/data`'s
+        blocks again in idle time (`dataset.recompress`); resume batches."""
         if self.warm_up is None:
             self.warm_up = threading.Thread(target=self._warm_up, name="warm-up", daemon=True)
             self.warm_up.start()
+            self.recompressor.start()
         if resume_batches:
             self.batches.resume_unfinished()
             if self.keeper is not None:
@@ -95,6 +101,7 @@ class Services:
         def left() -> float:
             return max(0.0, deadline - time.monotonic())
 
+        self.recompressor.stop(timeout=left())   # within one piece of input
         if self.keeper is not None:
             self.keeper.stop(timeout=min(1.0, left()))
         self.batches.shutdown(timeout=left())   # in PostgreSQL mode, hands the batch lease over
