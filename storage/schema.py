@@ -265,7 +265,8 @@ def _add_question_key(db: sqlite3.Connection) -> None:
 # Which zstd level each block was compressed at: blocks are sealed fast when written and compressed
 # again, smaller, in the background (`json_blocks.recompress`); blocks stored before were sealed at 7.
 def _add_block_level(db: sqlite3.Connection) -> None:
-    db.execute("ALTER TABLE samples_json_blocks ADD COLUMN level INTEGER NOT NULL DEFAULT 7")
+    if "level" not in _columns(db, "samples_json_blocks"):
+        db.execute("ALTER TABLE samples_json_blocks ADD COLUMN level INTEGER NOT NULL DEFAULT 7")
 
 
 MIGRATIONS: tuple[Migration, ...] = (

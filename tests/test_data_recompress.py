@@ -111,6 +111,7 @@ def test_a_stop_ends_the_work_within_one_piece(tmp_path, small_blocks, monkeypat
     store.close()
 
 
+@pytest.mark.sqlite_only   # PostgreSQL keeps no blocks (the array is compressed on the way)
 def test_the_server_compresses_blocks_again_once_writes_stop(make_app, small_blocks):
     app = make_app(RECOMPRESS_IDLE_SECONDS=0.05)
     services = app.extensions["services"]
