@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-from typing import Iterator
 
 import psycopg
 import pytest
@@ -11,18 +10,15 @@ from psycopg_pool import ConnectionPool
 from storage.coordination import BatchLeases, ServerRegistry, fence
 from storage.coordination import transactions
 from storage.coordination_schema import install
-from tests.postgres import postgres_url  # noqa: F401 - fixture
+from tests.postgres import postgres_url, shared_pool  # noqa: F401 - fixtures
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.postgres_only
 
 
 @pytest.fixture
-def pool(postgres_url: str) -> Iterator[ConnectionPool]:
-    with ConnectionPool(postgres_url, min_size=1, max_size=8, open=True, kwargs={'autocommit': True}) as pool:
-        with transactions(pool)() as db:
-            install(db)
-        yield pool
+def pool(shared_pool: ConnectionPool) -> ConnectionPool:
+    return shared_pool
 
 
 def leases(pool: ConnectionPool, server: str, seconds: float = 30) -> BatchLeases:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
 
 import psycopg
 import pytest
@@ -12,20 +11,16 @@ from errors import Category, Failure, Scope
 from fallback.health import HealthBoard
 from simulator.server import Reply, groq_error
 from storage.coordination import transactions
-from storage.coordination_schema import install
 from storage.shared_health import SharedHealthTable
 from tests.conftest import ManualClock, request
-from tests.postgres import postgres_url  # noqa: F401 - fixture
+from tests.postgres import postgres_url, shared_pool  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.postgres_only
 
 
 @pytest.fixture
-def table(postgres_url: str) -> Iterator[SharedHealthTable]:
-    with ConnectionPool(postgres_url, min_size=1, max_size=4, open=True, kwargs={'autocommit': True}) as pool:
-        with transactions(pool)() as db:
-            install(db)
-        yield SharedHealthTable(transactions(pool))
+def table(shared_pool: ConnectionPool) -> SharedHealthTable:
+    return SharedHealthTable(transactions(shared_pool))
 
 
 def failure(category: Category = Category.RATE_LIMIT) -> Failure:

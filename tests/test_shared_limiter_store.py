@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from psycopg_pool import ConnectionPool
 
 from storage.coordination import transactions
-from storage.coordination_schema import install
 from storage.shared_limiter import PostgresLimiterStore
-from tests.postgres import postgres_url  # noqa: F401 - fixture
+from tests.postgres import postgres_url, shared_pool  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.postgres_only
 
@@ -30,11 +29,8 @@ class Counter:
 
 
 @pytest.fixture
-def pool(postgres_url: str) -> Iterator[ConnectionPool]:
-    with ConnectionPool(postgres_url, min_size=2, max_size=10, open=True, kwargs={'autocommit': True}) as pool:
-        with transactions(pool)() as db:
-            install(db)
-        yield pool
+def pool(shared_pool: ConnectionPool) -> ConnectionPool:
+    return shared_pool
 
 
 def test_records_are_created_read_and_written(pool):
