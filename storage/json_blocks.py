@@ -34,6 +34,7 @@ except ImportError:
 BLOCK_ROWS = 1024          # rows per block: about 8 MB of JSON at 8 KB a row
 BLOCK_LEVEL = 7            # zstd level of the blocks (about 10 ms per 1,000 rows of 300 bytes, 0.2 s of 8 KB)
 ARCHIVE_LEVEL = 19         # ... and their level once compressed again in the background (about 1.5 MB/s)
+ARCHIVE_BLOCKS = 4         # ... merged then into blocks of up to this many blocks' rows (see `next_archive`)
 WINDOW_LOG = 23            # 8 MB: browsers refuse zstd windows beyond it
 RECOMPRESS_PIECE = 1 << 18  # bytes fed to the compressor at a time (a stop is noticed between pieces)
 STREAM_LEVEL = 1           # ... and of the rows compressed on the way
@@ -102,16 +103,41 @@ def stream_zstd(bodies: Iterator[bytes], level: int = STREAM_LEVEL) -> Iterator[
     yield zstd.compress(b"]", level=level)
 
 
-def below(db: sqlite3.Connection, level: int) -> tuple[int, bytes] | None:
-    """The first block compressed at less than `level`, as (first_seq, body); None if none is."""
-    return db.execute("SELECT first_seq, body FROM samples_json_blocks WHERE level < ? ORDER BY first_seq LIMIT 1",
-                      (level,)).fetchone()
+def _joined(db: sqlite3.Connection, block: tuple[int, int, int], after: tuple[int, int, int]) -> bool:
+    """Whether no row lies between two blocks (`block` then `after`, as (first_seq, last_seq, rows))."""
+    return db.execute("SELECT NOT EXISTS (SELECT 1 FROM samples_light WHERE seq > ? AND seq < ?)",
+                      (block[1], after[0])).fetchone()[0] == 1
 
 
-def recompress(body: bytes, level: int, stop: Callable[[], bool] = lambda: False) -> bytes | None:
-    """A block's body compressed again at `level` (one frame, window at most `WINDOW_LOG`), fed to
-    the compressor in pieces; None as soon as `stop()` says so."""
-    plain = zstd.decompress(body)
+def next_archive(db: sqlite3.Connection, level: int) -> list[tuple[int, bytes]]:
+    """The first run of blocks to compress again as one: blocks in order, grouped while they hold at
+    most `ARCHIVE_BLOCKS * BLOCK_ROWS` rows with no row between them; the first group of several
+    blocks, or of one below `level`, as [(first_seq, body)]; [] when every group is one block at `level`.
+    (A block's first rows are compressed with an empty window: in blocks of 4,096 rows of 8 KB, the
+    8 MB window is full for three quarters of them, and the array is 4% smaller than in blocks of 1,024.)"""
+    rows = ARCHIVE_BLOCKS * BLOCK_ROWS
+    group: list[tuple[int, int, int, int]] = []   # (first_seq, last_seq, rows, level)
+
+    def needs_work() -> bool:
+        return len(group) > 1 or (len(group) == 1 and group[0][3] < level)
+
+    for block in db.execute("SELECT first_seq, last_seq, rows, level FROM samples_json_blocks ORDER BY first_seq"):
+        if group and (sum(b[2] for b in group) + block[2] > rows or not _joined(db, group[-1][:3], block[:3])):
+            if needs_work():
+                break
+            group = []
+        group.append(tuple(block))
+    if not needs_work():
+        return []
+    marks = ", ".join("?" for _ in group)
+    return db.execute(f"SELECT first_seq, body FROM samples_json_blocks WHERE first_seq IN ({marks}) "
+                      "ORDER BY first_seq", [b[0] for b in group]).fetchall()
+
+
+def recompress(bodies: list[bytes], level: int, stop: Callable[[], bool] = lambda: False) -> bytes | None:
+    """Consecutive blocks' rows compressed again, as one block at `level` (one frame, window at most
+    `WINDOW_LOG`), fed to the compressor in pieces; None as soon as `stop()` says so."""
+    plain = b",".join(zstd.decompress(body) for body in bodies)
     compressor = zstd.ZstdCompressor(options={zstd.CompressionParameter.compression_level: level,
                                               zstd.CompressionParameter.window_log: WINDOW_LOG})
     compressor.set_pledged_input_size(len(plain))
@@ -124,11 +150,26 @@ def recompress(body: bytes, level: int, stop: Callable[[], bool] = lambda: False
     return b"".join(out)
 
 
-def replace(db: sqlite3.Connection, first_seq: int, old: bytes, new: bytes, level: int) -> bool:
-    """Inside a write transaction: store `new` (the same rows at `level`) in place of the block that
-    starts at `first_seq`, if that block still holds `old`; the smaller body is kept. Whether it did."""
-    return db.execute("UPDATE samples_json_blocks SET body = ?, level = ? WHERE first_seq = ? AND body = ?",
-                      (new if len(new) < len(old) else old, level, first_seq, old)).rowcount == 1
+def replace(db: sqlite3.Connection, old: list[tuple[int, bytes]], new: bytes, level: int) -> bool:
+    """Inside a write transaction: store `new` (the rows of the blocks `old`, [(first_seq, body)], at
+    `level`) in their place, if every one of them is still there as read; a single block keeps the
+    smaller body. Whether it did."""
+    for first_seq, body in old:
+        if db.execute("SELECT 1 FROM samples_json_blocks WHERE first_seq = ? AND body = ?",
+                      (first_seq, body)).fetchone() is None:
+            return False
+    if len(old) == 1:
+        body = old[0][1]
+        return db.execute("UPDATE samples_json_blocks SET body = ?, level = ? WHERE first_seq = ?",
+                          (new if len(new) < len(body) else body, level, old[0][0])).rowcount == 1
+    first, last = old[0][0], db.execute("SELECT last_seq FROM samples_json_blocks WHERE first_seq = ?",
+                                        (old[-1][0],)).fetchone()[0]
+    count = db.execute(f"SELECT sum(rows) FROM samples_json_blocks WHERE first_seq IN ({', '.join('?' for _ in old)})",
+                       [first_seq for first_seq, _ in old]).fetchone()[0]
+    db.executemany("DELETE FROM samples_json_blocks WHERE first_seq = ?", [(first_seq,) for first_seq, _ in old])
+    db.execute("INSERT INTO samples_json_blocks (first_seq, last_seq, rows, body, level) VALUES (?, ?, ?, ?, ?)",
+               (first, last, count, new, level))
+    return True
 
 
 def _pieces(db: sqlite3.Connection, rows: Rows) -> Iterator[tuple[bytes | None, list[bytes]]]:

@@ -425,24 +425,25 @@ class Store:
 
     def recompress_json_block(self, level: int = json_blocks.ARCHIVE_LEVEL,
                               stop: Callable[[], bool] = lambda: False) -> tuple[int, int] | None:
-        """Compress the first block below `level` again at `level` (`json_blocks.recompress`: slow,
+        """Compress the first blocks due (`json_blocks.next_archive`: a block below `level`, or
+        consecutive small blocks) again, as one block at `level` (`json_blocks.recompress`: slow,
         outside any transaction; the write that follows is short). Returns (bytes before, after; both
-        0 if stopped or if a change replaced the block meanwhile), or None when no block is left below
-        `level` (always on PostgreSQL, which keeps no blocks)."""
+        0 if stopped or if a change replaced a block meanwhile), or None when no block is due
+        (always on PostgreSQL, which keeps no blocks)."""
         if not self.dialect.json_blocks:
             return None
         with self.database.reading() as db:
-            found = json_blocks.below(db, level)
-        if found is None:
+            found = json_blocks.next_archive(db, level)
+        if not found:
             return None
-        first_seq, body = found
-        smaller = json_blocks.recompress(body, level, stop)
+        smaller = json_blocks.recompress([body for _, body in found], level, stop)
         if smaller is None:
             return 0, 0
         with self.database.transaction() as db:
-            if not json_blocks.replace(db, first_seq, body, smaller, level):
+            if not json_blocks.replace(db, found, smaller, level):
                 return 0, 0
-        return len(body), min(len(body), len(smaller))
+        before = sum(len(body) for _, body in found)
+        return before, min(before, len(smaller)) if len(found) == 1 else len(smaller)
 
     def random(self, count: int, filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         where, params = self._where(filters)

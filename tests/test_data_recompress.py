@@ -1,6 +1,6 @@
-"""`/api/data`'s blocks compressed again in idle time (`dataset.recompress`, `Store.recompress_json_block`):
-the array still decodes to the same rows, a change still drops and re-seals its block (never
-overwritten by a stale recompressed body), and a stop ends the work within one piece."""
+"""`/api/data`'s blocks compressed again in idle time (`dataset.recompress`, `Store.recompress_json_block`),
+consecutive ones merged: the array still decodes to the same rows, a change still drops and re-seals
+its block (never overwritten by a stale recompressed body), and a stop ends the work within one piece."""
 from __future__ import annotations
 
 import json
@@ -20,7 +20,7 @@ from dataset.recompress import Recompressor
 from storage import json_blocks
 from storage.store import Store
 from tests.conftest import wait_for
-from tests.test_data_blocks import expected, unpacked
+from tests.test_data_blocks import blocks, expected, unpacked
 from tests.test_store_copies import record
 
 
@@ -54,16 +54,53 @@ def test_recompressed_blocks_decode_to_the_same_rows_and_are_smaller(tmp_path, s
         assert worker.idle.wait(30)
     finally:
         worker.stop(5)
-    assert levels(store.path) == [(1, json_blocks.ARCHIVE_LEVEL), (5, json_blocks.ARCHIVE_LEVEL)]
-    assert worker.blocks == 2 and worker.saved_bytes > 0
-    assert len(b"".join(store.iter_json_zstd())) == before - worker.saved_bytes
+    assert blocks(store.path) == [(1, 8, 8)] and levels(store.path) == [(1, json_blocks.ARCHIVE_LEVEL)]   # one block now
+    assert worker.blocks == 1 and worker.saved_bytes > 0
+    comma = len(zstd.compress(b",", level=json_blocks.STREAM_LEVEL))   # the frame that joined the two blocks
+    assert len(b"".join(store.iter_json_zstd())) == before - worker.saved_bytes - comma
     assert unpacked(store) == expected(store)
     store.update("r2", {"answer": "Edited."})                    # still drops the block holding it
-    assert levels(store.path) == [(5, json_blocks.ARCHIVE_LEVEL)]
-    store.add_many([record("r10"), record("r11")])              # the next sealing write seals it again, fast
-    assert levels(store.path) == [(1, json_blocks.BLOCK_LEVEL), (5, json_blocks.ARCHIVE_LEVEL),
+    assert levels(store.path) == []
+    store.add_many([record("r10"), record("r11")])              # the next sealing write seals its rows again, fast
+    assert levels(store.path) == [(1, json_blocks.BLOCK_LEVEL), (5, json_blocks.BLOCK_LEVEL),
                                   (9, json_blocks.BLOCK_LEVEL)]
     assert unpacked(store)[2]["answer"] == "Edited." and unpacked(store) == expected(store)
+    store.close()
+
+
+def test_blocks_are_merged_up_to_the_archive_size_and_never_across_a_gap(tmp_path, small_blocks):
+    store = Store(tmp_path / "m.sqlite3")
+    store.add_many([record(f"r{i}") for i in range(24)])         # six blocks of 4 rows
+    assert [b[2] for b in blocks(store.path)] == [4] * 6
+    store.delete("r9")                                           # drops the third block: rows 9-12 lie loose
+    while store.recompress_json_block() is not None:
+        pass
+    assert blocks(store.path) == [(1, 8, 8), (13, 24, 12)]       # the loose rows keep the blocks apart
+    store.add_many([record(f"s{i}") for i in range(8)])          # seals rows 9-12 and two blocks after row 24
+    while store.recompress_json_block() is not None:
+        pass
+    # in order, as many rows as ARCHIVE_BLOCKS blocks hold at most: 8 + 3, then 12 + 4, then the last 4
+    assert blocks(store.path) == [(1, 12, 11), (13, 28, 16), (29, 32, 4)]
+    assert levels(store.path) == [(1, json_blocks.ARCHIVE_LEVEL), (13, json_blocks.ARCHIVE_LEVEL),
+                                  (29, json_blocks.ARCHIVE_LEVEL)]
+    assert unpacked(store) == expected(store)
+    store.close()
+
+
+def test_blocks_changed_while_they_are_merged_are_not_overwritten(tmp_path, small_blocks, monkeypatch):
+    store = Store(tmp_path / "g.sqlite3")
+    store.add_many([record(f"r{i}") for i in range(8)])          # two blocks
+    monkeypatch.setattr(json_blocks, "RECOMPRESS_PIECE", 64)
+    changed = []
+
+    def stop() -> bool:   # the second block's row is edited meanwhile; the first block is untouched
+        if not changed:
+            changed.append(store.update("r6", {"answer": "Edited meanwhile."}))
+        return False
+
+    assert store.recompress_json_block(stop=stop) == (0, 0)
+    assert blocks(store.path) == [(1, 4, 4)]                      # the first stays as it was, nothing merged
+    assert unpacked(store)[6]["answer"] == "Edited meanwhile." and unpacked(store) == expected(store)
     store.close()
 
 
@@ -119,7 +156,7 @@ def test_the_server_compresses_blocks_again_once_writes_stop(make_app, small_blo
     for i in range(9):
         assert client.post("/api/add", json=record(f"h{i}", question=f"Is clause {i} a penalty?")).status_code == 200
     wait_for(lambda: services.recompressor.idle.is_set() and levels(services.store.path) ==
-             [(1, json_blocks.ARCHIVE_LEVEL), (5, json_blocks.ARCHIVE_LEVEL)])
+             [(1, json_blocks.ARCHIVE_LEVEL)])
     plain = client.get("/api/data", headers={"Accept-Encoding": "identity"})
     packed = client.get("/api/data", headers={"Accept-Encoding": "zstd"})
     assert json.loads(zstd.decompress(packed.get_data())) == plain.get_json() and len(plain.get_json()) == 9
