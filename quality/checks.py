@@ -75,8 +75,9 @@ FLAGS: dict[str, FlagSpec] = {
 class Detector:
     """Phrases to find, case-insensitively, behind a cheap test on the lower-cased text.
 
-    Every phrase must contain one of the `triggers` (lower case); most texts contain none, so the
-    slower alternation of phrases only runs on the few that might match.
+    Every phrase must contain one of the `triggers` (lower case), where a trigger that starts with a
+    letter or digit starts a word (so "ucc" is not found in "succeeds"); most texts contain none, so
+    the slower alternation of phrases only runs on the few that might match.
     """
 
     triggers: tuple[str, ...]
@@ -84,7 +85,10 @@ class Detector:
     any_trigger: re.Pattern[str] = field(init=False, repr=False, compare=False)   # one pass over the text
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "any_trigger", re.compile("|".join(map(re.escape, self.triggers))))
+        words = [re.escape(t) for t in self.triggers if t[:1].isalnum()]
+        others = [re.escape(t) for t in self.triggers if not t[:1].isalnum()]
+        alternatives = ([rf"\b(?:{'|'.join(words)})"] if words else []) + others
+        object.__setattr__(self, "any_trigger", re.compile("|".join(alternatives)))
 
     @classmethod
     def of(cls, triggers: tuple[str, ...], *phrases: str) -> Detector:

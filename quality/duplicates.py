@@ -128,10 +128,21 @@ def _permutations(num_perm: int):  # noqa: ANN202 - datasketch's array type
     return MinHash(num_perm=num_perm, seed=1).permutations
 
 
-def _minhash(hashes: array, num_perm: int) -> MinHash:
-    sketch = MinHash(num_perm=num_perm, hashfunc=int, permutations=_permutations(num_perm), scheme="affine32")
+_sketches = threading.local()   # one MinHash per thread and size, cleared for each question
+
+
+def _minhash(hashes: array, num_perm: int) -> np.ndarray:
+    """The MinHash values of these feature hashes. A sketch is reused (`clear`), not built: building
+    one costs more than hashing a question's features into it."""
+    by_size = _sketches.__dict__.setdefault("by_size", {})
+    sketch = by_size.get(num_perm)
+    if sketch is None:
+        sketch = by_size[num_perm] = MinHash(num_perm=num_perm, hashfunc=int, permutations=_permutations(num_perm),
+                                             scheme="affine32")
+    else:
+        sketch.clear()
     sketch.update_batch(hashes)
-    return sketch
+    return sketch.hashvalues   # a new array each time: `clear` and `update_batch` replace it, never change it
 
 
 def jaccard(a: Iterable[int], b: array) -> float:
@@ -156,9 +167,9 @@ class _BandIndex:
         self.bands, self.rows = bands, rows
         self._tables: list[dict[int, int | array]] = [{} for _ in range(bands)]
 
-    def keys(self, sketch: MinHash) -> list[int]:
-        """One 32-bit hash per band of the signature."""
-        data = sketch.hashvalues.tobytes()
+    def keys(self, values: np.ndarray) -> list[int]:
+        """One 32-bit hash per band of the signature (its MinHash values)."""
+        data = values.tobytes()
         width = len(data) // self.bands
         return [zlib.crc32(data[start:start + width]) for start in range(0, width * self.bands, width)]
 
@@ -264,9 +275,9 @@ class DuplicateIndex:
         hashes = _feature_hashes(_terms(folded))
         if not hashes:
             return _Probe(_exact_key(folded), hashes, frozenset(), None, None)
-        sketch = _minhash(hashes, self._num_perm)
-        signature = sketch.hashvalues.astype(np.uint16)   # the low 16 bits
-        return _Probe(_exact_key(folded), hashes, frozenset(hashes), self._lsh.keys(sketch), signature)
+        values = _minhash(hashes, self._num_perm)
+        signature = values.astype(np.uint16)   # the low 16 bits
+        return _Probe(_exact_key(folded), hashes, frozenset(hashes), self._lsh.keys(values), signature)
 
     def _slot(self, sample_id: str, signature: np.ndarray | None) -> int:
         """Under the lock: a free slot, now `sample_id`'s, its row of the signature table holding `signature`."""

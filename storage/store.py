@@ -548,10 +548,12 @@ class Store:
         with self.database.reading() as db:
             if dialect.any_damaged and db.execute(dialect.any_damaged).fetchone()[0]:
                 return None   # (an index holds just the damaged rows: this costs nothing)
-            expressions = [dialect.flags_json if f == "quality_flags" else f for f in fields]
-            expressions += [dialect.length_of(f) for f in lengths.values()]
-            row = db.execute(dialect.column_arrays(expressions)).fetchone()
-        return dict(zip([*fields, *lengths], row))
+            plain = [f for f in fields if f != "quality_flags"]
+            texts = ["quality_flags"] if "quality_flags" in fields else []
+            expressions = [*plain, *(dialect.length_of(f) for f in lengths.values())]
+            row = db.execute(dialect.column_arrays(expressions, [dialect.flags_json] * len(texts))).fetchone()
+        arrays = dict(zip([*plain, *lengths, *texts], row))
+        return {name: arrays[name] for name in [*fields, *lengths]}
 
     def damaged_rows(self, limit: int = 100) -> dict[str, Any]:
         """Rows holding values of the wrong type (written by older versions, or by hand): reads

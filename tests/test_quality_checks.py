@@ -7,6 +7,7 @@ import pytest
 
 from config.catalog import LEVELS, SAMPLE_TYPES
 from quality import FLAGS, DuplicateIndex, assess, boilerplate_phrases, refusal_phrases, us_law_signals
+from quality.checks import US_LAW, US_TERMS
 
 QUESTION = ("Priya Shah slipped on an unlit staircase while visiting a friend's flat in a block managed by "
             "Northgate Homes Ltd. Is Northgate liable to her, and on what basis?")
@@ -155,3 +156,11 @@ def test_phrase_detection_ignores_case_and_respects_word_boundaries() -> None:
                                                                            "I must decline"]
     assert us_law_signals("The PLAINTIFFS sued.")[1] == ["PLAINTIFFS"]
     assert us_law_signals("Plaintiffsville is a town; the federally funded scheme ended.") == ([], [])
+
+
+def test_a_trigger_inside_a_word_does_not_start_the_phrase_search():
+    """Triggers that start with a letter match at a word's start only: "ucc" (for UCC) is not in
+    "succeeds", so the slow phrase search is skipped; the phrases are still found where they are."""
+    assert US_LAW.any_trigger.search("the claimant succeeds; success is likely") is None
+    assert US_LAW.find("Under the UCC, and 42 U.S.C. § 1983, the claim succeeds.") == ["UCC", "U.S.C."]
+    assert US_TERMS.find("See § 1983.") == ["§"]
