@@ -8,8 +8,10 @@
   same data, with the import's rows/s.
 
 Run: `make bench`, or `.venv/bin/python bench/data_bench.py [rows ...] [--reads | --memory] [--no-full]
-[--row-bytes=8000]` (default 1000 10000 100000, reads then memory). `--no-full` skips the full
-array (at 1,000,000 rows of 8 KB: 8 GB); `--row-bytes` sets the rows' size.
+[--no-recompress] [--row-bytes=8000]` (default 1000 10000 100000, reads then memory). `--no-full`
+skips the full array (at 1,000,000 rows of 8 KB: 8 GB); `--no-recompress` reads it without the
+background recompression (which the reads otherwise wait for: at 1,000,000 rows it would take
+hours), with the blocks as sealed; `--row-bytes` sets the rows' size.
 
 Rows for the reads are the fake providers' samples (`simulator.content`: legal-sounding questions,
 answers, reasoning and citations of about 3 KB, each made afresh), each answer padded to about 8 KB
@@ -31,8 +33,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
+from typing import Callable
 
+import brotli
 import httpx
 
 from import_bench import lines as import_lines   # sibling scripts: bench/ is on sys.path when run
@@ -40,6 +45,7 @@ from config.catalog import DIFFICULTIES, SAMPLE_TYPES, TOPICS
 from generation.prompts import SampleSpec, build_messages
 from simulator.content import make_sample
 from store_bench import fill
+from storage import json_blocks
 from storage.store import Store, new_sample_id
 
 try:
@@ -76,12 +82,12 @@ def padded(records: list[dict], rng: random.Random, size: int = 8000) -> list[di
 class Server:
     """`python -m api_server` on a free port over `data_dir`, without provider keys."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, **settings: str):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-        env.update(DATA_DIR=str(data_dir), PORT=str(self.port), HOST="127.0.0.1", MAX_BODY_BYTES=str(1 << 30))
+        env.update(DATA_DIR=str(data_dir), PORT=str(self.port), HOST="127.0.0.1", MAX_BODY_BYTES=str(1 << 30), **settings)
         self.started = time.perf_counter()
         self.log = data_dir / "server.log"
         with self.log.open("ab") as log:
@@ -140,30 +146,55 @@ class Server:
         self.process.wait(timeout=60)
 
 
-def full_array(base: str, encoding: str | None) -> tuple[float, int, int]:
-    """Seconds to receive the whole array, bytes on the wire, and bytes decoded (checked to be JSON)."""
-    headers = {"Accept-Encoding": encoding or "identity"}
-    started = time.perf_counter()
-    parts = []
-    with httpx.stream("GET", base + "/api/data", headers=headers, timeout=600) as response:
-        assert response.status_code == 200
-        assert response.headers.get("Content-Encoding", "identity") == (encoding or "identity")
-        for raw in response.iter_raw():
-            parts.append(raw)
-    elapsed = time.perf_counter() - started
-    wire = sum(map(len, parts))
-    body = b"".join(parts)
-    del parts
+class _Frames:
+    """zstd over several frames, decoded as a stream (a decompressor ends with its frame)."""
+
+    def __init__(self):
+        self.decompressor = zstd.ZstdDecompressor()
+
+    def __call__(self, chunk: bytes) -> bytes:
+        out = []
+        while chunk:
+            out.append(self.decompressor.decompress(chunk))
+            if not self.decompressor.eof:
+                break
+            chunk = self.decompressor.unused_data
+            self.decompressor = zstd.ZstdDecompressor()
+        return b"".join(out)
+
+
+def _decoder(encoding: str | None) -> Callable[[bytes], bytes]:
+    """A streaming decoder for a Content-Encoding."""
     if encoding == "zstd":
-        body = zstd.decompress(body)
-    elif encoding == "gzip":
-        import gzip
-        body = gzip.decompress(body)
-    elif encoding == "br":
-        import brotli
-        body = brotli.decompress(body)
-    assert body[:1] == b"[" and body[-1:] == b"]"
-    return elapsed, wire, len(body)
+        return _Frames()
+    if encoding == "gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress
+    if encoding == "br":
+        return brotli.Decompressor().process
+    return lambda chunk: chunk
+
+
+def full_array(base: str, encoding: str | None) -> tuple[float, int, int]:
+    """Seconds to receive the whole array, bytes on the wire, and bytes decoded (checked to be one
+    JSON array). The body is spooled to a file as it arrives and decoded from it afterwards, in
+    pieces: at 1,000,000 rows it is gigabytes."""
+    headers = {"Accept-Encoding": encoding or "identity"}
+    with tempfile.TemporaryFile() as spool:
+        started = time.perf_counter()
+        with httpx.stream("GET", base + "/api/data", headers=headers, timeout=3600) as response:
+            assert response.status_code == 200
+            assert response.headers.get("Content-Encoding", "identity") == (encoding or "identity")
+            for raw in response.iter_raw():
+                spool.write(raw)
+        elapsed = time.perf_counter() - started
+        wire = spool.tell()
+        spool.seek(0)
+        decode, decoded, first, last = _decoder(encoding), 0, b"", b""
+        while raw := spool.read(1 << 20):
+            if piece := decode(raw):
+                first, last, decoded = first or piece[:1], piece[-1:], decoded + len(piece)
+    assert first == b"[" and last == b"]"
+    return elapsed, wire, decoded
 
 
 def timed_ms(client: httpx.Client, method: str, path: str, repeat: int = 5, **kwargs) -> float:
@@ -176,7 +207,7 @@ def timed_ms(client: httpx.Client, method: str, path: str, repeat: int = 5, **kw
     return best
 
 
-def reads(rows: int, full: bool, row_bytes: int) -> None:
+def reads(rows: int, full: bool, row_bytes: int, recompress: bool = True) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         store = Store(data_dir / "dataset.sqlite3")
@@ -188,7 +219,7 @@ def reads(rows: int, full: bool, row_bytes: int) -> None:
         size_mb = (data_dir / "dataset.sqlite3").stat().st_size / 1e6
         print(f"\n{rows:,} rows of about {row_bytes:,} characters ({size_mb:,.0f} MB database, written in "
               f"{time.perf_counter() - started:.0f} s)", flush=True)
-        server = Server(data_dir)
+        server = Server(data_dir, **({} if recompress else {"RECOMPRESS_CPU_SHARE": "0"}))
         try:
             with httpx.Client(base_url=server.base, timeout=600) as client:
                 cpu = server.cpu_seconds()
@@ -201,9 +232,13 @@ def reads(rows: int, full: bool, row_bytes: int) -> None:
                 rss = server.settled_rss_mb()
                 print(f"  warm-up: {'; '.join(server.warm_up())}; server RSS then {rss:,.0f} MB")
                 if full:
-                    recompressed = server.wait_for("recompress: ", limit=3600)
-                    print(f"  background recompression: {recompressed or 'not finished within an hour'}; server RSS then "
-                          f"{server.rss_mb():,.0f} MB", flush=True)
+                    if recompress:
+                        recompressed = server.wait_for("recompress: ", limit=3600)
+                        print(f"  background recompression: {recompressed or 'not finished within an hour'}; server "
+                              f"RSS then {server.rss_mb():,.0f} MB", flush=True)
+                    else:
+                        print("  background recompression off (RECOMPRESS_CPU_SHARE=0): the blocks as sealed, at "
+                              f"level {json_blocks.BLOCK_LEVEL}", flush=True)
                     for encoding in (None, "zstd", "br", "gzip"):
                         cpu = server.cpu_seconds()
                         elapsed, wire, decoded = full_array(server.base, encoding)
@@ -266,7 +301,7 @@ if __name__ == "__main__":
     row_bytes = next((int(a.split("=", 1)[1]) for a in args if a.startswith("--row-bytes=")), 8000)
     for n in sizes:
         if "--memory" not in args:
-            reads(n, full="--no-full" not in args, row_bytes=row_bytes)
+            reads(n, full="--no-full" not in args, row_bytes=row_bytes, recompress="--no-recompress" not in args)
     for n in sizes:
         if "--reads" not in args:
             memory(n)
