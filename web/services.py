@@ -84,8 +84,7 @@ class Services:
         blocks again in idle time (`dataset.recompress`); resume batches."""
         if self.warm_up is None:
             self.warm_up = threading.Thread(target=self._warm_up, name="warm-up", daemon=True)
-            self.warm_up.start()
-            self.recompressor.start()
+            self.warm_up.start()   # (it starts the recompression once the statistics frame is ready)
         if resume_batches:
             self.batches.resume_unfinished()
             if self.keeper is not None:
@@ -117,8 +116,9 @@ class Services:
         """The statistics frame first (the dashboard asks for it at once), then the duplicate index
         (generation waits for it; at 100,000 samples it takes seconds), then a look for rows an
         older version stored with values of the wrong type (reported, repaired when read); between them
-        the compressed blocks of rows stored before they were kept (`Store.seal_json`). One step
-        failing is logged and never stops the next: the index above all must be built."""
+        the compressed blocks of rows stored before they were kept (`Store.seal_json`). The background
+        recompression starts after the frame, whose load it would otherwise slow. One step failing
+        is logged and never stops the next: the index above all must be built."""
         for step, work in (("statistics frame", self.stats.frame), ("duplicate index", self.quality.build),
                            ("compressed blocks", lambda: self.store.seal_json(force=True)),
                            ("damaged-row scan", self._report_damaged_rows)):
@@ -129,6 +129,8 @@ class Services:
                 log.exception("warm-up: the %s failed; the server goes on without it", step)
             else:
                 log.info("warm-up: %s ready in %.2f s", step, time.perf_counter() - started)
+            if step == "statistics frame":
+                self.recompressor.start()
 
     def _report_damaged_rows(self) -> None:
         damaged = self.store.damaged_rows(limit=20)
