@@ -3,7 +3,8 @@
 Blocks are sealed at a fast zstd level when rows are written; the archive level saves about 20% of
 the bytes on the wire but runs at 1-2 MB/s, so it runs here instead: one thread, at the lowest
 scheduling priority (Linux: its own nice value), only after `idle_seconds` without a write, one block
-at a time, resting after each block so that it uses at most `cpu_share` of one core. zstd releases
+at a time (consecutive blocks merged into one: `storage.json_blocks.next_archive`), resting after each
+so that it uses at most `cpu_share` of one core. zstd releases
 the GIL while it compresses, so requests are not held up. `stop()` ends it within one piece of input
 (a fraction of a second); a block left half done is simply done again at the next start.
 

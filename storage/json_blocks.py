@@ -12,11 +12,15 @@ schema migration 6); `seal` rebuilds it with the next write that finds enough ro
 block (until then those rows are encoded and compressed on the way: correct, a little slower).
 
 Sealing at `BLOCK_LEVEL` keeps writes fast; `ARCHIVE_LEVEL` compresses about 20% smaller but at
-1-2 MB/s, too slow for a write. So each block is compressed again later, at `ARCHIVE_LEVEL`, off the
-write path (`recompress`, driven by `dataset.recompress` in idle time): the compression runs outside
-any transaction, and the new body replaces the block only if the block is still the one it read
-(`replace`: a change meanwhile dropped or rebuilt it, so nothing stale is ever stored). Windows stay
+1-2 MB/s, too slow for a write. So blocks are compressed again later, at `ARCHIVE_LEVEL`, off the
+write path (`recompress`, driven by `dataset.recompress` in idle time), consecutive ones merged into
+one of up to `ARCHIVE_BLOCKS` blocks' rows (`next_archive`): a frame starts with an empty window, so
+longer frames keep the window full for more of their rows. The compression runs outside any
+transaction, and the new body replaces the blocks only if they are still the ones it read
+(`replace`: a change meanwhile dropped or rebuilt one, so nothing stale is ever stored). Windows stay
 at most 8 MB (`WINDOW_LOG`), the most a browser's zstd decoder accepts (RFC 8878, section 3.1.1.1.2).
+A change drops the whole merged block holding its row; its rows are sealed again at `BLOCK_LEVEL`
+(by the next write that seals) and merged again in idle time.
 
 Why our own: neither flask-compress nor a cache can send part of a response pre-compressed; this
 keeps the compressed bytes next to the rows they stand for, in the same transactions.
