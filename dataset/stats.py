@@ -90,7 +90,7 @@ class StatsFrame:
         self._frame: pl.DataFrame | None = None
         self._pending: dict[str, dict[str, Any]] = {}
         self._removed: set[str] = set()
-        self._ids: set[str] = set()            # ids in the frame or pending
+        self._id_set: set[str] | None = set()   # ids in the frame or pending (None: not built yet)
         self._cache: dict[str, tuple[int, Any]] = {}
         store.on_change(self._apply)
 
@@ -98,21 +98,28 @@ class StatsFrame:
         with self._lock:
             if self._frame is None:
                 return  # not loaded yet: the load will read the committed row
+            ids = self._ids()
             for record in change.records:
                 sample_id = record["id"]
-                if change.kind == "add" and sample_id in self._ids:
+                if change.kind == "add" and sample_id in ids:
                     continue  # committed before the load's snapshot, so already in the frame
-                if sample_id in self._ids:  # an update replaces the row the frame has
+                if sample_id in ids:  # an update replaces the row the frame has
                     self._removed.add(sample_id)
-                self._ids.add(sample_id)
+                ids.add(sample_id)
                 self._pending[sample_id] = light_row(record)
             for sample_id in change.ids:
-                if sample_id in self._ids:
-                    self._ids.discard(sample_id)
+                if sample_id in ids:
+                    ids.discard(sample_id)
                     self._removed.add(sample_id)
                     self._pending.pop(sample_id, None)
             if len(self._pending) >= PENDING_ROWS:   # a long import: fold the rows in now, not as dicts
                 self.frame()
+
+    def _ids(self) -> set[str]:
+        """Under the lock, with the frame loaded: the ids in the frame or pending."""
+        if self._id_set is None:
+            self._id_set = set(self._frame["id"].to_list())
+        return self._id_set
 
     def _load(self) -> pl.DataFrame:
         arrays = self.store.column_arrays(LOAD_FIELDS, lengths=LOAD_LENGTHS)
@@ -129,7 +136,7 @@ class StatsFrame:
         with self._lock:
             if self._frame is None:
                 self._frame = self._load()
-                self._ids = set(self._frame["id"].to_list())
+                self._id_set = None   # built at the first change: the first statistics need not wait for it
                 self._pending.clear()
                 self._removed.clear()
             elif self._pending or self._removed:
