@@ -17,6 +17,7 @@ import os
 import threading
 import time
 
+from dataset import memory
 from storage.store import Change, Store
 
 log = logging.getLogger("dataset")
@@ -96,6 +97,8 @@ class Recompressor:
         else:
             return
         self._passes += 1
+        if self.blocks > blocks:   # the compressors' tables (tens of MB at level 19) go back to the system
+            memory.release()
         if self.blocks > blocks or self._passes == 1:   # the first pass always says it is done
             log.info("recompress: %d blocks compressed again in %.1f s (CPU %.1f s), %.1f MB smaller",
                      self.blocks - blocks, time.monotonic() - started, self.cpu_seconds - cpu,
