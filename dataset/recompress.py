@@ -34,6 +34,7 @@ class Recompressor:
         self._wake = threading.Event()
         self._last_write = 0.0
         self._lock = threading.Lock()   # orders a write's "not idle" against a pass's "idle"
+        self._life = threading.Lock()   # orders start against stop
         self._thread: threading.Thread | None = None
         self._passes = 0
         self.blocks = 0              # blocks compressed again since start
@@ -42,18 +43,22 @@ class Recompressor:
         self.idle = threading.Event()   # set while no block is left to compress (tests and benches wait on it)
 
     def start(self) -> None:
-        if self._thread is not None or self.cpu_share <= 0:
-            return
-        self.store.on_change(self._changed)
-        self._wake.set()
-        self._thread = threading.Thread(target=self._run, name="recompress", daemon=True)
-        self._thread.start()
+        """Start the thread (once; never after `stop`). Another thread may call it (the warm-up does)."""
+        with self._life:
+            if self._thread is not None or self.cpu_share <= 0 or self._stop.is_set():
+                return
+            self.store.on_change(self._changed)
+            self._wake.set()
+            self._thread = threading.Thread(target=self._run, name="recompress", daemon=True)
+            self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        with self._life:   # a start under way finishes first: its thread is joined, not left unstarted
+            self._stop.set()
+            self._wake.set()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
 
     def _changed(self, change: Change) -> None:
         with self._lock:

@@ -148,6 +148,43 @@ def test_a_stop_ends_the_work_within_one_piece(tmp_path, small_blocks, monkeypat
     store.close()
 
 
+def test_a_stop_while_the_worker_is_starting_waits_for_it(tmp_path, monkeypatch):
+    """The warm-up thread starts the worker while a shutdown may stop it: the stop waits for the
+    start (without the lock it would join a thread not yet started, a RuntimeError), and a start
+    after a stop does nothing."""
+    store = Store(tmp_path / "l.sqlite3")
+    worker = Recompressor(store, idle_seconds=0, cpu_share=1.0)
+    entered, release, errors = threading.Event(), threading.Event(), []
+
+    def stopping() -> None:
+        try:
+            worker.stop(timeout=5)
+        except Exception as exc:   # noqa: BLE001 - what the test looks for
+            errors.append(exc)
+
+    starter, stopper = threading.Thread(target=worker.start), threading.Thread(target=stopping)
+
+    class SlowStart(threading.Thread):
+        def start(self) -> None:
+            entered.set()
+            release.wait(5)
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", SlowStart)
+    starter.start()
+    assert entered.wait(5)
+    stopper.start()
+    stopper.join(0.5)          # without the lock, the stop has failed by now
+    release.set()
+    starter.join(5)
+    stopper.join(5)
+    assert errors == [] and not stopper.is_alive() and not worker._thread.is_alive()
+    monkeypatch.undo()
+    worker.start()             # after a stop: nothing
+    assert not worker._thread.is_alive()
+    store.close()
+
+
 @pytest.mark.sqlite_only   # PostgreSQL keeps no blocks (the array is compressed on the way)
 def test_the_server_compresses_blocks_again_once_writes_stop(make_app, small_blocks):
     app = make_app(RECOMPRESS_IDLE_SECONDS=0.05)
