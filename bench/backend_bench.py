@@ -3,7 +3,8 @@ statistics use, the first statistics after start-up, the stats endpoints, search
 
 Run: `.venv/bin/python bench/backend_bench.py [rows ...]` (default 100000 1000000). PostgreSQL is
 measured when BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres) answers:
-a database `uklaw_bench_<random>` is created there and dropped at the end. Figures print as they
+a database `uklaw_bench_<random>` is created there and dropped at the end. BENCH_BACKENDS
+(default `sqlite,postgresql`) picks the backends. Figures print as they
 are measured (1M rows take minutes per backend). Rows are the simulator's samples (about 1.5 KB
 of text each), each question unique.
 """
@@ -117,10 +118,12 @@ def measure(backend: str, rows: int, settings: Settings) -> None:
 
 def main() -> None:
     sizes = [int(a) for a in sys.argv[1:]] or [100_000, 1_000_000]
+    backends = os.environ.get("BENCH_BACKENDS", "sqlite,postgresql").split(",")
     for rows in sizes:
-        with tempfile.TemporaryDirectory() as tmp:
-            measure("sqlite", rows, Settings.from_env({}, data_dir=Path(tmp)))
-        made = postgres_database()
+        if "sqlite" in backends:
+            with tempfile.TemporaryDirectory() as tmp:
+                measure("sqlite", rows, Settings.from_env({}, data_dir=Path(tmp)))
+        made = postgres_database() if "postgresql" in backends else None
         if made is not None:
             name, url = made
             try:
