@@ -124,6 +124,14 @@ class Store:
     def size_bytes(self) -> int:
         return self.database.size_bytes()
 
+    def check_reachable(self) -> None:
+        """PostgreSQL: raise `DatabaseUnreachable` while the database server is known to be away
+        (no query is made otherwise), before answering from memory what the database would say.
+        SQLite: nothing (a local file)."""
+        check = getattr(self.database, "check_reachable", None)
+        if check is not None:
+            check()
+
     def describe(self) -> dict[str, Any]:
         """The backend and where its data lives (never a password), for /api/health."""
         return self.database.describe()
