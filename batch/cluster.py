@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from storage.coordination import BatchLeases, Connect, ServerRegistry, server_id
+from storage.outage import Outage
 
 log = logging.getLogger("batch")
 
@@ -72,7 +73,7 @@ class LeaseKeeper:
         self.manager = manager
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._failing = False
+        self._outage = Outage(log, "cluster: the database (heartbeat and batch lease)")
 
     def start(self) -> None:
         self.step()   # registered (and a waiting batch taken over) before the server answers
@@ -90,19 +91,13 @@ class LeaseKeeper:
 
     def step(self) -> None:
         """One round: heartbeat, renew or take over, publish. A database failure is logged once
-        per outage and retried at the next tick; the lease runs out meanwhile (see `renew`)."""
+        per outage (by the database itself when it is away) and retried at the next tick; the
+        lease runs out meanwhile (see `renew`)."""
         try:
             self.cluster.registry.heartbeat(self.cluster.address)
             self.manager.keep_leases()
-            self._recovered()
         except Exception as exc:  # noqa: BLE001 - the keeper must outlive an outage; say so once
             self.manager.lease_unreachable(time.monotonic())
-            if not self._failing:
-                log.warning("cluster: cannot reach the database to renew leases (%s); retrying every %.2fs",
-                            exc, self.cluster.tick)
-                self._failing = True
-
-    def _recovered(self) -> None:
-        if self._failing:
-            log.warning("cluster: the database answers again")
-            self._failing = False
+            self._outage.failed(exc, "renewing leases")
+        else:
+            self._outage.worked()

@@ -279,7 +279,14 @@ class BatchRun:
         assert slot is not None
         with self.lock:
             self.state.current_sample = slot.topic.label
-        outcome = self._generate(slot)
+        try:
+            outcome = self._generate(slot)
+        except WriteFailed as exc:   # PostgreSQL away: the engine's shared state cannot be reached
+            self._release(claim)
+            with self.lock:
+                self._storage_failed(exc)
+                self._save()
+            return
         if outcome is None:   # abandoned by a shutdown: the answer is dropped, nothing is written
             self._release(claim)
             return

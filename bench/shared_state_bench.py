@@ -6,10 +6,13 @@ and dropped at the end). Skipped, saying why, when PostgreSQL does not answer.
 
 1. Reserve/settle cost per generation in PostgreSQL mode: what the router does around one call
    besides the call itself — `health.blocked` (shared cooldowns, read back at most every 0.25 s),
-   the limiter's `reserve`, then `settle` and `observe` (each one transaction locking the model's
-   and the provider's rows FOR UPDATE) — timed per generation, p50/p95/mean in ms: one thread
-   alone, then 3 "servers" (each its own pool) x 4 threads on the same model at once, when the
-   rows queue. Target: < 5 ms per generation.
+   the completion budget (the other servers' answers read back at most every 1 s), the limiter's
+   `reserve`, then `settle` and `observe` (each one transaction locking the model's and the
+   provider's rows FOR UPDATE) and the answer's tokens appended to the shared budget samples —
+   timed per generation, p50/p95/mean in ms: one thread alone, then 3 "servers" (each its own
+   pool) x 4 threads on the same model at once, when the rows queue. Target: < 5 ms per
+   generation. Then what an unproven model's half-open probe adds (claim and release, one
+   conditional upsert and one delete), paid only until the model first answers.
 2. Three real servers (`python -m api_server` processes) on one database and one fake provider
    that allows LIMIT requests per WINDOW seconds (the limiter's minute is shortened to WINDOW by
    `engine.pacing.time_scale`); each server's 4 client threads run single generations for
@@ -34,15 +37,18 @@ import httpx
 
 from config.providers import Limits, PacingConfig
 from errors import Category, Failure, Scope
-from fallback.health import HealthBoard
+from fallback.budgets import CompletionBudgets
+from fallback.health import OWNED, HealthBoard
 from fallback.limiter import RateLimiter
 from fallback.limiter_state import ScopeState
 from providers.headers import read_rate_limits
 from simulator.server import FakeProviderServer
 from storage.coordination import shared_connect
 from storage.postgres import PostgresDatabase
+from storage.shared_budgets import SharedBudgetSamples
 from storage.shared_health import SharedHealthTable
 from storage.shared_limiter import PostgresLimiterStore
+from storage.shared_probes import SharedProbes
 
 # what a Groq answer's headers say (plenty left), as the router passes them on every success
 READINGS = read_rate_limits({"x-ratelimit-limit-requests": "14400", "x-ratelimit-remaining-requests": "14000",
@@ -71,7 +77,9 @@ class Server:
         self.database = PostgresDatabase(url, max_size=THREADS + 2, server=name)
         connect = shared_connect(self.database)
         self.health = HealthBoard()
-        self.health.share(SharedHealthTable(connect))
+        self.health.share(SharedHealthTable(connect), probes=SharedProbes(connect, name, seconds=60))
+        self.budgets = CompletionBudgets(PacingConfig())
+        self.budgets.share(SharedBudgetSamples(connect))
         self.limiter = RateLimiter({("groq", "m"): Limits(rpm=10**9, tpm=10**12)}, time.time, PacingConfig(),
                                    store=PostgresLimiterStore(connect, ScopeState.from_dict))
 
@@ -79,10 +87,19 @@ class Server:
         """What the router does around one call, in seconds."""
         started = time.perf_counter()
         assert self.health.blocked("groq", "m", "fp") is None
-        reservation = self.limiter.reserve("groq", "m", 2400)
+        budget = self.budgets.budget("groq", "m", 256, 4096)
+        reservation = self.limiter.reserve("groq", "m", 400 + budget)
         assert not isinstance(reservation, float), reservation
         self.limiter.settle(reservation, 1900)
         self.limiter.observe("groq", "m", READINGS, reservation.tokens)
+        self.budgets.observe("groq", "m", 1500, False, budget)
+        return time.perf_counter() - started
+
+    def probe(self, model: str) -> float:
+        """Claim and release an unproven model's half-open probe, in seconds."""
+        started = time.perf_counter()
+        assert self.health.claim_probe("groq", model) == OWNED
+        self.health.end_probe("groq", model)
         return time.perf_counter() - started
 
 
@@ -119,6 +136,8 @@ def reserve_settle(url: str) -> None:
     elapsed = time.perf_counter() - started
     say(f"   {SERVERS} servers x {THREADS} threads, one model: {describe(times)}; "
         f"{len(times) / elapsed:.0f} generations/s through the shared rows")
+    probes = [servers[0].probe(f"unproven-{n}") for n in range(ROUNDS // 4)]
+    say(f"   half-open probe claim + release (unproven models only): {describe(probes)}")
     for server in servers:
         server.database.close()
 

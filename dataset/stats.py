@@ -151,7 +151,9 @@ class StatsFrame:
             return self._frame
 
     def cached(self, key: str, compute: Callable[[pl.DataFrame], Any]) -> Any:
-        """`compute(frame)`, reused until the store changes."""
+        """`compute(frame)`, reused until the store changes; `DatabaseUnreachable` while the
+        PostgreSQL server is away (the frame could not follow other servers' writes)."""
+        self.store.check_reachable()
         version = self.store.version
         with self._lock:
             hit = self._cache.get(key)

@@ -30,17 +30,32 @@ previous answer was cut off too.
 The prompt's size is estimated offline (characters per token); each provider's answers report
 the real count, and `prompt_scale` (a moving average of real / estimated, between 0.5 and 2)
 corrects the estimate the limiter reserves.
+
+In PostgreSQL mode (`share(samples)`) the answers are pooled by every server on the database: each
+answer's completion tokens are also appended to `budget_samples` (`storage.shared_budgets`), and
+the other servers' are read back, incrementally, at most every `refresh_seconds` (1 s) by the
+first budget asked for after that, so all servers learn from one sample. Floors after a cut-off,
+prompt scales and counts of cut-offs stay per server. If the database cannot be reached, the
+budgets go on with what this server knows (logged once).
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from config.providers import PacingConfig
 from fallback.metrics import percentile
+from storage.outage import Outage
+from storage.shared_budgets import SharedBudgetSamples
+
+log = logging.getLogger("fallback")
+
+PRUNE_EVERY = 64    # this server's shared appends between two prunes of a model's old samples
 
 
 @dataclass
@@ -59,12 +74,72 @@ class CompletionBudgets:
         self._prompt_scale: dict[str, float] = {}
         self._prompt_tokens: dict[str, float] = {}
         self._pool: dict[str, deque] = {}
+        self._shared: SharedBudgetSamples | None = None
+        self._refresh = 1.0
+        self._horizon = 0
+        self._fetched = float("-inf")
+        self._fetch_lock = threading.Lock()
+        self._appended = 0
+        self._outage = Outage(log, "the shared completion budgets' samples")
+
+    # -- shared with other servers (PostgreSQL mode) ----------------------------------------
+
+    def share(self, samples: SharedBudgetSamples, refresh_seconds: float = 1.0) -> None:
+        """Append this server's answers to `samples` and learn from the other servers' too."""
+        self._shared, self._refresh = samples, refresh_seconds
+        self._fetched = float("-inf")
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Fold in the other servers' answers, at most every `refresh_seconds`, by one thread
+        (the others go on with what is known)."""
+        if self._shared is None or time.monotonic() - self._fetched < self._refresh:
+            return
+        if not self._fetch_lock.acquire(blocking=False):
+            return
+        try:
+            if time.monotonic() - self._fetched < self._refresh:
+                return
+            self._fetched = time.monotonic()
+            try:
+                horizon, rows = self._shared.since(self._horizon)
+            except Exception as exc:  # noqa: BLE001 - learn from this server's answers meanwhile
+                self._outage.failed(exc, "reading the other servers' answers")
+                return
+            self._outage.worked()
+            with self._lock:
+                for row in rows:
+                    self._remember(row.provider, row.model, (row.tokens, row.cut_off))
+            self._horizon = horizon
+        finally:
+            self._fetch_lock.release()
+
+    def _publish(self, provider: str, model: str, sample: tuple[int, bool]) -> None:
+        if self._shared is None:
+            return
+        try:
+            self._shared.append(provider, model, *sample)
+            self._appended += 1
+            if self._appended % PRUNE_EVERY == 0:
+                self._shared.prune(provider, model, keep=2 * self.pacing.budget_samples)
+        except Exception as exc:  # noqa: BLE001 - this server has it; the others will not see it
+            self._outage.failed(exc, "sharing an answer")
+        else:
+            self._outage.worked()
+
+    def _remember(self, provider: str, model: str, sample: tuple[int, bool]) -> None:
+        """Under the lock: one answer the budgets learn from (the model's and its provider's pool)."""
+        self._model(provider, model).used.append(sample)
+        self._pool.setdefault(provider, deque(maxlen=2 * self.pacing.budget_samples)).append((model, *sample))
+
+    # -- budgets ---------------------------------------------------------------------------
 
     def _model(self, provider: str, model: str) -> _Model:
         return self._models.setdefault((provider, model), _Model(deque(maxlen=self.pacing.budget_samples)))
 
     def budget(self, provider: str, model: str, low: int, high: int) -> int:
         """The budget to send now, between `low` and `high` (the configured budget)."""
+        self._catch_up()
         with self._lock:
             return self._budget(provider, model, low, high)
 
@@ -102,6 +177,7 @@ class CompletionBudgets:
     def observe(self, provider: str, model: str, completion_tokens: int | None, truncated: bool,
                 budget: int) -> None:
         """An answer used `completion_tokens` of `budget`; `truncated`: it was cut off there."""
+        sample: tuple[int, bool] | None = None
         with self._lock:
             stats = self._model(provider, model)
             needed = int(math.ceil(budget * self.pacing.budget_truncated_factor))
@@ -110,10 +186,10 @@ class CompletionBudgets:
                 shifted = not any(t >= budget and not cut for t, cut in data)
             else:   # min_charge accepts a few cut-offs; two in a row say the answers got longer
                 shifted = bool(stats.used) and stats.used[-1][1]
-            sample = (needed, True) if truncated else (completion_tokens, False)
-            if sample[0] is not None and sample[0] >= 0:
-                stats.used.append(sample)
-                self._pool.setdefault(provider, deque(maxlen=2 * self.pacing.budget_samples)).append((model, *sample))
+            answer = (needed, True) if truncated else (completion_tokens, False)
+            if answer[0] is not None and answer[0] >= 0:
+                sample = (int(answer[0]), answer[1])
+                self._remember(provider, model, sample)
             if stats.floor_answers > 0:
                 stats.floor_answers -= 1
                 if stats.floor_answers == 0:
@@ -123,6 +199,8 @@ class CompletionBudgets:
                 if shifted:
                     stats.floor = max(stats.floor, needed)
                     stats.floor_answers = 4 * self.pacing.budget_min_samples
+        if sample is not None:
+            self._publish(provider, model, sample)
 
     def prompt_scale(self, provider: str) -> float:
         with self._lock:
@@ -140,6 +218,7 @@ class CompletionBudgets:
             self._prompt_scale[provider] = ratio if previous is None else 0.8 * previous + 0.2 * ratio
 
     def report(self, provider: str, model: str, low: int, high: int) -> dict[str, Any]:
+        self._catch_up()
         with self._lock:
             stats = self._models.get((provider, model))
             used = [t for t, _ in stats.used] if stats else []

@@ -10,8 +10,11 @@ In PostgreSQL mode (`share(table)`) cooldowns and disabled keys are also written
 (`storage.shared_health`) and those of the other servers are read back, at most every
 `refresh_seconds` (0.25 s): a model one server saw fail is skipped by every server. This board's
 own entries take effect at once; the database only adds to them, and if it cannot be reached the
-board goes on with what it knows (logged once). Failures in a row and half-open probes stay
-per server.
+board goes on with what it knows (logged once). Half-open probes are shared too
+(`share(..., probes=)`, `storage.shared_probes`): while a pair is unproven, one request at a time
+goes to it system-wide, claimed by one conditional upsert and released in `finally` as here; a
+claim runs out by itself (`SharedProbes.seconds`), so a server that dies holding one blocks the pair only
+until then. Which pairs are proven, and failures in a row, stay per server.
 """
 from __future__ import annotations
 
@@ -23,7 +26,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from errors import Failure, Scope
+from storage.outage import Outage
 from storage.shared_health import SharedHealthTable
+from storage.shared_probes import SharedProbes
 
 log = logging.getLogger("fallback")
 
@@ -82,7 +87,9 @@ class HealthBoard:
         self._refresh = 0.25
         self._remote = _RemoteView()
         self._fetch_lock = threading.Lock()
-        self._shared_failing = False
+        self._outage = Outage(log, "the shared engine state")
+        self._probes: SharedProbes | None = None
+        self._shared_claims: dict[tuple[str, str], str] = {}   # probes this board holds in the database: owner
         self._provider_cooling: dict[str, _Cooldown] = {}
         self._model_cooling: dict[tuple[str, str], _Cooldown] = {}
         self._disabled: dict[str, _Disabled] = {}
@@ -92,9 +99,10 @@ class HealthBoard:
 
     # -- shared with other servers (PostgreSQL mode) ----------------------------------------
 
-    def share(self, table: SharedHealthTable, refresh_seconds: float = 0.25) -> None:
-        """Write cooldowns and disabled keys to `table` and read the other servers' back."""
-        self._shared, self._refresh = table, refresh_seconds
+    def share(self, table: SharedHealthTable, refresh_seconds: float = 0.25, probes: SharedProbes | None = None) -> None:
+        """Write cooldowns and disabled keys to `table` and read the other servers' back; with
+        `probes`, claim half-open probes there, one system-wide per unproven pair."""
+        self._shared, self._refresh, self._probes = table, refresh_seconds, probes
 
     def _remote_view(self, now: float) -> _RemoteView:
         """The other servers' entries, fetched again when older than `refresh_seconds`."""
@@ -108,10 +116,10 @@ class HealthBoard:
             try:
                 cooldowns, disabled = self._shared.active()
             except Exception as exc:  # noqa: BLE001 - go on with what this board knows; say so once
-                self._shared_trouble("read", exc)
+                self._outage.failed(exc, "reading the other servers' cooldowns")
                 view = self._remote = _RemoteView(now, view.providers, view.models, view.disabled)
                 return view
-            self._shared_back()
+            self._outage.worked()
             fetched = self._clock()
             providers: dict[str, _Cooldown] = {}
             models: dict[tuple[str, str], _Cooldown] = {}
@@ -133,19 +141,9 @@ class HealthBoard:
         try:
             write(self._shared)
         except Exception as exc:  # noqa: BLE001 - this board has it; the others will not see it
-            self._shared_trouble(f"write a {what} to", exc)
+            self._outage.failed(exc, f"writing a {what}")
         else:
-            self._shared_back()
-
-    def _shared_trouble(self, what: str, exc: Exception) -> None:
-        if not self._shared_failing:
-            log.warning("cannot %s the shared engine state (%s); going on with this server's own", what, exc)
-            self._shared_failing = True
-
-    def _shared_back(self) -> None:
-        if self._shared_failing:
-            log.warning("the shared engine state answers again")
-            self._shared_failing = False
+            self._outage.worked()
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -183,7 +181,20 @@ class HealthBoard:
             if key in self._probing:
                 return BUSY
             self._probing.add(key)
+        if self._probes is None:
             return OWNED
+        try:
+            owner = self._probes.claim(provider, model)
+        except Exception as exc:  # noqa: BLE001 - the database is away: this server's own claim stands
+            self._outage.failed(exc, "claiming a half-open probe")
+            return OWNED
+        self._outage.worked()
+        with self._lock:
+            if owner is None:   # another server's probe is out
+                self._probing.discard(key)
+                return BUSY
+            self._shared_claims[key] = owner
+        return OWNED
 
     def try_probe(self, provider: str, model: str) -> bool:
         """False while an unproven pair already has its one request in flight; otherwise the
@@ -191,8 +202,15 @@ class HealthBoard:
         return self.claim_probe(provider, model) != BUSY
 
     def end_probe(self, provider: str, model: str) -> None:
+        key = (provider, model)
         with self._lock:
-            self._probing.discard((provider, model))
+            self._probing.discard(key)
+            owner = self._shared_claims.pop(key, None)
+        if owner is not None and self._probes is not None:
+            try:
+                self._probes.release(provider, model, owner)
+            except Exception as exc:  # noqa: BLE001 - the claim runs out by itself
+                self._outage.failed(exc, "releasing a half-open probe")
 
     # -- updates ---------------------------------------------------------------------------
 

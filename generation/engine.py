@@ -25,7 +25,9 @@ from fallback.router import AttemptRecord, Router
 from generation.prompts import SampleSpec, build_messages
 from config.providers import AppConfig, ModelConfig
 from providers.client import Completion, ProviderClient, build_providers
+from storage.shared_budgets import SharedBudgetSamples
 from storage.shared_health import SharedHealthTable
+from storage.shared_probes import SharedProbes
 from generation.parsing import SampleContent, parse_sample
 
 
@@ -93,12 +95,16 @@ class GenerationEngine:
         self._lock = threading.Lock()
         warm_up()
 
-    def share_state(self, health: SharedHealthTable, limiter_store: LimiterStore) -> None:
+    def share_state(self, health: SharedHealthTable, limiter_store: LimiterStore, *,
+                    probes: SharedProbes | None = None, budget_samples: SharedBudgetSamples | None = None) -> None:
         """PostgreSQL mode: cooldowns and disabled keys, and the rate limiter's records, shared with
-        every server on the database, so that together they stay inside one provider's limits.
-        The limiter then runs on wall-clock time (`time.time`), the one clock the servers share;
-        call this before any request."""
-        self.health.share(health)
+        every server on the database, so that together they stay inside one provider's limits;
+        with `probes`, one half-open probe system-wide per unproven model; with `budget_samples`,
+        completion budgets learned from every server's answers. The limiter then runs on
+        wall-clock time (`time.time`), the one clock the servers share; call this before any request."""
+        self.health.share(health, probes=probes)
+        if budget_samples is not None:
+            self.router.budgets.share(budget_samples)
         limits = {(p, m.id): m.limits for p, pc in self.config.providers.items() for m in pc.models}
         self.limiter = self.router.limiter = RateLimiter(limits, time.time, self.config.engine.pacing,
                                                          store=limiter_store)

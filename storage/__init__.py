@@ -27,6 +27,11 @@ through `coordination.shared_connect(store.database)` (None on SQLite):
         request_stop(batch_id); holder()
     shared_health.SharedHealthTable(connect): cool(...), disable(...), active()
     shared_limiter.PostgresLimiterStore(connect, decode): transact(keys, fn), read()
+    shared_budgets.SharedBudgetSamples(connect): append(provider, model, tokens, cut_off), since(horizon), prune
+    shared_probes.SharedProbes(connect, server, seconds=): claim(provider, model) -> owner | None, release
+(migration 6 holds the last two). While the server is away every call of either pool raises
+`errors.DatabaseUnreachable` (a `WriteFailed`) within about two seconds (`postgres.lending`), and
+`store.check_reachable()` raises it for answers served from memory.
 and the fence: every store connection names its server (`PostgresDatabase(url, server=...)`), and
 a trigger refuses a batch's row from any server but its lease holder (`NotLeaseHolder`).
 

@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterator, Literal, TypeVar
 import psycopg
 import psycopg.errors
 
+from storage.errors import DatabaseUnreachable
+
 Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
 
 SERVER_SETTING = "uklaw.server_id"   # the session variable the fencing trigger reads
@@ -205,10 +207,11 @@ def fence(db: psycopg.Connection, server: str) -> None:
 
 
 def shared_connect(database: Any) -> Connect | None:
-    """`connect` for the store's database when it is PostgreSQL (its pool for shared state); None
-    for SQLite, where one server serves a data directory and nothing is shared."""
-    make_pool = getattr(database, "shared_state_pool", None)
-    return transactions(make_pool()) if make_pool is not None else None
+    """`connect` for the store's database when it is PostgreSQL (its pool for shared state, whose
+    failures while the server is away are `DatabaseUnreachable`); None for SQLite, where one server
+    serves a data directory and nothing is shared."""
+    make_connect = getattr(database, "shared_transactions", None)
+    return make_connect() if make_connect is not None else None
 
 
 T = TypeVar("T")
@@ -220,7 +223,7 @@ def once_more(work: Callable[[], T]) -> T:
     was rolled back whole, so running the work again is safe."""
     try:
         return work()
-    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+    except (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnreachable) as exc:
         if isinstance(exc, psycopg.errors.ObjectNotInPrerequisiteState):
             raise
         return work()

@@ -32,10 +32,22 @@ class WriteFailed(StoreError):
     read-only, 10: I/O, 5: busy...; None for PostgreSQL). `path`: the file, or the database URL
     without its password."""
 
+    verb = "write"
+
     def __init__(self, path: Path | str, reason: str, advice: str, code: int | None = None):
         self.where = str(path)
         self.path, self.reason, self.advice, self.code = Path(path), reason, advice, code
-        super().__init__(f"cannot write {self.where}: {reason}; {advice}")
+        super().__init__(f"cannot {self.verb} {self.where}: {reason}; {advice}")
+
+
+class DatabaseUnreachable(WriteFailed):
+    """PostgreSQL mode: the database server cannot be reached (down, network cut, every connection
+    refused) or a connection dropped during a read or a write; nothing was changed, and the same
+    request may work later. A `WriteFailed`, so every caller that waits out a failing write waits
+    this out too: the web layer answers 503 with Retry-After, a batch pauses until a small write
+    works again."""
+
+    verb = "reach"
 
 
 class DuplicateQuestion(StoreError):

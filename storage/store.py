@@ -124,6 +124,14 @@ class Store:
     def size_bytes(self) -> int:
         return self.database.size_bytes()
 
+    def check_reachable(self) -> None:
+        """PostgreSQL: raise `DatabaseUnreachable` while the database server is known to be away
+        (no query is made otherwise), before answering from memory what the database would say.
+        SQLite: nothing (a local file)."""
+        check = getattr(self.database, "check_reachable", None)
+        if check is not None:
+            check()
+
     def describe(self) -> dict[str, Any]:
         """The backend and where its data lives (never a password), for /api/health."""
         return self.database.describe()
@@ -207,10 +215,12 @@ class Store:
                         fresh = {seq: encode_record(by_id[sample_id]) for seq, sample_id in
                                  db.execute("SELECT seq, id FROM samples WHERE seq > ?", (last,))}
                         json_blocks.seal(db, lambda *where: self._encoded_range(*where, fresh=fresh))
-                else:   # PostgreSQL: each row's JSON beside it, one statement per row (its seq keys its JSON)
-                    for row, record in zip(rows, stored):
-                        seq = db.execute(sql + " RETURNING seq", row).fetchone()[0]
-                        db.execute("INSERT INTO samples_json (seq, body) VALUES (?, ?)", (seq, encode_record(record)))
+                else:   # PostgreSQL: each row's JSON beside it, keyed by the seq the insert gave the row
+                    db.executemany(sql, rows)   # psycopg pipelines the statements: one round trip
+                    by_id = {record["id"]: record for record in stored}
+                    seqs = db.execute("SELECT seq, id FROM samples WHERE id = ANY(?)", (list(by_id),)).fetchall()
+                    db.executemany("INSERT INTO samples_json (seq, body) VALUES (?, ?)",
+                                   [(seq, encode_record(by_id[sample_id])) for seq, sample_id in seqs])
         except self.database.IntegrityError as exc:
             ids = [row["id"] for row in rows]
             if _conflict_column(exc) == "question_key" and len(set(ids)) == len(ids) and not self.exists(ids):

@@ -66,20 +66,33 @@ class ManualClock:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sqlite_only: tests the SQLite file itself; skipped with TEST_BACKEND=postgres")
     config.addinivalue_line("markers", "postgres_only: tests PostgreSQL mode itself; runs with TEST_BACKEND=postgres")
+    config.addinivalue_line("markers", "both_backends: uses no storage fixture but runs on both passes "
+                                       "(server processes that read DATABASE_URL from the environment)")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"storage backend: {'postgresql' if backends.POSTGRES else 'sqlite'} (TEST_BACKEND)"
 
 
+# Fixtures that put a test's storage on TEST_BACKEND's backend. A test using none of them (and not
+# marked `both_backends`: server processes reading DATABASE_URL from the environment) runs the same
+# code on either pass, so the PostgreSQL pass skips it rather than run it twice.
+BACKEND_FIXTURES = frozenset({"make_store", "make_app", "client", "env", "databases", "postgres_database",
+                              "postgres_url", "shared_pool"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if backends.POSTGRES:
         skip, marker = pytest.mark.skip(reason="a test of the SQLite file itself (TEST_BACKEND=postgres)"), "sqlite_only"
+        same = pytest.mark.skip(reason="uses no storage: run by the SQLite pass, the same code on either backend")
     else:
         skip, marker = pytest.mark.skip(reason="PostgreSQL mode: runs with TEST_BACKEND=postgres"), "postgres_only"
     for item in items:
         if marker in item.keywords:
             item.add_marker(skip)
+        elif backends.POSTGRES and "postgres_only" not in item.keywords and "both_backends" not in item.keywords \
+                and not BACKEND_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(same)
 
 
 @pytest.fixture(scope="session")

@@ -85,7 +85,7 @@ LIMIT = 6
 RATE_CONFIG = f"""
 engine:
   cooldowns: {{rate_limit: 2, server_error: 1, timeout: 2}}
-  pacing: {{time_scale: {WINDOW / 60}}}
+  pacing: {{time_scale: {WINDOW / 60}, jitter_seconds: 0.4}}   # this busy machine delays a sent request by 100s of ms
 providers:
   groq:
     models: [{{id: g-large, limits: {{rpm: {LIMIT}}}}}]
@@ -104,6 +104,7 @@ def test_three_servers_together_stay_inside_one_provider_limit(cluster, fake):
     body = {"practice_area": "Tort Law", "topic": "Nuisance", "difficulty": "basic", "sample_type": "case_analysis",
             "provider": "groq", "model": "g-large", "save": False}
     answers: list[int] = []
+    refusals: list[str] = []
     barrier = threading.Barrier(len(servers) * 3)
 
     def generate(server: ServerProcess) -> None:
@@ -112,7 +113,7 @@ def test_three_servers_together_stay_inside_one_provider_limit(cluster, fake):
             response = httpx.post(server.base + "/api/generate", json=body, timeout=120)
             answers.append(response.status_code)
             if response.status_code != 200:
-                print(response.text)
+                refusals.append(response.text)
 
     threads = [threading.Thread(target=generate, args=(s,)) for s in servers for _ in range(3)]
     for t in threads:
@@ -120,7 +121,7 @@ def test_three_servers_together_stay_inside_one_provider_limit(cluster, fake):
     for t in threads:
         t.join()
     sent = [r.at for r in fake.requests if r.model == "g-large"]
-    assert answers == [200] * 18
+    assert answers == [200] * 18, refusals
     assert fake.statuses[429] == 0
     assert len(sent) == 18 and most_in_any_window(sent, WINDOW) <= LIMIT
 

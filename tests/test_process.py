@@ -20,6 +20,7 @@ from simulator.server import FakeProviderServer, Reply
 from tests.conftest import CEREBRAS_KEY, GROQ_KEY, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.both_backends   # the servers store on DATABASE_URL when the PostgreSQL pass sets it
 USER_CONFIG = """
 engine:
   cooldowns: {rate_limit: 2, server_error: 1, timeout: 2}

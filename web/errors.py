@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from storage.errors import InvalidRecord, WriteFailed
+from storage.errors import DatabaseUnreachable, InvalidRecord, WriteFailed
 
 log = logging.getLogger("api")
 
@@ -56,6 +56,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(WriteFailed)
     def _write_failed(exc: WriteFailed) -> Response:
+        if isinstance(exc, DatabaseUnreachable):   # a read or a write: the database logged its outage once
+            return error_response(503, f"storage: {exc}", {"Retry-After": "5"})
         log.error("write failed: %s", exc)
         return error_response(503, f"storage: {exc}", {"Retry-After": "30"})
 

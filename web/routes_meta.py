@@ -7,6 +7,7 @@ from flask import Blueprint, jsonify
 
 from config.catalog import BALANCE, DEFAULT_SAMPLE_TYPE, SAMPLE_TYPES, TOPICS
 from config.providers import STRATEGY_NAMES
+from storage.errors import StoreError
 from web.operation import operation
 from web.schemas import BOOL, INT, NUMBER, OBJ, STRING, arr, nullable, obj, ok
 from web.services import Services, services
@@ -101,6 +102,15 @@ def _database(svc: Services) -> dict:
     return {"backend": "sqlite", "schema_version": about["schema_version"]}
 
 
+def _batch_running(svc: Services) -> bool:
+    """A batch runs here or, in PostgreSQL mode, on another server (this server's own only while
+    the database is away)."""
+    try:
+        return bool(svc.batches.running_ids())
+    except StoreError:
+        return bool(svc.batches.running_ids(local=True))
+
+
 @bp.get("/api/health")
 @operation("Liveness and readiness (no success key)", response=obj(
     "status", "live", "ready", "dataset_exists", "groq_configured", "batch_generation_running",
@@ -124,9 +134,11 @@ def health():
     except Exception:  # the store is unreadable: report, never fail the health check
         total = damaged = None
     configured = svc.engine.configured_providers()
-    providers = {name: svc.engine.provider_state(name) for name in svc.engine.providers}
+    try:
+        providers = {name: svc.engine.provider_state(name) for name in svc.engine.providers}
+    except StoreError as exc:  # the shared limiter state is away (PostgreSQL): report, never fail the check
+        providers = {name: {"state": "unknown", "error": f"storage: {exc}"} for name in svc.engine.providers}
     usable = [name for name in configured if providers[name].get("state") != "disabled"]
-    batches = svc.batches
     body = {
         "status": "ok" if writable and usable else "degraded",
         "live": True,
@@ -139,7 +151,7 @@ def health():
         "cerebras_configured": "cerebras" in configured,
         "providers_configured": configured,
         "providers": providers,
-        "batch_generation_running": bool(batches.running_ids()),
+        "batch_generation_running": _batch_running(svc),
         "demo": svc.simulated,
         "uptime_seconds": round(time.time() - svc.started, 1),
         "damaged_rows": damaged,

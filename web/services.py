@@ -32,7 +32,9 @@ from generation.requests import SampleTypeRotation
 from quality.service import QualityService
 from storage import open_storage
 from storage.coordination import shared_connect
+from storage.shared_budgets import SharedBudgetSamples
 from storage.shared_health import SharedHealthTable
+from storage.shared_probes import SharedProbes
 from storage.shared_limiter import PostgresLimiterStore
 from storage.store import Store
 
@@ -69,7 +71,10 @@ class Services:
         if connect is not None:   # PostgreSQL: several servers may share this database
             cluster = join(connect, host=settings.host, port=settings.port,
                            lease_seconds=settings.batch_lease_seconds)
-            engine.share_state(SharedHealthTable(connect), PostgresLimiterStore(connect, ScopeState.from_dict))
+            engine.share_state(SharedHealthTable(connect), PostgresLimiterStore(connect, ScopeState.from_dict),
+                               probes=SharedProbes(connect, cluster.server_id,
+                                                   seconds=config.engine.sample_deadline_seconds),
+                               budget_samples=SharedBudgetSamples(connect))
         batches = BatchManager(engine=engine, store=store, config=config, quality=quality,
                                simulated=demo is not None, cluster=cluster)
         imports = ImportJobs(store, quality, chunk_rows=settings.import_chunk_rows)

@@ -11,6 +11,10 @@ store turns the ids into `Change` events for its listeners (re-reading the rows:
 the row as it is now). Rows older than `RETENTION_MINUTES` are pruned; a server that has not
 polled for that long has been stopped, and reloads everything when it starts.
 
+While the database is away, polls fail quietly (one log line per outage, `storage.outage`) and
+the horizon stays where it was: the first poll that works delivers everything missed, since the
+horizon moves only once a poll's changes have been delivered.
+
 Written here, not taken from LISTEN/NOTIFY: notifications are lost while a server is
 disconnected and carry no order guarantee across transactions; the logged rows are neither.
 """
@@ -20,6 +24,8 @@ import logging
 import threading
 import time
 from typing import Any, Callable
+
+from storage.outage import Outage
 
 log = logging.getLogger("storage")
 
@@ -43,6 +49,7 @@ class ChangeFeed:
         self._thread: threading.Thread | None = None
         self._horizon = self._current_horizon()
         self._pruned = time.monotonic()
+        self._outage = Outage(log, "the change feed (other servers' writes)")
 
     def _current_horizon(self) -> int:
         with self.database.reading() as session:
@@ -62,8 +69,10 @@ class ChangeFeed:
         while not self._stop.wait(self.interval):
             try:
                 self.poll()
-            except Exception:  # noqa: BLE001 - the database may be away for a while: logged, tried again
-                log.warning("change feed: could not read other servers' changes; trying again", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - the database may be away for a while: tried again
+                self._outage.failed(exc, "reading other servers' changes")
+            else:
+                self._outage.worked()
 
     def poll(self) -> int:
         """Deliver what other servers committed since the last poll; returns how many changes."""
@@ -80,8 +89,8 @@ class ChangeFeed:
             if time.monotonic() - self._pruned > PRUNE_EVERY:
                 session.execute(f"DELETE FROM sample_changes WHERE at < now() - interval '{RETENTION_MINUTES} minutes'")
                 self._pruned = time.monotonic()
-        self._horizon = horizon
         changes = [(kind, sample_id) for kind, sample_id in rows]
         if changes and not self._stop.is_set():
-            self.deliver(changes)
+            self.deliver(changes)   # if this fails, the next poll delivers them again
+        self._horizon = horizon
         return len(changes)

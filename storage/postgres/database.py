@@ -7,7 +7,9 @@ one line naming the URL without its password; the password never appears in a me
 
 Connections run in autocommit; `transaction()` wraps a write in one transaction (rolled back
 whole on any error) and `stream()` reads through a server-side cursor, so a million-row export
-holds one chunk in memory. A failure of the server or the network while writing is `WriteFailed`.
+holds one chunk in memory. A failure of the server or the network while writing is `WriteFailed`;
+the server being away or a connection breaking, for a read or a write, is `DatabaseUnreachable`
+(a `WriteFailed`), raised within about two seconds (`lending`), and the pools recover by themselves.
 """
 from __future__ import annotations
 
@@ -22,10 +24,11 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from state import utc_now
-from storage.coordination import fence
+from storage.coordination import Connect, fence
 from storage.dialect import POSTGRES
 from storage.errors import DatabaseUnavailable, NotLeaseHolder, WriteFailed
 from storage.postgres import schema
+from storage.postgres.lending import RECONNECT_SECONDS, Lender
 from storage.postgres.session import Row, Session, row_factory
 from storage.postgres.url import password_of, redact_url
 
@@ -52,10 +55,12 @@ class PostgresDatabase:
         self._password = password_of(url)
         self.server = server
         self.schema_version = self._check_and_migrate()
+        self.lender = Lender(url, self.where, self._scrub)
         # check: a connection the server dropped (a restart, a network cut) is replaced before use
         self.origin = uuid.uuid4().hex   # this pool's writes, as `sample_changes` records them
         self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, timeout=POOL_WAIT, open=False,
                                    check=ConnectionPool.check_connection, configure=self._configure,
+                                   reconnect_timeout=RECONNECT_SECONDS,
                                    kwargs={"autocommit": True, "row_factory": row_factory,
                                            "connect_timeout": CONNECT_TIMEOUT},
                                    name="uk-law-storage")
@@ -78,7 +83,7 @@ class PostgresDatabase:
 
     # -- start-up ----------------------------------------------------------------------------
 
-    def _scrub(self, text: str) -> str:
+    def _scrub(self, text: Any) -> str:
         line = " ".join(str(text).split())
         return line.replace(self._password, "***") if self._password else line
 
@@ -119,16 +124,18 @@ class PostgresDatabase:
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        """A pooled connection for reads (autocommit: each statement sees the latest commits)."""
-        with self.pool.connection() as connection:
+        """A pooled connection for reads (autocommit: each statement sees the latest commits).
+        `DatabaseUnreachable` if the server is away or the connection breaks."""
+        with self.lender.lend(self.pool, POOL_WAIT) as connection:
             yield Session(connection)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A write transaction, committed or rolled back whole. A failure of the server or the
-        network raises `WriteFailed`; a constraint (`IntegrityError`) passes through."""
+        network raises `WriteFailed` (`DatabaseUnreachable` when the server is away); a constraint
+        (`IntegrityError`) passes through."""
         try:
-            with self.pool.connection() as connection:
+            with self.lender.lend(self.pool, POOL_WAIT) as connection:
                 with connection.transaction():
                     yield Session(connection)
         except (psycopg.OperationalError, PoolTimeout) as exc:
@@ -143,7 +150,7 @@ class PostgresDatabase:
         """Rows of a query, fetched `chunk` at a time through a server-side cursor."""
         from storage.postgres.session import translate
 
-        with self.pool.connection() as connection:
+        with self.lender.lend(self.pool, POOL_WAIT) as connection:
             with connection.transaction():
                 with connection.cursor(name="uk_law_stream") as cursor:
                     cursor.itersize = chunk
@@ -180,6 +187,22 @@ class PostgresDatabase:
         return {"backend": "postgresql", "database_url": self.where, "schema_version": self.schema_version,
                 "pool": {"size": self.pool.get_stats().get("pool_size", 0), "max": self.pool.max_size}}
 
+    def check_reachable(self) -> None:
+        """Raise `DatabaseUnreachable` while the server is known to be away (a probe at most every
+        half second; no query otherwise): for answers served from memory, such as statistics."""
+        self.lender.check()
+
+    def shared_transactions(self) -> Connect:
+        """`connect` for the shared state (`storage.coordination`): a connection of the shared-state
+        pool inside one transaction, lent like the store's (`DatabaseUnreachable` when away)."""
+        pool = self.shared_state_pool()
+
+        @contextmanager
+        def connect() -> Iterator[psycopg.Connection]:
+            with self.lender.lend(pool, POOL_WAIT) as db, db.transaction():
+                yield db
+        return connect
+
     def shared_state_pool(self) -> ConnectionPool:
         """A second, small pool for the state servers share (`storage.coordination`, the limiter's
         and health board's rows), made on first use: their transactions are a few milliseconds
@@ -190,6 +213,7 @@ class PostgresDatabase:
         with self._shared_lock:
             if self._shared_pool is None:
                 self._shared_pool = ConnectionPool(self.url, min_size=1, max_size=16, timeout=POOL_WAIT, open=True,
+                                                   reconnect_timeout=RECONNECT_SECONDS,
                                                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
                                                    configure=_fast_commits, name="uk-law-shared-state")
             return self._shared_pool

@@ -112,6 +112,16 @@ def _add_text_lengths(session: Session) -> None:
                         f"GENERATED ALWAYS AS (coalesce(char_length({field}), 0)) STORED")
 
 
+def _create_shared_learning(session: Session) -> None:
+    """What servers learn together: the completion-token samples budgets are learned from
+    (`storage.shared_budgets`) and the half-open probe claims (`storage.shared_probes`)."""
+    from storage.shared_budgets import STATEMENTS as BUDGET_STATEMENTS
+    from storage.shared_probes import STATEMENTS as PROBE_STATEMENTS
+
+    for statement in (*BUDGET_STATEMENTS, *PROBE_STATEMENTS):
+        session.execute(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "samples (unique id and question key, full-text index), batches, batch_attempts, storage_probe",
               _create_v1),
@@ -121,6 +131,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "several servers: servers, batch_lease, engine_cooldowns, engine_disabled, limiter_state, "
                  "the batch-row fence trigger", _create_shared_tables),
     Migration(5, "samples.<text>_length: stored generated lengths for the statistics", _add_text_lengths),
+    Migration(6, "several servers: budget_samples (pooled completion tokens), half_open_probes (one probe "
+                 "system-wide per unproven model)", _create_shared_learning),
 )
 LATEST = MIGRATIONS[-1].version
 
