@@ -47,6 +47,9 @@ WINDOW_NAMES: dict[str, tuple[str, str]] = {
     "tpm": ("tokens", "minute"), "tph": ("tokens", "hour"), "tpd": ("tokens", "day"),
 }
 _NAME_OF = {v: k for k, v in WINDOW_NAMES.items()}
+# A token window's log keeps at most this many entries (each reserve and settle reads and writes
+# the whole record, in PostgreSQL mode through the database): past it, the oldest two merge.
+LOG_ENTRIES = 48
 _TOKENS_MESSAGE = re.compile(r"token|\bTPM\b", re.IGNORECASE)
 
 
@@ -207,7 +210,10 @@ class RateLimiter:
                 if tokens_window:
                     reservation.charges.append((gate.key, gate.name, unit))
                 if self._logged(gate.name):
-                    self._log(state, gate.name, gate.limit, now).append([now, float(tokens)])
+                    entries = self._log(state, gate.name, gate.limit, now)
+                    entries.append([now, float(tokens)])
+                    if len(entries) > LOG_ENTRIES:   # the two oldest as one, freed with the later: never less held
+                        entries[0:2] = [[entries[1][0], entries[0][1] + entries[1][1]]]
             for key in self._keys(provider, model):
                 learning.count_sent(states[key], now, tokens, self.pacing)
             return reservation

@@ -10,7 +10,7 @@ from a dict (`decode`) and each record's `to_dict()`, stored as jsonb in `limite
 """
 from __future__ import annotations
 
-import copy
+import json
 import threading
 from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
 
@@ -46,10 +46,11 @@ class PostgresLimiterStore(Generic[R]):
             if missing:
                 db.execute("INSERT INTO limiter_state (key, state) SELECT k, '{}'::jsonb FROM unnest(%s::text[]) AS k "
                            "ORDER BY k ON CONFLICT (key) DO NOTHING", (missing,))
-            rows = db.execute("SELECT key, state FROM limiter_state WHERE key = ANY(%s) ORDER BY key FOR UPDATE",
+            rows = db.execute("SELECT key, state::text FROM limiter_state WHERE key = ANY(%s) ORDER BY key FOR UPDATE",
                               (ordered,)).fetchall()
-            before = {key: copy.deepcopy(state) for key, state in rows}   # `decode` may keep (and fn change) its parts
-            records = {key: self.decode(state) for key, state in rows}
+            # parsed twice rather than deep-copied (`decode` may keep, and `fn` change, its parts): C-speed
+            before = {key: json.loads(text) for key, text in rows}
+            records = {key: self.decode(json.loads(text)) for key, text in rows}
             result = fn(records)
             changed = [(key, record.to_dict()) for key, record in records.items()]
             changed = [(key, data) for key, data in changed if data != before.get(key)]

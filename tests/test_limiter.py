@@ -51,6 +51,29 @@ def test_a_steady_stream_keeps_every_window_within_the_limit():
     assert gaps == {round(MINUTE / 30, 6)}
 
 
+def test_a_busy_token_window_keeps_a_short_log_and_still_never_overfills():
+    """Lumpy costs at a high rate for five minutes: the log each reserve reads and writes stays
+    bounded (in PostgreSQL mode it travels through the database), and no 60-second stretch is
+    charged more than the limit."""
+    from fallback.limiter import LOG_ENTRIES
+
+    clock = ManualClock(0.0)
+    store = MemoryStore()
+    rl = RateLimiter({KEY: Limits(tpm=100_000)}, clock, store=store)
+    admitted: list[tuple[float, int]] = []
+    costs = [100, 2_500, 700, 4_000, 300]
+    while clock() < 300:
+        cost = costs[len(admitted) % len(costs)]
+        result = rl.reserve(*KEY, cost)
+        if isinstance(result, Reservation):
+            admitted.append((clock(), cost))
+            assert len(store.read()["groq/m"].log["tpm"]) <= LOG_ENTRIES
+        else:
+            clock.advance(float(result))
+    assert len(admitted) > 3 * LOG_ENTRIES
+    assert max(sum(c for t, c in admitted if start <= t < start + 60) for start, _ in admitted) <= 100_000
+
+
 def test_tokens_are_reserved_then_settled_to_real_usage():
     clock = ManualClock()
     rl = limiter(clock, tpm=1000)
