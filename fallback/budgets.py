@@ -20,12 +20,26 @@ told apart from noise, so the percentile rule applies; `budget_method: percentil
 `1 + budget_margin`. Either is rounded up to 64 and kept between the configured bounds
 (`min_completion_tokens`, `max_completion_tokens`: the configured budget is the ceiling).
 
+**Whole requests per window.** Where the provider charges `prompt + budget` up front against a
+steady token window (`Window`: Cerebras' tokens per minute), a window holds `n = floor(tpm / (prompt
++ budget))` requests and the rest of it is never used: at 60,000 tpm a 2,421-token charge fits 24
+requests and leaves 1,896 tokens idle. There the budget is chosen per window instead: for each
+whole number `n` of requests (at most the window's request limit), the largest budget that lets `n`
+fit, `tpm / n - prompt`, scored by the finished answers it buys, `n x F(budget)` (F: the share of
+the answers that fit, from the data); the best `n` wins, so a budget is shrunk a little to fit one
+more request only when the answers' distribution says the extra cut-offs cost less than the request
+gained. Each request is then sent `tpm / n` minus its own prompt (a margin of 1 % of the prompt for
+the estimate's error), so `n` requests fill the window exactly whatever their prompts. With too few
+answers to trust F, the budget learned as above is only widened to its window's share, never cut.
+
 An answer cut off (`finish_reason: length`) is kept as a sample of `budget_truncated_factor` x the
 budget (it needed more than the budget: a censored sample). When the answers seem to have got
 longer it also raises the budget by `budget_truncated_factor` at once, for the next
 `4 x budget_min_samples` answers: under the percentile rule, when the budget was at least every
 answer the data held; under min_charge (which accepts a few cut-offs by design), when the model's
-previous answer was cut off too.
+latest answers were all cut off and the data made such a run unlikely: `q^k < 1/1000` for `k`
+cut-offs in a row where `q` is the share of the data that did not fit the budget (two in a row
+at q = 2 %, three at 5 %), so the cut-offs a budget accepts by design do not raise it.
 
 The prompt's size is estimated offline (characters per token); each provider's answers report
 the real count, and `prompt_scale` (a moving average of real / estimated, between 0.5 and 2)
@@ -33,14 +47,28 @@ corrects the estimate the limiter reserves.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from config.providers import PacingConfig
 from fallback.metrics import percentile
+
+
+SHIFT_EVIDENCE = 1e-4   # a run of cut-offs less likely than this under the data: the answers got longer
+PROMPT_MARGIN = 0.01    # of a request's prompt estimate, kept free of a window's share (estimate error)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A steady window the provider charges `prompt + budget` against when a request arrives:
+    `tokens` per window, at most `requests` requests per window (None: no request limit)."""
+
+    tokens: float
+    requests: float | None = None
 
 
 @dataclass
@@ -63,10 +91,78 @@ class CompletionBudgets:
     def _model(self, provider: str, model: str) -> _Model:
         return self._models.setdefault((provider, model), _Model(deque(maxlen=self.pacing.budget_samples)))
 
-    def budget(self, provider: str, model: str, low: int, high: int) -> int:
-        """The budget to send now, between `low` and `high` (the configured budget)."""
+    def budget(self, provider: str, model: str, low: int, high: int, window: Window | None = None,
+               prompt: int | None = None) -> int:
+        """The budget to send now, between `low` and `high` (the configured budget); with the
+        `window` the provider charges it against up front, sized so whole requests fill it, for a
+        request of `prompt` tokens (None: the provider's typical prompt)."""
         with self._lock:
-            return self._budget(provider, model, low, high)
+            budget = self._budget(provider, model, low, high)
+            typical = self._prompt_tokens.get(provider)
+            if window is None or not window.tokens or typical is None:
+                return budget
+            return self._fill(provider, model, low, high, budget, window, typical,
+                              typical if prompt is None else prompt)
+
+    def _fill(self, provider: str, model: str, low: int, high: int, budget: int, window: Window,
+              typical: float, prompt: float) -> int:
+        """The budget that makes a whole number of requests fill `window` (module docstring)."""
+        def share(requests: int, tokens: float) -> int:
+            return int(window.tokens / requests - tokens * (1 + PROMPT_MARGIN))
+
+        def requests_at(tokens: int) -> int:
+            return min(most, max(1, int(window.tokens // (typical + tokens))))
+
+        most = math.inf if window.requests is None else max(1, int(window.requests))
+        data = self._data(provider, model)
+        stats = self._models.get((provider, model))
+        if (stats and stats.floor or self.pacing.budget_method != "min_charge"
+                or len(data) < self.pacing.budget_own_samples):
+            return max(low, min(high, max(share(requests_at(budget), prompt), budget)))   # only widened
+        if len(data) < self._fill_samples:
+            # the tail cannot be told from noise yet: as many requests as fit with a budget of at
+            # least the answers' 95th percentile
+            typical_answer = percentile([t for t, _ in data], 95) or high
+            return max(low, min(high, share(requests_at(int(math.ceil(typical_answer))), prompt)))
+        fits = self._fits(data)
+        best, chosen = -1.0, requests_at(high)
+        requests = chosen
+        while requests <= most:
+            candidate = min(high, share(requests, typical))
+            if candidate < low:
+                break
+            finished = requests * fits(candidate)
+            if finished > best:
+                best, chosen = finished, requests
+            requests += 1
+        return max(low, min(high, share(chosen, prompt)))
+
+    def _fits(self, data: list[tuple[int, bool]]) -> Callable[[float], float]:
+        """The share of answers that fit a budget, estimated from `data` where a cut-off answer
+        only says it needed more than the budget it was sent (Kaplan-Meier: a cut-off at 1,930
+        tokens says nothing about whether 2,023 would have done)."""
+        factor = self.pacing.budget_truncated_factor
+        # (tokens, finished): a cut-off answer is kept as factor x its budget; its budget is where it left
+        points = sorted((t / factor if cut else t, not cut) for t, cut in data)
+        steps: list[tuple[float, float]] = []   # (tokens, share that fits up to them)
+        survive, at_risk = 1.0, len(points)
+        for tokens, finished in points:
+            if finished:
+                survive *= 1 - 1 / at_risk
+                steps.append((tokens, 1 - survive))
+            at_risk -= 1
+        keys = [tokens for tokens, _ in steps]
+
+        def fits(budget: float) -> float:
+            index = bisect.bisect_right(keys, budget)
+            return steps[index - 1][1] if index else 0.0
+        return fits
+
+    @property
+    def _fill_samples(self) -> int:
+        """Answers needed before a window's budget is chosen from their distribution: a full
+        record (with 100, one unlucky stretch of short answers can still favour one request too many)."""
+        return max(self.pacing.budget_own_samples, self.pacing.budget_samples)
 
     def _data(self, provider: str, model: str) -> list[tuple[int, bool]]:
         stats = self._models.get((provider, model))
@@ -88,8 +184,7 @@ class CompletionBudgets:
 
     def _choose(self, provider: str, tokens: list[int], high: int) -> float:
         if self.pacing.budget_method == "percentile" or len(tokens) < self.pacing.budget_own_samples:
-            typical = percentile(tokens, self.pacing.budget_percentile) or high
-            return typical * (1 + self.pacing.budget_margin)
+            return self._percentile_budget(tokens, high)
         prompt = self._prompt_tokens.get(provider, 0.0)
         n = len(tokens)
         best, charge = float(high), prompt + high
@@ -98,6 +193,10 @@ class CompletionBudgets:
             if needed < high and expected < charge:
                 best, charge = needed, expected
         return best
+
+    def _percentile_budget(self, tokens: list[int], high: int) -> float:
+        typical = percentile(tokens, self.pacing.budget_percentile) or high
+        return typical * (1 + self.pacing.budget_margin)
 
     def observe(self, provider: str, model: str, completion_tokens: int | None, truncated: bool,
                 budget: int) -> None:
@@ -108,8 +207,10 @@ class CompletionBudgets:
             data = self._data(provider, model)
             if self.pacing.budget_method == "percentile" or len(data) < self.pacing.budget_own_samples:
                 shifted = not any(t >= budget and not cut for t, cut in data)
-            else:   # min_charge accepts a few cut-offs; two in a row say the answers got longer
-                shifted = bool(stats.used) and stats.used[-1][1]
+            else:   # min_charge accepts a few cut-offs; a run the data makes unlikely says they got longer
+                missed = sum(1 for t, _ in data if t > budget) / len(data)
+                run = 1 + next((i for i, (_, cut) in enumerate(reversed(stats.used)) if not cut), len(stats.used))
+                shifted = missed ** run < SHIFT_EVIDENCE
             sample = (needed, True) if truncated else (completion_tokens, False)
             if sample[0] is not None and sample[0] >= 0:
                 stats.used.append(sample)

@@ -1,13 +1,16 @@
 """Completion budgets (fallback/budgets.py): the budget that minimises the expected charge per
 finished answer, the provider's pool as a new model's prior, cut-offs that raise the budget at
-once only when the data did not predict them."""
+once only when the data did not predict them, budgets that fill an up-front-charged token window
+with whole requests."""
 from __future__ import annotations
 
+import math
 import random
 from statistics import NormalDist
 
 from config.providers import PacingConfig
-from fallback.budgets import CompletionBudgets
+from fallback.budgets import CompletionBudgets, Window
+from fallback.metrics import percentile
 
 PROMPT = 370
 ANSWERS = NormalDist(1800, 120)
@@ -53,15 +56,27 @@ def test_a_new_model_starts_from_its_siblings_answers():
     assert budgets.report("cerebras", "new", 512, 8192)["learned"]
 
 
-def test_a_predicted_cut_off_is_a_sample_two_in_a_row_raise_the_budget_at_once():
+def test_a_predicted_cut_off_is_a_sample_a_run_the_data_makes_unlikely_raises_the_budget_at_once():
     budgets = CompletionBudgets(PacingConfig())
     learned(budgets, "cerebras", "m", 200)
     before = budgets.budget("cerebras", "m", 512, 8192)
-    budgets.observe("cerebras", "m", before, True, before)            # the tail min_charge accepted
-    assert budgets.budget("cerebras", "m", 512, 8192) <= before + 64
-    budgets.observe("cerebras", "m", before, True, before)            # again: answers got longer
+    missed = sum(1 for t, _ in budgets._data("cerebras", "m") if t > before) / 200
+    assert 0.01 < missed < 0.03                                       # about 1 answer in 50 does not fit
+    for _ in range(2):                                                # q^2 ~ 4e-4: the tail min_charge accepted
+        budgets.observe("cerebras", "m", before, True, before)
+        assert budgets.budget("cerebras", "m", 512, 8192) <= before + 64
+    budgets.observe("cerebras", "m", before, True, before)            # q^3 < 1e-4: answers got longer
     assert budgets.budget("cerebras", "m", 512, 8192) >= int(before * 1.5)
-    assert budgets.report("cerebras", "m", 512, 8192)["truncated"] == 2
+    assert budgets.report("cerebras", "m", 512, 8192)["truncated"] == 3
+
+
+def test_an_unpredicted_cut_off_raises_the_budget_at_once():
+    budgets = CompletionBudgets(PacingConfig())
+    for _ in range(60):
+        budgets.observe("groq", "m", 900, False, 4096)
+    assert budgets.budget("groq", "m", 256, 4096) == 960
+    budgets.observe("groq", "m", 960, True, 960)                      # no answer ever needed more
+    assert budgets.budget("groq", "m", 256, 4096) >= 1440
 
 
 def test_with_few_answers_a_cut_off_above_all_of_them_raises_the_budget_at_once():
@@ -71,3 +86,51 @@ def test_with_few_answers_a_cut_off_above_all_of_them_raises_the_budget_at_once(
     assert budgets.budget("groq", "m", 256, 4096) == 1152            # percentile rule: 1,000 x 1.1, up to 64
     budgets.observe("groq", "m", 1152, True, 1152)
     assert budgets.budget("groq", "m", 256, 4096) >= 1728
+
+
+def finished_per_window(window: Window, budget: int, prompt: int = PROMPT) -> float:
+    """Answers a window of `window.tokens` charged prompt + budget up front finishes: whole requests only."""
+    requests = min(window.requests or math.inf, window.tokens // (prompt + budget))
+    return requests * ANSWERS.cdf(budget)
+
+
+def test_a_window_charged_up_front_is_filled_by_whole_requests():
+    """60,000 tokens a window at ~2,170 tokens a request: the learned budget (2,048: 24 requests,
+    1,896 tokens idle) is cut to 2,023, so 25 fit, when the answers say the extra ~2 % of cut-offs
+    cost less than the 25th request brings; each request gets exactly a 25th of the window."""
+    budgets = CompletionBudgets(PacingConfig())
+    learned(budgets, "cerebras", "m", 200)
+    window = Window(60000, 30)
+    plain = budgets.budget("cerebras", "m", 512, 2048)
+    filled = budgets.budget("cerebras", "m", 512, 2048, window, PROMPT)
+    assert 60000 // (PROMPT + plain) == 24 and 60000 // (PROMPT + filled) == 25
+    assert finished_per_window(window, filled) > 1.02 * finished_per_window(window, plain)
+    for prompt in (360, 370, 420):   # whatever the prompt, a request takes its 25th of the window
+        sent = budgets.budget("cerebras", "m", 512, 2048, window, prompt)
+        assert 2400 - 8 <= prompt + sent <= 2400 - prompt // 100
+    # The request limit caps the window: 10 a window at 150,000 tokens keep the configured budget.
+    assert budgets.budget("cerebras", "m", 512, 2048, Window(150000, 10), PROMPT) == 2048
+
+
+def test_a_budget_is_not_cut_below_what_the_answers_need():
+    """Answers of ~1,800 tokens in a window of 40,000: 18 requests at ~1,850 tokens would cut off
+    a third of the answers; the budget stays where 16 or 17 requests finish the most answers."""
+    budgets = CompletionBudgets(PacingConfig())
+    learned(budgets, "cerebras", "m", 200)
+    window = Window(40000)
+    sent = budgets.budget("cerebras", "m", 512, 8192, window, PROMPT)
+    assert 40000 // (PROMPT + sent) in (16, 17) and ANSWERS.cdf(sent) > 0.9
+    best = max(finished_per_window(window, int(40000 / n - PROMPT * 1.01)) for n in range(1, 30))
+    assert finished_per_window(window, sent) > 0.99 * best
+
+
+def test_with_few_answers_a_window_budget_keeps_the_95th_percentile():
+    """Before the data can tell the tail apart, a window holds as many whole requests as fit with a
+    budget of at least the answers' 95th percentile, each widened to its share of the window."""
+    budgets = CompletionBudgets(PacingConfig())
+    learned(budgets, "cerebras", "m", 60)
+    p95 = percentile([t for t, _ in budgets._data("cerebras", "m")], 95)
+    sent = budgets.budget("cerebras", "m", 512, 8192, Window(60000, 30), PROMPT)
+    requests = 60000 // (PROMPT + sent)
+    assert sent >= p95 - PROMPT // 100 and 60000 / (requests + 1) - PROMPT < p95   # one more would cut it
+    assert sent == int(60000 / requests - PROMPT * 1.01)
