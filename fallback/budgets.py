@@ -97,12 +97,15 @@ class CompletionBudgets:
         `window` the provider charges it against up front, sized so whole requests fill it, for a
         request of `prompt` tokens (None: the provider's typical prompt)."""
         with self._lock:
-            budget = self._budget(provider, model, low, high)
-            typical = self._prompt_tokens.get(provider)
-            if window is None or not window.tokens or typical is None:
-                return budget
-            return self._fill(provider, model, low, high, budget, window, typical,
-                              typical if prompt is None else prompt)
+            return self._sent(provider, model, low, high, window, prompt)
+
+    def _sent(self, provider: str, model: str, low: int, high: int, window: Window | None,
+              prompt: int | None) -> int:
+        budget = self._budget(provider, model, low, high)
+        typical = self._prompt_tokens.get(provider)
+        if window is None or not window.tokens or typical is None:
+            return budget
+        return self._fill(provider, model, low, high, budget, window, typical, typical if prompt is None else prompt)
 
     def _fill(self, provider: str, model: str, low: int, high: int, budget: int, window: Window,
               typical: float, prompt: float) -> int:
@@ -240,12 +243,14 @@ class CompletionBudgets:
             previous = self._prompt_scale.get(provider)
             self._prompt_scale[provider] = ratio if previous is None else 0.8 * previous + 0.2 * ratio
 
-    def report(self, provider: str, model: str, low: int, high: int) -> dict[str, Any]:
+    def report(self, provider: str, model: str, low: int, high: int, window: Window | None = None) -> dict[str, Any]:
+        """The budget sent now for a typical prompt (sized to `window` when the provider charges it
+        up front) and what it was learned from."""
         with self._lock:
             stats = self._models.get((provider, model))
             used = [t for t, _ in stats.used] if stats else []
             data = self._data(provider, model)
-            return {"budget": self._budget(provider, model, low, high), "configured": high, "minimum": low,
+            return {"budget": self._sent(provider, model, low, high, window, None), "configured": high, "minimum": low,
                     "learned": len(data) >= self.pacing.budget_min_samples or bool(stats and stats.floor),
                     "answers": len(used), "truncated": stats.truncated if stats else 0,
                     "p50": percentile(used, 50), "p95": percentile(used, 95)}

@@ -185,6 +185,12 @@ class Router:
         return self.budgets.budget(provider, model.id, config.completion_floor(model), config.completion_budget(model),
                                    self._charged_window(provider, model), prompt_tokens)
 
+    def budget_report(self, provider: str, model: ModelConfig) -> dict[str, Any]:
+        """The model's completion budget as sent now for a typical prompt, and what it was learned from."""
+        config = self.providers[provider].config
+        return self.budgets.report(provider, model.id, config.completion_floor(model), config.completion_budget(model),
+                                   self._charged_window(provider, model))
+
     def _charged_window(self, provider: str, model: ModelConfig) -> Window | None:
         """The minute token window charged `prompt + budget` up front (reserved accounting), if any."""
         if self.providers[provider].config.token_accounting != "reserved":

@@ -226,9 +226,7 @@ class GenerationEngine:
     def completion_budget(self, provider: str, model: ModelConfig) -> dict[str, Any]:
         """The model's learned completion budget: `budget` (sent now), `configured`, `minimum`,
         `learned`, `answers` it was learned from, `truncated` answers, their `p50`/`p95`."""
-        config = self.providers[provider].config
-        return self.router.budgets.report(provider, model.id, config.completion_floor(model),
-                                          config.completion_budget(model))
+        return self.router.budget_report(provider, model)
 
     def learned_limits(self, provider: str) -> list[dict[str, Any]]:
         """Limits learned from the provider's 429s, with their scope (see RateLimiter.learned_limits)."""
