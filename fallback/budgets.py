@@ -122,11 +122,6 @@ class CompletionBudgets:
         if (stats and stats.floor or self.pacing.budget_method != "min_charge"
                 or len(data) < self.pacing.budget_own_samples):
             return max(low, min(high, max(share(requests_at(budget), prompt), budget)))   # only widened
-        if len(data) < self._fill_samples:
-            # the tail cannot be told from noise yet: as many requests as fit with a budget of at
-            # least the answers' 95th percentile
-            typical_answer = percentile([t for t, _ in data], 95) or high
-            return max(low, min(high, share(requests_at(int(math.ceil(typical_answer))), prompt)))
         fits = self._fits(data)
         best, chosen = -1.0, requests_at(high)
         requests = chosen
@@ -141,18 +136,20 @@ class CompletionBudgets:
         return max(low, min(high, share(chosen, prompt)))
 
     def _fits(self, data: list[tuple[int, bool]]) -> Callable[[float], float]:
-        """The share of answers that fit a budget, estimated from `data` where a cut-off answer
-        only says it needed more than the budget it was sent (Kaplan-Meier: a cut-off at 1,930
-        tokens says nothing about whether 2,023 would have done)."""
+        """A cautious share of answers that fit a budget: the Kaplan-Meier estimate from `data`,
+        where a cut-off answer only says it needed more than the budget it was sent (a cut-off at
+        1,930 tokens says nothing about 2,023), less one standard error (Greenwood), so that a
+        budget cut into the tail on the strength of a few answers is not taken for a gain."""
         factor = self.pacing.budget_truncated_factor
         # (tokens, finished): a cut-off answer is kept as factor x its budget; its budget is where it left
         points = sorted((t / factor if cut else t, not cut) for t, cut in data)
-        steps: list[tuple[float, float]] = []   # (tokens, share that fits up to them)
-        survive, at_risk = 1.0, len(points)
+        steps: list[tuple[float, float]] = []   # (tokens, cautious share that fits up to them)
+        survive, variance, at_risk = 1.0, 0.0, len(points)
         for tokens, finished in points:
             if finished:
                 survive *= 1 - 1 / at_risk
-                steps.append((tokens, 1 - survive))
+                variance += 1 / (at_risk * (at_risk - 1)) if at_risk > 1 else 0.0
+                steps.append((tokens, max(0.0, 1 - survive - survive * math.sqrt(variance))))
             at_risk -= 1
         keys = [tokens for tokens, _ in steps]
 
@@ -160,12 +157,6 @@ class CompletionBudgets:
             index = bisect.bisect_right(keys, budget)
             return steps[index - 1][1] if index else 0.0
         return fits
-
-    @property
-    def _fill_samples(self) -> int:
-        """Answers needed before a window's budget is chosen from their distribution: a full
-        record (with 100, one unlucky stretch of short answers can still favour one request too many)."""
-        return max(self.pacing.budget_own_samples, self.pacing.budget_samples)
 
     def _data(self, provider: str, model: str) -> list[tuple[int, bool]]:
         stats = self._models.get((provider, model))
