@@ -144,7 +144,9 @@ class CompletionBudgets:
         # (tokens, finished): a cut-off answer is kept as factor x its budget; its budget is where it left
         points = sorted((t / factor if cut else t, not cut) for t, cut in data)
         steps: list[tuple[float, float]] = []   # (tokens, cautious share that fits up to them)
-        survive, variance, at_risk = 1.0, 0.0, len(points)
+        # one more answer than the data holds is assumed to need more than any budget: the longest
+        # of 10 answers fits ~10 answers in 11, not all of them
+        survive, variance, at_risk = 1.0, 0.0, len(points) + 1
         for tokens, finished in points:
             if finished:
                 survive *= 1 - 1 / at_risk
