@@ -136,29 +136,35 @@ class CompletionBudgets:
         return max(low, min(high, share(chosen, prompt)))
 
     def _fits(self, data: list[tuple[int, bool]]) -> Callable[[float], float]:
-        """A cautious share of answers that fit a budget: the Kaplan-Meier estimate from `data`,
-        where a cut-off answer only says it needed more than the budget it was sent (a cut-off at
-        1,930 tokens says nothing about 2,023), less one standard error (Greenwood), so that a
-        budget cut into the tail on the strength of a few answers is not taken for a gain."""
-        factor = self.pacing.budget_truncated_factor
-        # (tokens, finished): a cut-off answer is kept as factor x its budget; its budget is where it left
-        points = sorted((t / factor if cut else t, not cut) for t, cut in data)
-        steps: list[tuple[float, float]] = []   # (tokens, cautious share that fits up to them)
-        # one more answer than the data holds is assumed to need more than any budget: the longest
-        # of 10 answers fits ~10 answers in 11, not all of them
-        survive, variance, at_risk = 1.0, 0.0, len(points) + 1
-        for tokens, finished in points:
-            if finished:
-                survive *= 1 - 1 / at_risk
-                variance += 1 / (at_risk * (at_risk - 1)) if at_risk > 1 else 0.0
-                steps.append((tokens, max(0.0, 1 - survive - survive * math.sqrt(variance))))
-            at_risk -= 1
+        """A cautious share of the answers that fit a budget (see `_kaplan_meier`)."""
+        steps = self._kaplan_meier(data, cautious=True)
         keys = [tokens for tokens, _ in steps]
 
         def fits(budget: float) -> float:
             index = bisect.bisect_right(keys, budget)
             return steps[index - 1][1] if index else 0.0
         return fits
+
+    def _kaplan_meier(self, data: list[tuple[int, bool]], cautious: bool) -> list[tuple[float, float]]:
+        """(tokens, share of the answers that fit in them) at each finished answer's size: the
+        Kaplan-Meier estimate, where a cut-off answer only says it needed more than the budget it
+        was sent (a cut-off at 1,930 tokens says nothing about 2,023). `cautious`: one answer more
+        than the data holds is assumed to need more than any budget (the longest of 10 answers fits
+        ~10 in 11, not all of them), and the share is taken one standard error low (Greenwood), so
+        that a budget cut into the tail on the strength of a few answers is not taken for a gain."""
+        factor = self.pacing.budget_truncated_factor
+        # a cut-off answer is kept as factor x its budget; its budget is where it left
+        points = sorted((t / factor if cut else t, not cut) for t, cut in data)
+        steps: list[tuple[float, float]] = []
+        survive, variance, at_risk = 1.0, 0.0, len(points) + (1 if cautious else 0)
+        for tokens, finished in points:
+            if finished:
+                survive *= 1 - 1 / at_risk
+                variance += 1 / (at_risk * (at_risk - 1)) if at_risk > 1 else 0.0
+                low = survive * math.sqrt(variance) if cautious else 0.0
+                steps.append((tokens, max(0.0, 1 - survive - low)))
+            at_risk -= 1
+        return steps
 
     def _data(self, provider: str, model: str) -> list[tuple[int, bool]]:
         stats = self._models.get((provider, model))
@@ -175,12 +181,13 @@ class CompletionBudgets:
         if len(data) < self.pacing.budget_min_samples:
             learned = max(floor, high)
         else:
-            learned = max(floor, _round_up(self._choose(provider, sorted(t for t, _ in data), high)))
+            learned = max(floor, _round_up(self._choose(provider, data, high)))
         return max(low, min(high, learned))
 
-    def _choose(self, provider: str, tokens: list[int], high: int) -> float:
-        if self.pacing.budget_method == "percentile" or len(tokens) < self.pacing.budget_own_samples:
-            return self._percentile_budget(tokens, high)
+    def _choose(self, provider: str, data: list[tuple[int, bool]], high: int) -> float:
+        if self.pacing.budget_method == "percentile" or len(data) < self.pacing.budget_own_samples:
+            return self._percentile_budget(data, high)
+        tokens = sorted(t for t, _ in data)
         prompt = self._prompt_tokens.get(provider, 0.0)
         n = len(tokens)
         best, charge = float(high), prompt + high
@@ -190,8 +197,14 @@ class CompletionBudgets:
                 best, charge = needed, expected
         return best
 
-    def _percentile_budget(self, tokens: list[int], high: int) -> float:
-        typical = percentile(tokens, self.pacing.budget_percentile) or high
+    def _percentile_budget(self, data: list[tuple[int, bool]], high: int) -> float:
+        """`budget_percentile` of the answers plus `budget_margin`. A cut-off answer counts as
+        needing more than the budget it was sent, not as its assumed `budget_truncated_factor` x
+        that (Kaplan-Meier), unless so many were cut off that the percentile lies beyond them all:
+        one answer cut off at 2,048 among a sibling's 10 must not lift a new model's budget to 3,400."""
+        share = self.pacing.budget_percentile / 100
+        fitted = next((tokens for tokens, fits in self._kaplan_meier(data, cautious=False) if fits >= share), None)
+        typical = fitted or percentile([t for t, _ in data], self.pacing.budget_percentile) or high
         return typical * (1 + self.pacing.budget_margin)
 
     def observe(self, provider: str, model: str, completion_tokens: int | None, truncated: bool,
