@@ -122,22 +122,27 @@ class CompletionBudgets:
         if (stats and stats.floor or self.pacing.budget_method != "min_charge"
                 or len(data) < self.pacing.budget_own_samples):
             return max(low, min(high, max(share(requests_at(budget), prompt), budget)))   # only widened
-        fits = self._fits(data)
-        best, chosen = -1.0, requests_at(high)
-        requests = chosen
-        while requests <= most:
-            candidate = min(high, share(requests, typical))
+        # From the most budget (fewest requests) on, one more request is taken while the answers
+        # it would cut off, `m` (the share between the two budgets, at the top of its error), cost
+        # less than the request brings: (n + 1) x (F - m) > n x F, i.e. m < F / (n + 1).
+        fits, more = self._fits(data), len(data) + 1
+        requests = requests_at(high)
+        current = min(high, share(requests, typical))
+        while requests < most:
+            candidate = min(high, share(requests + 1, typical))
             if candidate < low:
                 break
-            finished = requests * fits(candidate)
-            if finished > best:
-                best, chosen = finished, requests
-            requests += 1
-        return max(low, min(high, share(chosen, prompt)))
+            cut_off = fits(current) - fits(candidate)
+            if (cut_off + (math.sqrt(cut_off * more) + 1) / more) * (requests + 1) >= fits(current):
+                break
+            requests, current = requests + 1, candidate
+        return max(low, min(high, share(requests, prompt)))
 
     def _fits(self, data: list[tuple[int, bool]]) -> Callable[[float], float]:
-        """A cautious share of the answers that fit a budget (see `_kaplan_meier`)."""
-        steps = self._kaplan_meier(data, cautious=True)
+        """The share of the answers that fit a budget: the Kaplan-Meier estimate, where a cut-off
+        answer only says it needed more than the budget it was sent (a cut-off at 1,930 tokens
+        says nothing about 2,023)."""
+        steps = self._kaplan_meier(data)
         keys = [tokens for tokens, _ in steps]
 
         def fits(budget: float) -> float:
@@ -145,24 +150,17 @@ class CompletionBudgets:
             return steps[index - 1][1] if index else 0.0
         return fits
 
-    def _kaplan_meier(self, data: list[tuple[int, bool]], cautious: bool) -> list[tuple[float, float]]:
-        """(tokens, share of the answers that fit in them) at each finished answer's size: the
-        Kaplan-Meier estimate, where a cut-off answer only says it needed more than the budget it
-        was sent (a cut-off at 1,930 tokens says nothing about 2,023). `cautious`: one answer more
-        than the data holds is assumed to need more than any budget (the longest of 10 answers fits
-        ~10 in 11, not all of them), and the share is taken one standard error low (Greenwood), so
-        that a budget cut into the tail on the strength of a few answers is not taken for a gain."""
+    def _kaplan_meier(self, data: list[tuple[int, bool]]) -> list[tuple[float, float]]:
+        """(tokens, share of the answers that fit in them) at each finished answer's size."""
         factor = self.pacing.budget_truncated_factor
         # a cut-off answer is kept as factor x its budget; its budget is where it left
         points = sorted((t / factor if cut else t, not cut) for t, cut in data)
         steps: list[tuple[float, float]] = []
-        survive, variance, at_risk = 1.0, 0.0, len(points) + (1 if cautious else 0)
+        survive, at_risk = 1.0, len(points)
         for tokens, finished in points:
             if finished:
                 survive *= 1 - 1 / at_risk
-                variance += 1 / (at_risk * (at_risk - 1)) if at_risk > 1 else 0.0
-                low = survive * math.sqrt(variance) if cautious else 0.0
-                steps.append((tokens, max(0.0, 1 - survive - low)))
+                steps.append((tokens, 1 - survive))
             at_risk -= 1
         return steps
 
@@ -199,12 +197,15 @@ class CompletionBudgets:
 
     def _percentile_budget(self, data: list[tuple[int, bool]], high: int) -> float:
         """`budget_percentile` of the answers plus `budget_margin`. A cut-off answer counts as
-        needing more than the budget it was sent, not as its assumed `budget_truncated_factor` x
-        that (Kaplan-Meier), unless so many were cut off that the percentile lies beyond them all:
-        one answer cut off at 2,048 among a sibling's 10 must not lift a new model's budget to 3,400."""
+        needing more than the budget it was sent (Kaplan-Meier), not as its assumed
+        `budget_truncated_factor` x that: one answer cut off at 2,048 among a sibling's 20 must not
+        lift a new model's budget to 3,400. When the cut-offs leave the percentile unknown (it lies
+        beyond them), the largest budget an answer was cut off at stands for it. A model's own
+        cut-offs raise its budget at once by other means (`observe`)."""
         share = self.pacing.budget_percentile / 100
-        fitted = next((tokens for tokens, fits in self._kaplan_meier(data, cautious=False) if fits >= share), None)
-        typical = fitted or percentile([t for t, _ in data], self.pacing.budget_percentile) or high
+        fitted = next((tokens for tokens, fits in self._kaplan_meier(data) if fits >= share), None)
+        factor = self.pacing.budget_truncated_factor
+        typical = fitted or max((t / factor if cut else t for t, cut in data), default=high)
         return typical * (1 + self.pacing.budget_margin)
 
     def observe(self, provider: str, model: str, completion_tokens: int | None, truncated: bool,
