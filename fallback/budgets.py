@@ -16,30 +16,37 @@ and asked again, so the expected charge is (prompt + x_(k)) x (n + 1) / k; the c
 (charge prompt + ceiling, never cut off by assumption) is a candidate too. A p95 + 10 % budget
 pays ~10 % more than needed on every request to avoid a ~1-in-50 retry; this one pays for the
 retries it risks and no more. With fewer than `budget_own_samples` answers the tail cannot be
-told apart from noise, so the percentile rule applies; `budget_method: percentile` always keeps `budget_percentile` x
+told apart from noise, so the percentile rule applies (a cut-off answer counted as needing more
+than its budget, Kaplan-Meier, not as half as much again: one sibling's cut-off at 2,048 must not
+lift a new model's budget to 3,400); `budget_method: percentile` always keeps `budget_percentile` x
 `1 + budget_margin`. Either is rounded up to 64 and kept between the configured bounds
 (`min_completion_tokens`, `max_completion_tokens`: the configured budget is the ceiling).
 
 **Whole requests per window.** Where the provider charges `prompt + budget` up front against a
 steady token window (`Window`: Cerebras' tokens per minute), a window holds `n = floor(tpm / (prompt
 + budget))` requests and the rest of it is never used: at 60,000 tpm a 2,421-token charge fits 24
-requests and leaves 1,896 tokens idle. There the budget is chosen per window instead: for each
-whole number `n` of requests (at most the window's request limit), the largest budget that lets `n`
-fit, `tpm / n - prompt`, scored by the finished answers it buys, `n x F(budget)` (F: the share of
-the answers that fit, from the data); the best `n` wins, so a budget is shrunk a little to fit one
-more request only when the answers' distribution says the extra cut-offs cost less than the request
-gained. Each request is then sent `tpm / n` minus its own prompt (a margin of 1 % of the prompt for
-the estimate's error), so `n` requests fill the window exactly whatever their prompts. With too few
-answers to trust F, the budget learned as above is only widened to its window's share, never cut.
+requests and leaves 1,896 tokens idle. There the budget is chosen per window: starting from the
+fewest requests (the configured budget), one more request is taken, its budget `tpm / (n + 1) -
+prompt`, while the answers it would newly cut off cost less than the request brings: `(n + 1) x
+(F - m) > n x F`, i.e. `m < F / (n + 1)`, with `F` the share of answers that fit the current
+budget and `m` the share between the two budgets, counted at the top of its error (`m + (sqrt(m
+N) + 1) / N` for N answers), so a 25th request at 60,000 tpm (2,023 tokens, ~1 answer in 50 newly
+cut off) is taken once the record shows it, a 26th (1,930 tokens, 1 in 9) never. The shares are
+Kaplan-Meier estimates: a cut-off answer only says it needed more than the budget it was sent.
+Each request is then sent `tpm / n` minus its own prompt (a margin of 1 % of the prompt for the
+estimate's error), so `n` requests fill the window exactly whatever their prompts. Below
+`budget_own_samples` answers, or while a cut-off raised the budget, the budget learned as above
+is only widened to its whole requests' share of the window, never cut.
 
 An answer cut off (`finish_reason: length`) is kept as a sample of `budget_truncated_factor` x the
 budget (it needed more than the budget: a censored sample). When the answers seem to have got
 longer it also raises the budget by `budget_truncated_factor` at once, for the next
 `4 x budget_min_samples` answers: under the percentile rule, when the budget was at least every
 answer the data held; under min_charge (which accepts a few cut-offs by design), when the model's
-latest answers were all cut off and the data made such a run unlikely: `q^k < 1/1000` for `k`
-cut-offs in a row where `q` is the share of the data that did not fit the budget (two in a row
-at q = 2 %, three at 5 %), so the cut-offs a budget accepts by design do not raise it.
+latest answers were all cut off and the data made such a run unlikely: `q^k < 1/10,000` for `k`
+cut-offs in a row where `q` is the share of the data that did not fit the budget, counted high
+(`(misses + 1) / (answers + 1)`; one cut-off at once when no answer ever needed more, three in a
+row at q = 2 %, four at 5 %), so the cut-offs a budget accepts by design do not raise it.
 
 The prompt's size is estimated offline (characters per token); each provider's answers report
 the real count, and `prompt_scale` (a moving average of real / estimated, between 0.5 and 2)
@@ -218,9 +225,10 @@ class CompletionBudgets:
             if self.pacing.budget_method == "percentile" or len(data) < self.pacing.budget_own_samples:
                 shifted = not any(t >= budget and not cut for t, cut in data)
             else:   # min_charge accepts a few cut-offs; a run the data makes unlikely says they got longer
-                missed = sum(1 for t, _ in data if t > budget) / len(data)
+                missed = sum(1 for t, _ in data if t > budget)
+                share = (missed + 1) / (len(data) + 1) if missed else 0.0   # counted high: a tail seen rarely
                 run = 1 + next((i for i, (_, cut) in enumerate(reversed(stats.used)) if not cut), len(stats.used))
-                shifted = missed ** run < SHIFT_EVIDENCE
+                shifted = share ** run < SHIFT_EVIDENCE
             sample = (needed, True) if truncated else (completion_tokens, False)
             if sample[0] is not None and sample[0] >= 0:
                 stats.used.append(sample)
