@@ -45,8 +45,10 @@ longer it also raises the budget by `budget_truncated_factor` at once, for the n
 answer the data held; under min_charge (which accepts a few cut-offs by design), when the model's
 latest answers were all cut off and the data made such a run unlikely: `q^k < 1/10,000` for `k`
 cut-offs in a row where `q` is the share of the data that did not fit the budget, counted high
-(`(misses + 1) / (answers + 1)`; one cut-off at once when no answer ever needed more, three in a
-row at q = 2 %, four at 5 %), so the cut-offs a budget accepts by design do not raise it.
+(`(misses + 1) / (answers + 1)`: three in a row when 1 answer in 50 or fewer does not fit, even
+none of the 50 so far, four at 1 in 20), so the cut-offs a budget accepts by design, or a 1-in-100
+answer a record of 50 has not shown yet, do not raise it. (A budget raised by half costs ~7
+requests of a window charged up front; an answer cut off, one.)
 
 The prompt's size is estimated offline (characters per token); each provider's answers report
 the real count, and `prompt_scale` (a moving average of real / estimated, between 0.5 and 2)
@@ -225,9 +227,10 @@ class CompletionBudgets:
             if self.pacing.budget_method == "percentile" or len(data) < self.pacing.budget_own_samples:
                 shifted = not any(t >= budget and not cut for t, cut in data)
             else:   # min_charge accepts a few cut-offs; a run the data makes unlikely says they got longer
-                missed = sum(1 for t, _ in data if t > budget)
-                share = (missed + 1) / (len(data) + 1) if missed else 0.0   # counted high: a tail seen rarely
                 run = 1 + next((i for i, (_, cut) in enumerate(reversed(stats.used)) if not cut), len(stats.used))
+                # the tail's share before this run, counted high: a tail seen rarely (or not yet)
+                missed = max(0, sum(1 for t, _ in data if t > budget) - (run - 1))
+                share = (missed + 1) / (len(data) - (run - 1) + 1)
                 shifted = share ** run < SHIFT_EVIDENCE
             sample = (needed, True) if truncated else (completion_tokens, False)
             if sample[0] is not None and sample[0] >= 0:
