@@ -7,7 +7,11 @@ admitted has drained at `limit / span`. A request costs 1 in request windows and
 tokens (prompt + completion budget) in token windows, each unit worth `(span + grace) / limit`
 seconds (grace: 1 % of the span, at most 1 s, plus `pacing.jitter_seconds` for the network). Windows up to `pacing.steady_max_window_seconds` (a minute) are paced evenly: a request
 is admitted when `tat <= now`, so requests are spread over the window instead of spending it in
-a burst, and no stretch of `span` seconds holds more than the limit. Longer windows (hour, day)
+a burst, and no stretch of `span` seconds holds more than the limit. Token windows paced evenly also
+keep a log of what they admitted, which bounds every stretch of the window exactly; there a request
+admitted late (a thread woken a moment after its slot) is spaced from its slot, not from its
+arrival, by at most its own spacing, so the lateness of busy threads does not add up to idle
+window time. Longer windows (hour, day)
 are token buckets: a request is admitted while the backlog `tat - now` stays within the span, so
 an hour's budget can be spent at the minute windows' pace. Window totals are unchanged. When a
 call ends, its reservation settles to the tokens really charged (`tat` moves back by the
@@ -217,7 +221,11 @@ class RateLimiter:
                 state = states[gate.key]
                 tokens_window = WINDOW_NAMES[gate.name][0] == "tokens"
                 unit = self._unit(gate.name, gate.limit)
-                state.tat[gate.name] = max(state.tat.get(gate.name, now), now) + (tokens if tokens_window else 1) * unit
+                spacing = (tokens if tokens_window else 1) * unit
+                # A logged window forgives lateness up to this request's own spacing (a thread woken
+                # a moment after its slot loses nothing); its log still bounds every stretch exactly.
+                late = spacing if self._logged(gate.name) else 0.0
+                state.tat[gate.name] = max(state.tat.get(gate.name, now), now - late) + spacing
                 if tokens_window:
                     reservation.charges.append((gate.key, gate.name, unit))
                 if self._logged(gate.name):
