@@ -175,6 +175,11 @@ def _daily_window_exhausted(s: Signals) -> bool:
     return any(r.exhausted and r.period == "day" for r in read_rate_limits(s.headers, s.kind))
 
 
+def _cut_off(s: Signals) -> bool:
+    """Unusable output from an answer cut off at its completion budget (`finish_reason: length`)."""
+    return getattr(getattr(s.exc, "completion", None), "finish_reason", None) == "length"
+
+
 @dataclass(frozen=True)
 class SignalRule:
     category: Category
@@ -239,6 +244,7 @@ SIGNAL_RULES: tuple[SignalRule, ...] = (
     SignalRule(C.TIMEOUT, exc=_timeouts),
     SignalRule(C.CONNECTION_ERROR, exc=_connections),
     SignalRule(C.INVALID_OUTPUT, exc=(InvalidOutput,)),
+    SignalRule(C.INVALID_OUTPUT, exc=(InvalidOutput,), when=_cut_off, reason="truncated"),
     # HTTP status, refined by body code, headers and (last) message.
     SignalRule(C.BAD_REQUEST, status=400),
     SignalRule(C.INVALID_OUTPUT, status=400, code=r"json_validate_failed|output_parse_failed"),

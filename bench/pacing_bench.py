@@ -1,7 +1,8 @@
 """Pacing against fake providers (issue 8): samples per window against the ceiling the limits
 allow, and the 429s it cost, beside the figures the issue reported before this work.
 
-Run: `.venv/bin/python bench/pacing_bench.py [time_scale]` (default 0.5). Time is scaled: every
+Run: `.venv/bin/python bench/pacing_bench.py [time_scale] [scenario ...]` (default 0.5, all
+scenarios; e.g. `bench/pacing_bench.py 0.5 2` runs scenario 2, whose run also gives scenario 3). Time is scaled: every
 window, the providers' limits' windows, latency and the run lengths are multiplied by the scale
 (`engine.pacing.time_scale` for the limiter, the fakes' own windows), so a 10-second window lasts
 5 s at 0.5 and the whole bench takes a few minutes. Ratios and 429 counts are what matter; they
@@ -241,16 +242,22 @@ def scenario_2_and_3(scale: float) -> None:
     print("  target : progress in every 5-second interval")
 
 
+SCENARIOS: dict[str, Callable[[float], None]] = {"1": scenario_1, "1b": scenario_1b, "2": scenario_2_and_3}
+
+
 def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)   # type: ignore[attr-defined]
     scale = float(sys.argv[1]) if len(sys.argv) > 1 else 0.5
+    chosen = sys.argv[2:] or list(SCENARIOS)
+    unknown = [name for name in chosen if name not in SCENARIOS]
+    if unknown:
+        sys.exit(f"unknown scenario {', '.join(unknown)}: choose from {', '.join(SCENARIOS)} (2 includes 3)")
     print(f"Time scaled by {scale}: windows, latency and run lengths are {scale} x the real ones; figures below "
           "are per (scaled) window, durations unscaled.\n")
-    scenario_1(scale)
-    print()
-    scenario_1b(scale)
-    print()
-    scenario_2_and_3(scale)
+    for index, name in enumerate(chosen):
+        if index:
+            print()
+        SCENARIOS[name](scale)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,39 @@ and asked again, so the expected charge is (prompt + x_(k)) x (n + 1) / k; the c
 (charge prompt + ceiling, never cut off by assumption) is a candidate too. A p95 + 10 % budget
 pays ~10 % more than needed on every request to avoid a ~1-in-50 retry; this one pays for the
 retries it risks and no more. With fewer than `budget_own_samples` answers the tail cannot be
-told apart from noise, so the percentile rule applies; `budget_method: percentile` always keeps `budget_percentile` x
+told apart from noise, so the percentile rule applies (a cut-off answer counted as needing more
+than its budget, Kaplan-Meier, not as half as much again: one sibling's cut-off at 2,048 must not
+lift a new model's budget to 3,400); `budget_method: percentile` always keeps `budget_percentile` x
 `1 + budget_margin`. Either is rounded up to 64 and kept between the configured bounds
 (`min_completion_tokens`, `max_completion_tokens`: the configured budget is the ceiling).
+
+**Whole requests per window.** Where the provider charges `prompt + budget` up front against a
+steady token window (`Window`: Cerebras' tokens per minute), a window holds `n = floor(tpm / (prompt
++ budget))` requests and the rest of it is never used: at 60,000 tpm a 2,421-token charge fits 24
+requests and leaves 1,896 tokens idle. There the budget is chosen per window: starting from the
+fewest requests (the configured budget), one more request is taken, its budget `tpm / (n + 1) -
+prompt`, while the answers it would newly cut off cost less than the request brings: `(n + 1) x
+(F - m) > n x F`, i.e. `m < F / (n + 1)`, with `F` the share of answers that fit the current
+budget and `m` the share between the two budgets, counted at the top of its error (`m + (sqrt(m
+N) + 1) / N` for N answers), so a 25th request at 60,000 tpm (2,023 tokens, ~1 answer in 50 newly
+cut off) is taken once the record shows it, a 26th (1,930 tokens, 1 in 9) never. The shares are
+Kaplan-Meier estimates: a cut-off answer only says it needed more than the budget it was sent.
+Each request is then sent `tpm / n` minus its own prompt (a margin of 1 % of the prompt for the
+estimate's error), so `n` requests fill the window exactly whatever their prompts. Below
+`budget_own_samples` answers, or while a cut-off raised the budget, the budget learned as above
+is only widened to its whole requests' share of the window, never cut.
 
 An answer cut off (`finish_reason: length`) is kept as a sample of `budget_truncated_factor` x the
 budget (it needed more than the budget: a censored sample). When the answers seem to have got
 longer it also raises the budget by `budget_truncated_factor` at once, for the next
 `4 x budget_min_samples` answers: under the percentile rule, when the budget was at least every
 answer the data held; under min_charge (which accepts a few cut-offs by design), when the model's
-previous answer was cut off too.
+latest answers were all cut off and the data made such a run unlikely: `q^k < 1/10,000` for `k`
+cut-offs in a row where `q` is the share of the data that did not fit the budget, counted high
+(`(misses + 1) / (answers + 1)`: three in a row when 1 answer in 50 or fewer does not fit, even
+none of the 50 so far, four at 1 in 20), so the cut-offs a budget accepts by design, or a 1-in-100
+answer a record of 50 has not shown yet, do not raise it. (A budget raised by half costs ~7
+requests of a window charged up front; an answer cut off, one.)
 
 The prompt's size is estimated offline (characters per token); each provider's answers report
 the real count, and `prompt_scale` (a moving average of real / estimated, between 0.5 and 2)
@@ -40,13 +63,14 @@ budgets go on with what this server knows (logged once).
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from config.providers import PacingConfig
 from fallback.metrics import percentile
@@ -56,6 +80,19 @@ from storage.shared_budgets import SharedBudgetSamples
 log = logging.getLogger("fallback")
 
 PRUNE_EVERY = 64    # this server's shared appends between two prunes of a model's old samples
+
+
+SHIFT_EVIDENCE = 1e-4   # a run of cut-offs less likely than this under the data: the answers got longer
+PROMPT_MARGIN = 0.01    # of a request's prompt estimate, kept free of a window's share (estimate error)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A steady window the provider charges `prompt + budget` against when a request arrives:
+    `tokens` per window, at most `requests` requests per window (None: no request limit)."""
+
+    tokens: float
+    requests: float | None = None
 
 
 @dataclass
@@ -137,11 +174,79 @@ class CompletionBudgets:
     def _model(self, provider: str, model: str) -> _Model:
         return self._models.setdefault((provider, model), _Model(deque(maxlen=self.pacing.budget_samples)))
 
-    def budget(self, provider: str, model: str, low: int, high: int) -> int:
-        """The budget to send now, between `low` and `high` (the configured budget)."""
+    def budget(self, provider: str, model: str, low: int, high: int, window: Window | None = None,
+               prompt: int | None = None) -> int:
+        """The budget to send now, between `low` and `high` (the configured budget); with the
+        `window` the provider charges it against up front, sized so whole requests fill it, for a
+        request of `prompt` tokens (None: the provider's typical prompt)."""
         self._catch_up()
         with self._lock:
-            return self._budget(provider, model, low, high)
+            return self._sent(provider, model, low, high, window, prompt)
+
+    def _sent(self, provider: str, model: str, low: int, high: int, window: Window | None,
+              prompt: int | None) -> int:
+        budget = self._budget(provider, model, low, high)
+        typical = self._prompt_tokens.get(provider)
+        if window is None or not window.tokens or typical is None:
+            return budget
+        return self._fill(provider, model, low, high, budget, window, typical, typical if prompt is None else prompt)
+
+    def _fill(self, provider: str, model: str, low: int, high: int, budget: int, window: Window,
+              typical: float, prompt: float) -> int:
+        """The budget that makes a whole number of requests fill `window` (module docstring)."""
+        def share(requests: int, tokens: float) -> int:
+            return int(window.tokens / requests - tokens * (1 + PROMPT_MARGIN))
+
+        def requests_at(tokens: int) -> int:
+            return min(most, max(1, int(window.tokens // (typical + tokens))))
+
+        most = math.inf if window.requests is None else max(1, int(window.requests))
+        data = self._data(provider, model)
+        stats = self._models.get((provider, model))
+        if (stats and stats.floor or self.pacing.budget_method != "min_charge"
+                or len(data) < self.pacing.budget_own_samples):
+            return max(low, min(high, max(share(requests_at(budget), prompt), budget)))   # only widened
+        # From the most budget (fewest requests) on, one more request is taken while the answers
+        # it would cut off, `m` (the share between the two budgets, at the top of its error), cost
+        # less than the request brings: (n + 1) x (F - m) > n x F, i.e. m < F / (n + 1).
+        fits, more = self._fits(data), len(data) + 1
+        requests = requests_at(high)
+        current = min(high, share(requests, typical))
+        while requests < most:
+            candidate = min(high, share(requests + 1, typical))
+            if candidate < low:
+                break
+            cut_off = fits(current) - fits(candidate)
+            if (cut_off + (math.sqrt(cut_off * more) + 1) / more) * (requests + 1) >= fits(current):
+                break
+            requests, current = requests + 1, candidate
+        return max(low, min(high, share(requests, prompt)))
+
+    def _fits(self, data: list[tuple[int, bool]]) -> Callable[[float], float]:
+        """The share of the answers that fit a budget: the Kaplan-Meier estimate, where a cut-off
+        answer only says it needed more than the budget it was sent (a cut-off at 1,930 tokens
+        says nothing about 2,023)."""
+        steps = self._kaplan_meier(data)
+        keys = [tokens for tokens, _ in steps]
+
+        def fits(budget: float) -> float:
+            index = bisect.bisect_right(keys, budget)
+            return steps[index - 1][1] if index else 0.0
+        return fits
+
+    def _kaplan_meier(self, data: list[tuple[int, bool]]) -> list[tuple[float, float]]:
+        """(tokens, share of the answers that fit in them) at each finished answer's size."""
+        factor = self.pacing.budget_truncated_factor
+        # a cut-off answer is kept as factor x its budget; its budget is where it left
+        points = sorted((t / factor if cut else t, not cut) for t, cut in data)
+        steps: list[tuple[float, float]] = []
+        survive, at_risk = 1.0, len(points)
+        for tokens, finished in points:
+            if finished:
+                survive *= 1 - 1 / at_risk
+                steps.append((tokens, 1 - survive))
+            at_risk -= 1
+        return steps
 
     def _data(self, provider: str, model: str) -> list[tuple[int, bool]]:
         stats = self._models.get((provider, model))
@@ -158,13 +263,13 @@ class CompletionBudgets:
         if len(data) < self.pacing.budget_min_samples:
             learned = max(floor, high)
         else:
-            learned = max(floor, _round_up(self._choose(provider, sorted(t for t, _ in data), high)))
+            learned = max(floor, _round_up(self._choose(provider, data, high)))
         return max(low, min(high, learned))
 
-    def _choose(self, provider: str, tokens: list[int], high: int) -> float:
-        if self.pacing.budget_method == "percentile" or len(tokens) < self.pacing.budget_own_samples:
-            typical = percentile(tokens, self.pacing.budget_percentile) or high
-            return typical * (1 + self.pacing.budget_margin)
+    def _choose(self, provider: str, data: list[tuple[int, bool]], high: int) -> float:
+        if self.pacing.budget_method == "percentile" or len(data) < self.pacing.budget_own_samples:
+            return self._percentile_budget(data, high)
+        tokens = sorted(t for t, _ in data)
         prompt = self._prompt_tokens.get(provider, 0.0)
         n = len(tokens)
         best, charge = float(high), prompt + high
@@ -173,6 +278,19 @@ class CompletionBudgets:
             if needed < high and expected < charge:
                 best, charge = needed, expected
         return best
+
+    def _percentile_budget(self, data: list[tuple[int, bool]], high: int) -> float:
+        """`budget_percentile` of the answers plus `budget_margin`. A cut-off answer counts as
+        needing more than the budget it was sent (Kaplan-Meier), not as its assumed
+        `budget_truncated_factor` x that: one answer cut off at 2,048 among a sibling's 20 must not
+        lift a new model's budget to 3,400. When the cut-offs leave the percentile unknown (it lies
+        beyond them), the largest budget an answer was cut off at stands for it. A model's own
+        cut-offs raise its budget at once by other means (`observe`)."""
+        share = self.pacing.budget_percentile / 100
+        fitted = next((tokens for tokens, fits in self._kaplan_meier(data) if fits >= share), None)
+        factor = self.pacing.budget_truncated_factor
+        typical = fitted or max((t / factor if cut else t for t, cut in data), default=high)
+        return typical * (1 + self.pacing.budget_margin)
 
     def observe(self, provider: str, model: str, completion_tokens: int | None, truncated: bool,
                 budget: int) -> None:
@@ -184,8 +302,12 @@ class CompletionBudgets:
             data = self._data(provider, model)
             if self.pacing.budget_method == "percentile" or len(data) < self.pacing.budget_own_samples:
                 shifted = not any(t >= budget and not cut for t, cut in data)
-            else:   # min_charge accepts a few cut-offs; two in a row say the answers got longer
-                shifted = bool(stats.used) and stats.used[-1][1]
+            else:   # min_charge accepts a few cut-offs; a run the data makes unlikely says they got longer
+                run = 1 + next((i for i, (_, cut) in enumerate(reversed(stats.used)) if not cut), len(stats.used))
+                # the tail's share before this run, counted high: a tail seen rarely (or not yet)
+                missed = max(0, sum(1 for t, _ in data if t > budget) - (run - 1))
+                share = (missed + 1) / (len(data) - (run - 1) + 1)
+                shifted = share ** run < SHIFT_EVIDENCE
             answer = (needed, True) if truncated else (completion_tokens, False)
             if answer[0] is not None and answer[0] >= 0:
                 sample = (int(answer[0]), answer[1])
@@ -217,13 +339,15 @@ class CompletionBudgets:
             previous = self._prompt_scale.get(provider)
             self._prompt_scale[provider] = ratio if previous is None else 0.8 * previous + 0.2 * ratio
 
-    def report(self, provider: str, model: str, low: int, high: int) -> dict[str, Any]:
+    def report(self, provider: str, model: str, low: int, high: int, window: Window | None = None) -> dict[str, Any]:
+        """The budget sent now for a typical prompt (sized to `window` when the provider charges it
+        up front) and what it was learned from."""
         self._catch_up()
         with self._lock:
             stats = self._models.get((provider, model))
             used = [t for t, _ in stats.used] if stats else []
             data = self._data(provider, model)
-            return {"budget": self._budget(provider, model, low, high), "configured": high, "minimum": low,
+            return {"budget": self._sent(provider, model, low, high, window, None), "configured": high, "minimum": low,
                     "learned": len(data) >= self.pacing.budget_min_samples or bool(stats and stats.floor),
                     "answers": len(used), "truncated": stats.truncated if stats else 0,
                     "p50": percentile(used, 50), "p95": percentile(used, 95)}

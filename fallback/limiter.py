@@ -7,7 +7,11 @@ admitted has drained at `limit / span`. A request costs 1 in request windows and
 tokens (prompt + completion budget) in token windows, each unit worth `(span + grace) / limit`
 seconds (grace: 1 % of the span, at most 1 s, plus `pacing.jitter_seconds` for the network). Windows up to `pacing.steady_max_window_seconds` (a minute) are paced evenly: a request
 is admitted when `tat <= now`, so requests are spread over the window instead of spending it in
-a burst, and no stretch of `span` seconds holds more than the limit. Longer windows (hour, day)
+a burst, and no stretch of `span` seconds holds more than the limit. Token windows paced evenly also
+keep a log of what they admitted, which bounds every stretch of the window exactly; there a request
+admitted late (a thread woken a moment after its slot) is spaced from its slot, not from its
+arrival, by at most its own spacing, so the lateness of busy threads does not add up to idle
+window time. Longer windows (hour, day)
 are token buckets: a request is admitted while the backlog `tat - now` stays within the span, so
 an hour's budget can be spent at the minute windows' pace. Window totals are unchanged. When a
 call ends, its reservation settles to the tokens really charged (`tat` moves back by the
@@ -96,6 +100,7 @@ class RateLimiter:
         self._store: LimiterStore = store or MemoryStore()
         self._configured: dict[str, dict[str, float]] = {}
         self._models: dict[str, list[str]] = {}
+        self._steady_seen: dict[str, dict[str, float]] = {}   # per model key: steady windows in force, last reserve
         for (provider, model), configured in limits.items():
             self._configured[model_key(provider, model)] = {
                 name: float(value) for name, value in configured.model_dump().items() if value is not None}
@@ -183,6 +188,16 @@ class RateLimiter:
         gates += [_Gate(pk, name, limit) for name, limit in states[pk].learned.items() if limit > 0]
         return gates
 
+    def steady_limits(self, provider: str, model: str) -> dict[str, float]:
+        """The model's own windows paced evenly (`rpm`, `tpm`) and their limits in force as this
+        server last saw them (configured, or as reported or learned since), e.g. `{"rpm": 30, "tpm":
+        60000}`; read without the store, for sizing a request before it is reserved."""
+        key = model_key(provider, model)
+        seen = self._steady_seen.get(key)
+        if seen is None:
+            seen = {name: limit for name, limit in self._configured.get(key, {}).items() if self._steady(name)}
+        return dict(seen)
+
     def _keys(self, provider: str, model: str) -> list[str]:
         return sorted({model_key(provider, model), provider_key(provider)})
 
@@ -198,6 +213,9 @@ class RateLimiter:
             now = self._clock()
             self._probe(provider, model, states, now)
             gates = self._gates(provider, model, states)
+            self._steady_seen[model_key(provider, model)] = {
+                gate.name: gate.limit for gate in gates
+                if gate.key == model_key(provider, model) and self._steady(gate.name)}
             wait = self._longest(gates, states, tokens, now)
             if wait > 0:
                 return wait
@@ -206,7 +224,11 @@ class RateLimiter:
                 state = states[gate.key]
                 tokens_window = WINDOW_NAMES[gate.name][0] == "tokens"
                 unit = self._unit(gate.name, gate.limit)
-                state.tat[gate.name] = max(state.tat.get(gate.name, now), now) + (tokens if tokens_window else 1) * unit
+                spacing = (tokens if tokens_window else 1) * unit
+                # A logged window forgives lateness up to this request's own spacing (a thread woken
+                # a moment after its slot loses nothing); its log still bounds every stretch exactly.
+                late = spacing if self._logged(gate.name) else 0.0
+                state.tat[gate.name] = max(state.tat.get(gate.name, now), now - late) + spacing
                 if tokens_window:
                     reservation.charges.append((gate.key, gate.name, unit))
                 if self._logged(gate.name):

@@ -1,5 +1,6 @@
 """Per provider and model: attempts by outcome and category, latency percentiles and a latency
-histogram, tokens; and the log of switches from one (provider, model) to another."""
+histogram, tokens; the log of switches from one (provider, model) to another; per routing
+strategy, the samples it produced and their cost."""
 from __future__ import annotations
 
 import bisect
@@ -95,6 +96,7 @@ class Metrics:
         self.switches_from: Counter = Counter()
         self.switches_to: Counter = Counter()
         self._listeners: list[Callable[[SwitchEvent], None]] = []
+        self._strategies: dict[str, list[float]] = {}   # strategy -> [samples, cost in USD]
 
     def on_switch(self, listener: Callable[[SwitchEvent], None]) -> None:
         self._listeners.append(listener)
@@ -121,6 +123,19 @@ class Metrics:
                 stats.histograms.setdefault(outcome, LatencyHistogram()).observe(latency)
             stats.prompt_tokens += prompt_tokens or 0
             stats.completion_tokens += completion_tokens or 0
+
+    def record_sample(self, strategy: str, cost_usd: float) -> None:
+        """A sample produced by a run ordered by `strategy`, costing `cost_usd` at configured prices."""
+        with self._lock:
+            totals = self._strategies.setdefault(strategy, [0, 0.0])
+            totals[0] += 1
+            totals[1] += cost_usd
+
+    def strategy_report(self) -> dict[str, dict[str, float]]:
+        """Per strategy used so far: `samples` and their `cost_usd`."""
+        with self._lock:
+            return {name: {"samples": int(samples), "cost_usd": round(cost, 6)}
+                    for name, (samples, cost) in sorted(self._strategies.items())}
 
     def record_switch(self, event: SwitchEvent) -> None:
         with self._lock:

@@ -65,6 +65,10 @@ REASON_DECISIONS: dict[str, Rule] = {
     "request_too_large": Rule(A.NEXT_MODEL, critical=True, cooldown="bad_request"),    # 413: not again here
     "context_length": Rule(A.NEXT_MODEL, critical=True, cooldown="bad_request"),
     "internal": Rule(A.STOP, critical=True, cooldown=None),                             # our own bug
+    # An answer cut off below the configured budget: the learned budget's doing (it is raised), not a
+    # failing model, so no backoff or cooldown, and not counted in a row. The router names it so only
+    # below the ceiling: cut off at the configured budget, it is an invalid output like any other.
+    "truncated": Rule(A.NEXT_MODEL, critical=True, cooldown=None, give_up_after=3),
 }
 del C, A
 

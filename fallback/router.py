@@ -14,12 +14,12 @@ import math
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar, Union
 
 from errors import Category, Failure, classify
-from fallback.budgets import CompletionBudgets
+from fallback.budgets import CompletionBudgets, Window
 from fallback.health import BUSY, OWNED, Blocked, HealthBoard
 from fallback.limiter import WINDOW_NAMES, RateLimiter, Reservation, Wait, window_label
 from fallback.metrics import Metrics, SwitchEvent, utc_now_iso
@@ -177,10 +177,26 @@ class Router:
             pairs.extend((name, m) for m in models)
         return pairs
 
-    def completion_budget(self, provider: str, model: ModelConfig) -> int:
-        """The `max_completion_tokens` to send: learned from the model's answers, within its bounds."""
+    def completion_budget(self, provider: str, model: ModelConfig, prompt_tokens: int | None = None) -> int:
+        """The `max_completion_tokens` to send with a prompt of `prompt_tokens` (None: a typical
+        one): learned from the model's answers, within its bounds, sized so that whole requests
+        fill the token window a provider charging the budget up front counts it against."""
         config = self.providers[provider].config
-        return self.budgets.budget(provider, model.id, config.completion_floor(model), config.completion_budget(model))
+        return self.budgets.budget(provider, model.id, config.completion_floor(model), config.completion_budget(model),
+                                   self._charged_window(provider, model), prompt_tokens)
+
+    def budget_report(self, provider: str, model: ModelConfig) -> dict[str, Any]:
+        """The model's completion budget as sent now for a typical prompt, and what it was learned from."""
+        config = self.providers[provider].config
+        return self.budgets.report(provider, model.id, config.completion_floor(model), config.completion_budget(model),
+                                   self._charged_window(provider, model))
+
+    def _charged_window(self, provider: str, model: ModelConfig) -> Window | None:
+        """The minute token window charged `prompt + budget` up front (reserved accounting), if any."""
+        if self.providers[provider].config.token_accounting != "reserved":
+            return None
+        limits = self.limiter.steady_limits(provider, model.id)
+        return Window(limits["tpm"], limits.get("rpm")) if limits.get("tpm") else None
 
     def candidates(self, *, provider: str | None = None, model: str | None = None,
                    models: Sequence[Pair] | None = None, strategy: str | None = None,
@@ -295,9 +311,10 @@ class Router:
             owns_probe = probe == OWNED
             handed_over = False   # from here a probe we own is ours until `run` takes it with the pair
             try:
-                run.budget = self.completion_budget(name, model)
+                prompt = self._prompt(name, prompt_tokens)
+                run.budget = self.completion_budget(name, model, prompt)
                 client.sdk()   # built before the budget is taken, so the request leaves when it is reserved
-                reservation = self.limiter.reserve(name, model_id, self._prompt(name, prompt_tokens) + run.budget)
+                reservation = self.limiter.reserve(name, model_id, prompt + run.budget)
                 if isinstance(reservation, Reservation):
                     self._note_skips(run, pair, waiting)
                     handed_over = True
@@ -453,6 +470,9 @@ class Router:
         name, model_id = pair
         client = self.providers[name]
         failure = classify(exc, client.kind, client.secrets)
+        model = client.config.model(model_id)
+        if failure.reason == "truncated" and (model is None or run.budget >= client.config.completion_budget(model)):
+            failure = replace(failure, reason=None)   # cut off at the configured budget: no learned budget to blame
         completion: Completion | None = getattr(exc, "completion", None)
         response = getattr(exc, "response", None)
         headers = dict(getattr(response, "headers", None) or {}) or (completion.headers if completion else {})

@@ -153,13 +153,14 @@ class GenerationEngine:
                                  provider=request.provider, model=request.model, models=request.models,
                                  strategy=request.strategy, max_wait=max_wait, pace_wait=pace_wait, cancel=cancel)
         completion = routed.completion
+        cost = self.config.cost(completion.provider, completion.model, completion.prompt_tokens,
+                                completion.completion_tokens)
+        self.metrics.record_sample(request.strategy or self.config.engine.strategy, cost)
         return GenerationResult(
             content=routed.value, request=request, provider=completion.provider, model=completion.model,
             prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
             latency=completion.latency, elapsed=time.perf_counter() - started,
-            attempts=routed.attempts, switches=routed.switches,
-            cost_usd=self.config.cost(completion.provider, completion.model, completion.prompt_tokens,
-                                      completion.completion_tokens))
+            attempts=routed.attempts, switches=routed.switches, cost_usd=cost)
 
     def _keep_rejected(self, completion: Completion, reason: str, raw: str) -> None:
         with self._lock:
@@ -232,9 +233,7 @@ class GenerationEngine:
     def completion_budget(self, provider: str, model: ModelConfig) -> dict[str, Any]:
         """The model's learned completion budget: `budget` (sent now), `configured`, `minimum`,
         `learned`, `answers` it was learned from, `truncated` answers, their `p50`/`p95`."""
-        config = self.providers[provider].config
-        return self.router.budgets.report(provider, model.id, config.completion_floor(model),
-                                          config.completion_budget(model))
+        return self.router.budget_report(provider, model)
 
     def learned_limits(self, provider: str) -> list[dict[str, Any]]:
         """Limits learned from the provider's 429s, with their scope (see RateLimiter.learned_limits)."""

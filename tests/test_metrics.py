@@ -75,3 +75,29 @@ def test_each_app_counts_only_its_own_calls(make_app, fake) -> None:
     counts = [[s.value for s in _samples(c.get("/metrics").get_data(as_text=True), "llm_request_duration_seconds")
                if s.name.endswith("_count")] for c in (first, second)]
     assert counts == [[1.0], []]
+
+
+def test_metrics_count_samples_and_cost_per_routing_strategy(make_app, fake) -> None:
+    """Each sample counts under the strategy that ordered its run (the configured `order` when the
+    request names none), with its cost at configured prices, in /metrics and /api/stats/providers."""
+    priced = {"providers": {"groq": {"models": [{"id": "g-large", "limits": {}, "price": {"input": 1.0, "output": 2.0}},
+                                                {"id": "g-small", "limits": {}, "price": {"input": 0.5, "output": 0.5}}]}}}
+    client = make_app(priced, start_batches=False).test_client()
+    body = {"practice_area": "Tort Law", "topic": "Nuisance", "difficulty": "basic", "provider": "groq", "save": False}
+    costs: dict[str, float] = {"order": 0.0, "cheapest": 0.0}
+    for strategy, count in (("cheapest", 3), (None, 2)):
+        for _ in range(count):
+            response = client.post("/api/generate", json={**body, **({"strategy": strategy} if strategy else {})})
+            answer = response.get_json()
+            assert response.status_code == 200, answer
+            costs[strategy or "order"] += answer["cost_usd"]
+            assert answer["model"] == ("g-small" if strategy == "cheapest" else "g-large")
+
+    text = client.get("/metrics").get_data(as_text=True)
+    samples = {s.labels["strategy"]: s.value for s in _samples(text, "llm_strategy_samples")}
+    spent = {s.labels["strategy"]: s.value for s in _samples(text, "llm_strategy_cost_usd")}
+    assert samples == {"cheapest": 3, "order": 2}
+    assert spent.keys() == costs.keys() and all(math.isclose(spent[k], costs[k], rel_tol=1e-3) for k in costs)
+    assert 0 < spent["cheapest"] / 3 < spent["order"] / 2                    # g-small is the cheaper model
+    stats = client.get("/api/stats/providers").get_json()["strategies"]
+    assert {k: v["samples"] for k, v in stats.items()} == samples

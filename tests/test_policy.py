@@ -93,3 +93,42 @@ def test_a_disabled_provider_returns_when_its_key_changes():
     board.disable("groq", "old-key", failure(Category.AUTHENTICATION))
     assert board.blocked("groq", "any-model", "old-key").permanent
     assert board.blocked("groq", "any-model", "new-key") is None
+
+
+def test_an_answer_cut_off_below_the_configured_budget_moves_on_without_a_pause():
+    """Cut off at a learned budget, the budget is to blame (it is raised), not the model: no backoff,
+    no cooldown, on to the next model; the sample still gives up after three such failures."""
+    p = policy(switch_after=3)
+    cut = failure(Category.INVALID_OUTPUT, reason="truncated")
+    first = p.decide(cut, consecutive=1, in_sample=1)
+    assert first.action == Action.NEXT_MODEL and first.cooldown_seconds == 0
+    assert p.decide(cut, consecutive=5, in_sample=3).action == Action.GIVE_UP
+    plain = p.decide(failure(Category.INVALID_OUTPUT), consecutive=1, in_sample=1)
+    assert plain.cooldown_seconds > 0                      # any other invalid output backs off
+
+
+def test_the_router_names_a_cut_off_truncated_only_below_the_configured_budget(fake, make_engine):
+    """An answer cut off at the configured budget is an invalid output like any other: no learned
+    budget to blame, so the model backs off; below it, the sample moves on without a pause."""
+    from fallback.router import RoutingError
+    from tests.conftest import request
+
+    fake.completion_tokens = 5000
+    engine = make_engine(overrides={"providers": {"groq": {"models": [{"id": "g-large", "limits": {}}],
+                                                           "max_completion_tokens": 4096}}},
+                         env_overrides={"CEREBRAS_API_KEY": ""})
+    with pytest.raises(RoutingError):
+        engine.generate(request("groq"))                   # cut off at 4,096, the configured budget
+    assert engine.health.state("groq", "g-large", engine.providers["groq"].key_fingerprint,
+                               engine.router.to_wall)["state"] != "ok"
+    fake.completion_tokens = 1000
+    learned = make_engine(overrides={"providers": {"groq": {"models": [{"id": "g-large", "limits": {}}],
+                                                            "max_completion_tokens": 4096, "min_completion_tokens": 256}}},
+                          env_overrides={"CEREBRAS_API_KEY": ""}, pacing={"budget_min_samples": 3})
+    for _ in range(3):
+        learned.generate(request("groq"))                  # the budget comes down to ~1,152
+    fake.completion_tokens = 1500
+    with pytest.raises(RoutingError):
+        learned.generate(request("groq"))                  # cut off at the learned budget
+    assert learned.health.state("groq", "g-large", learned.providers["groq"].key_fingerprint,
+                                learned.router.to_wall)["state"] == "ok"

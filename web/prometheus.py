@@ -1,6 +1,7 @@
 """Provider and model figures for people (`/api/stats/providers`) and for Prometheus (`/metrics`):
 switch frequency, failures by category, average tokens, response time, success rate, cost;
-pacing: limits learned from 429s with their scope, and each model's learned completion budget."""
+pacing: limits learned from 429s with their scope, and each model's learned completion budget;
+routing strategies: the samples each produced and their cost."""
 from __future__ import annotations
 
 import time
@@ -41,7 +42,7 @@ def provider_stats(svc: Any) -> dict[str, Any]:
                            "state": engine.provider_state(name)["state"], "models": models,
                            "learned_limits": learned}
     return {"providers": providers, "switches_total": engine.metrics.switch_count,
-            "recent_switches": engine.metrics.switches()[-20:]}
+            "recent_switches": engine.metrics.switches()[-20:], "strategies": engine.metrics.strategy_report()}
 
 
 class _Collector:
@@ -96,12 +97,24 @@ class _Collector:
                 budget.add_metric([name, model.id], completion["budget"])
                 truncated.add_metric([name, model.id], completion["truncated"])
         yield from (attempts, duration, latency, tokens, cost, up, switches, learned_limit, budget, truncated)
+        yield from _strategy_families(engine.metrics.strategy_report())
         samples = GaugeMetricFamily("dataset_samples", "Samples in the dataset")
         samples.add_metric([], svc.store.count())
         yield samples
         running = GaugeMetricFamily("batch_running", "Batches running now")
         running.add_metric([], len(svc.batches.running_ids()))
         yield running
+
+
+def _strategy_families(report: dict[str, dict[str, float]]) -> tuple[CounterMetricFamily, CounterMetricFamily]:
+    samples = CounterMetricFamily("llm_strategy_samples", "Samples produced, by the routing strategy that "
+                                  "ordered their run (order, cheapest, fastest, spread)", labels=["strategy"])
+    cost = CounterMetricFamily("llm_strategy_cost_usd", "Estimated spend on those samples at configured prices",
+                               labels=["strategy"])
+    for strategy, totals in report.items():
+        samples.add_metric([strategy], totals["samples"])
+        cost.add_metric([strategy], totals["cost_usd"])
+    return samples, cost
 
 
 def _bound(seconds: float) -> str:

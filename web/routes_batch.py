@@ -178,7 +178,8 @@ def stuck():
 
 @bp.get("/api/stats/providers")
 @operation("Per provider and model: outcomes, latency, tokens, cost, switches", response=ok(
-    "providers", "switches_total", "recent_switches", providers=OBJ, switches_total=INT, recent_switches=arr(OBJ)))
+    "providers", "switches_total", "recent_switches", "strategies", providers=OBJ, switches_total=INT,
+    recent_switches=arr(OBJ), strategies=OBJ))
 def stats_providers():
     return jsonify({"success": True, **provider_stats(services())})
 
