@@ -131,7 +131,10 @@ def test_per_model_limits_with_the_up_front_charge_draw_no_429(fake, make_engine
     for model in models:
         fake.limit(model["id"], rpm=12, tpm=40000, window=3.0)
     engine = make_engine(overrides={"providers": {"cerebras": {"models": models, "min_completion_tokens": 256}}},
-                         env_overrides=NO_GROQ, pacing={"time_scale": 0.05, "budget_min_samples": 3})
+                         # jitter: a request sent in its slot can reach the fake 100s of ms late on a busy
+                         # machine, a large part of a 3-second window filled exactly
+                         env_overrides=NO_GROQ, pacing={"time_scale": 0.05, "budget_min_samples": 3,
+                                                        "jitter_seconds": 0.3})
     Workers(engine, 20, threads=6, provider="cerebras").join()
     assert fake.statuses[429] == 0
     sent = [r.body["max_completion_tokens"] for r in fake.requests]
