@@ -90,8 +90,7 @@ class Server:
         budget = self.budgets.budget("groq", "m", 256, 4096)
         reservation = self.limiter.reserve("groq", "m", 400 + budget)
         assert not isinstance(reservation, float), reservation
-        self.limiter.settle(reservation, 1900)
-        self.limiter.observe("groq", "m", READINGS, reservation.tokens)
+        self.limiter.settle(reservation, 1900, READINGS)   # with the header correction, as the router does
         self.budgets.observe("groq", "m", 1500, False, budget)
         return time.perf_counter() - started
 

@@ -260,13 +260,28 @@ class RateLimiter:
         holding = sorted((name for name, wait in waits.items() if wait > 0), key=lambda n: -waits[n])
         return Wait(longest, tuple(holding))   # the window that holds it longest first
 
-    def settle(self, reservation: Reservation, used_tokens: int | None) -> None:
-        """Replace the estimate with the real token count (None keeps the estimate)."""
-        if reservation.settled:
-            return
+    def settle(self, reservation: Reservation, used_tokens: int | None,
+               readings: Iterable[WindowReading] = ()) -> None:
+        """Replace the estimate with the real token count (None keeps the estimate) and correct the
+        model's windows with what the provider reported (`observe`), in one transaction: after
+        every call both are due, and in PostgreSQL mode each transaction is a round of the rows."""
+        readings = list(readings)
+        adjust = None if reservation.settled else self._settling(reservation, used_tokens)
         reservation.settled = True
-        if used_tokens is None:
+        correct = self._correcting(reservation.provider, reservation.model, readings, reservation.tokens)
+        if adjust is None and correct is None:
             return
+
+        def both(states: dict[str, ScopeState]) -> None:
+            if adjust is not None:
+                adjust(states)
+            if correct is not None:
+                correct(states)
+        self._store.transact(self._keys(reservation.provider, reservation.model), both)
+
+    def _settling(self, reservation: Reservation, used_tokens: int | None) -> Callable[[dict[str, ScopeState]], None] | None:
+        if used_tokens is None:
+            return None
         delta = float(max(0, used_tokens)) - reservation.tokens
 
         def adjust(states: dict[str, ScopeState]) -> None:
@@ -279,8 +294,7 @@ class RateLimiter:
                         break
             for state in states.values():
                 learning.uncount_tokens(state, delta)
-
-        self._store.transact(self._keys(reservation.provider, reservation.model), adjust)
+        return adjust
 
     # -- what the provider says ------------------------------------------------------------
 
@@ -290,9 +304,14 @@ class RateLimiter:
         `need` tokens) while our own books say it fits (someone else uses the key) is held until
         the reported reset. When our books already hold it, their own, exact, wait stands: the
         reset a provider reports is when the window is whole again, later than the next room."""
-        readings = list(readings)
+        correct = self._correcting(provider, model, list(readings), need)
+        if correct is not None:
+            self._store.transact([model_key(provider, model)], correct)
+
+    def _correcting(self, provider: str, model: str, readings: list[WindowReading],
+                    need: float) -> Callable[[dict[str, ScopeState]], None] | None:
         if not readings:
-            return
+            return None
         now = self._clock()
         key = model_key(provider, model)
 
@@ -320,7 +339,7 @@ class RateLimiter:
                         hold += limit * self._unit(name, limit) - self._unit(name, limit)
                     state.tat[name] = max(state.tat.get(name, now), hold)
 
-        self._store.transact([key], correct)
+        return correct
 
     def rate_limited(self, reservation: Reservation, wait: float | None, message: str = "") -> None:
         """A 429 for this reservation's request, the provider asking to wait `wait` seconds: learn

@@ -454,8 +454,8 @@ class Router:
             self._after_failure(run, pair, reservation, exc, started_at, latency)
             return None
         self._learn_budget(run, pair, completion)
-        self.limiter.settle(reservation, self._charged(client, completion.total_tokens))
-        self.limiter.observe(name, model_id, read_rate_limits(completion.headers, client.kind), reservation.tokens)
+        self.limiter.settle(reservation, self._charged(client, completion.total_tokens),
+                            read_rate_limits(completion.headers, client.kind))
         self.health.record_success(name, model_id)
         self.metrics.record_attempt(name, model_id, category=None, latency=completion.latency,
                                     prompt_tokens=completion.prompt_tokens,
@@ -476,9 +476,9 @@ class Router:
         completion: Completion | None = getattr(exc, "completion", None)
         response = getattr(exc, "response", None)
         headers = dict(getattr(response, "headers", None) or {}) or (completion.headers if completion else {})
-        self.limiter.observe(name, model_id, read_rate_limits(headers, client.kind), reservation.tokens)
         used = completion.total_tokens if completion else (0 if failure.status and failure.status < 500 else None)
-        self.limiter.settle(reservation, self._charged(client, used) if completion else used)
+        self.limiter.settle(reservation, self._charged(client, used) if completion else used,
+                            read_rate_limits(headers, client.kind))
         if completion is not None:
             self._learn_budget(run, pair, completion)
         if failure.category == Category.RATE_LIMIT:

@@ -128,6 +128,27 @@ def test_headers_teach_limits_the_configuration_did_not_know():
     assert rl.snapshot(*KEY)["rpd"]["limit"] == 100
 
 
+def test_settling_with_the_headers_is_one_transaction_doing_both():
+    """After a call the router settles the reservation and reads the headers: in PostgreSQL mode
+    each transaction is a round trip of the limiter's rows, so both happen in one."""
+    clock = ManualClock()
+    store = MemoryStore()
+    calls: list[list[str]] = []
+    transact = store.transact
+    store.transact = lambda keys, fn: calls.append(list(keys)) or transact(keys, fn)   # type: ignore[method-assign]
+    rl = RateLimiter({KEY: Limits(tpm=1000)}, clock, store=store)
+    first = rl.reserve(*KEY, 800)
+    calls.clear()
+    rl.settle(first, 150, read_rate_limits({"x-ratelimit-limit-requests-day": "100",
+                                            "x-ratelimit-remaining-requests-day": "0",
+                                            "x-ratelimit-reset-requests-day": "30"}, "cerebras"))
+    assert len(calls) == 1
+    assert rl.snapshot(*KEY)["rpd"]["limit"] == 100                  # the headers were read
+    assert rl.reserve(*KEY, 300) == pytest.approx(30)                # held by the day window they reported...
+    clock.advance(30)
+    assert isinstance(rl.reserve(*KEY, 800), Reservation)            # ...then 150 + 800 fit: settled to 150
+
+
 def test_time_scale_shortens_every_window():
     clock = ManualClock()
     rl = RateLimiter({KEY: Limits(rpm=6)}, clock, PacingConfig(time_scale=0.1))

@@ -404,7 +404,7 @@ def test_an_unexpected_exception_never_keeps_the_half_open_probe(fake, make_engi
     if where == "call":
         call, expected = (lambda client, model: _raise(_Interrupted("stop"))), _Interrupted
     elif where == "after_success":
-        monkeypatch.setattr(engine.limiter, "observe", _fails_once(RuntimeError("bug after success"), engine.limiter.observe))
+        monkeypatch.setattr(engine.limiter, "settle", _fails_once(RuntimeError("bug after success"), engine.limiter.settle))
         expected = RuntimeError
     else:
         monkeypatch.setattr(engine.limiter, "reserve", _fails_once(KeyError("bug in reserve"), engine.limiter.reserve))
