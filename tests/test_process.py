@@ -20,7 +20,10 @@ from simulator.server import FakeProviderServer, Reply
 from tests.conftest import CEREBRAS_KEY, GROQ_KEY, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.both_backends   # the servers store on DATABASE_URL when the PostgreSQL pass sets it
+# Tests whose servers keep a batch across a restart run on both passes (the servers store on
+# DATABASE_URL when the PostgreSQL pass sets it); the others test signals and streams, the same
+# code on either backend, so the PostgreSQL pass skips them (tests/conftest.py).
+on_both = pytest.mark.both_backends
 USER_CONFIG = """
 engine:
   cooldowns: {rate_limit: 2, server_error: 1, timeout: 2}
@@ -111,6 +114,7 @@ def server_factory(tmp_path, fake):
         server.stop()
 
 
+@on_both
 def test_the_server_serves_health_and_streams_events(server_factory):
     server = server_factory()
     health = server.get("/api/health")
@@ -125,6 +129,7 @@ def test_the_server_serves_health_and_streams_events(server_factory):
         assert ": heartbeat" in rest and time.monotonic() - started < 5  # arrives through waitress unbuffered
 
 
+@on_both
 def test_sigkill_mid_batch_then_restart_resumes_and_ends_exactly_at_target(server_factory, fake):
     fake.latency = 0.08
     server = server_factory()
@@ -145,6 +150,7 @@ def test_sigkill_mid_batch_then_restart_resumes_and_ends_exactly_at_target(serve
     assert restarted.get("/api/batches/stuck")["count"] == 0
 
 
+@on_both
 def test_sigterm_leaves_the_batch_to_resume(server_factory, fake):
     fake.latency = 0.08
     server = server_factory()
@@ -164,6 +170,7 @@ SIXTEEN_IN_FLIGHT = USER_CONFIG.replace("max_in_flight: 4", "max_in_flight: 16")
 MODELS = ("g-large", "g-small", "c-large")
 
 
+@on_both
 def test_sigterm_with_every_provider_call_hanging_exits_within_the_budget_and_the_batch_resumes(tmp_path, fake):
     fake.latency = 0.05
     server = ServerProcess(tmp_path, fake, user_config=SIXTEEN_IN_FLIGHT).start()
