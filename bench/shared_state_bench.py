@@ -102,6 +102,16 @@ class Server:
         return time.perf_counter() - started
 
 
+def run_together(threads: list[threading.Thread]) -> float:
+    """Start every thread, wait for all; the seconds that took."""
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
 def describe(samples: list[float]) -> str:
     ms = sorted(s * 1000 for s in samples)
     p95 = ms[int(0.95 * (len(ms) - 1))]
@@ -126,13 +136,7 @@ def reserve_settle(url: str) -> None:
         with lock:
             times.extend(mine)
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in servers for _ in range(THREADS)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_together([threading.Thread(target=work, args=(s,)) for s in servers for _ in range(THREADS)])
     say(f"   {SERVERS} servers x {THREADS} threads, one model: {describe(times)}; "
         f"{len(times) / elapsed:.0f} generations/s through the shared rows")
     probes = [servers[0].probe(f"unproven-{n}") for n in range(ROUNDS // 4)]
@@ -191,13 +195,7 @@ def three_servers(url: str) -> None:
                             with lock:
                                 made[0] += 1
 
-            threads = [threading.Thread(target=client, args=(b,)) for b in bases for _ in range(THREADS)]
-            started = time.monotonic()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            elapsed = time.monotonic() - started
+            elapsed = run_together([threading.Thread(target=client, args=(b,)) for b in bases for _ in range(THREADS)])
             sent = sorted(r.at for r in fake.requests if r.model == "g-large")
             most = max((sum(1 for t in sent[i:] if t < s + WINDOW) for i, s in enumerate(sent)), default=0)
             ceiling = LIMIT * elapsed / WINDOW
