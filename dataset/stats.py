@@ -70,6 +70,25 @@ def _frame_from_arrays(arrays: Mapping[str, str]) -> pl.DataFrame:
         list(arrays))
     if frame["id"].is_null().all():   # no samples: `[]` explodes to one null
         return pl.DataFrame(schema=LIGHT_SCHEMA)
+    return _light_frame(frame)
+
+
+def _frame_from_csv(data: bytes) -> pl.DataFrame:
+    """The light frame from `Store.column_csv` of LOAD_FIELDS and LOAD_LENGTHS, read by Polars'
+    CSV reader (multithreaded, each column typed as read; a quoted `""` is an empty text and an
+    empty field a null, as PostgreSQL's COPY writes them); the flags' JSON decoded after."""
+    if not data:
+        return pl.DataFrame(schema=LIGHT_SCHEMA)
+    schema = {"seq": pl.Int64, **{name: pl.Utf8 if name == "quality_flags" else _ARRAY_TYPES[name]
+                                  for name in (*LOAD_FIELDS, *LOAD_LENGTHS)}}
+    frame = pl.read_csv(data, has_header=False, schema=schema, quote_char='"', null_values=None,
+                        comment_prefix=None, try_parse_dates=False, raise_if_empty=True)
+    return _light_frame(frame.drop("seq").with_columns(
+        pl.col("quality_flags").str.json_decode(_ARRAY_TYPES["quality_flags"])))
+
+
+def _light_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """LIGHT_SCHEMA's frame from the decoded columns (`quality_flags` as lists, `simulated` 0/1)."""
     topics = frame["topic"].unique().to_list()
     areas = {topic: practice_area_of(topic) if topic else "" for topic in topics}
     frame = frame.rename({"quality_flags": "flags"}).with_columns(
@@ -122,6 +141,9 @@ class StatsFrame:
         return self._id_set
 
     def _load(self) -> pl.DataFrame:
+        data = self.store.column_csv(LOAD_FIELDS, lengths=LOAD_LENGTHS)   # PostgreSQL's COPY
+        if data is not None:
+            return _frame_from_csv(data)
         arrays = self.store.column_arrays(LOAD_FIELDS, lengths=LOAD_LENGTHS)
         if arrays is not None:
             return _frame_from_arrays(arrays)

@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -42,6 +43,8 @@ SEARCH_FIELDS = SEARCH_COLUMNS
 _WORD = re.compile(r"[^\W_]+")   # what the index's unicode61 tokenizer calls a word
 ROW = ", ".join(COLUMNS)   # every stored field, named (not `*`: column order differs in adopted files)
 log = logging.getLogger("storage")
+CSV_PARTS = 2              # `column_csv`: parts read side by side (PostgreSQL: one server process each)
+CSV_SPLIT_ROWS = 20_000    # below this span of seq, one part (a thread and a connection cost more)
 
 
 
@@ -551,9 +554,7 @@ class Store:
         `fields` must be short columns, `lengths` of the texts the copy measures (`ValueError`).
         None when some row holds a value of the wrong type: `columns` repairs those."""
         lengths = dict(lengths or {})
-        if not set(fields) <= set(LIGHT_COLUMNS) or not set(lengths.values()) <= set(TEXT_LENGTHS) \
-                or len({*fields, *lengths}) != len(fields) + len(lengths):
-            raise ValueError(f"bad column request: fields {list(fields)}, lengths {lengths}")
+        _check_column_request(fields, lengths)
         dialect = self.dialect
         with self.database.reading() as db:
             if dialect.any_damaged and db.execute(dialect.any_damaged).fetchone()[0]:
@@ -564,6 +565,40 @@ class Store:
             row = db.execute(dialect.column_arrays(expressions, [dialect.flags_json] * len(texts))).fetchone()
         arrays = dict(zip([*plain, *lengths, *texts], row))
         return {name: arrays[name] for name in [*fields, *lengths]}
+
+    def column_csv(self, fields: Sequence[str], *, lengths: Mapping[str, str] | None = None) -> bytes | None:
+        """What `column_arrays` gives, as CSV built by the database (PostgreSQL's COPY): one line
+        per sample in insertion order, no header, the columns `seq` (so that no line starts with
+        a stored text: a CSV reader may take a leading U+FEFF for a byte-order mark), then
+        `[*fields, *lengths]` in that order; a null is an empty field, an empty text `""`;
+        `simulated` as 0/1, `quality_flags` as the JSON text of an array ([] for none). None when the backend has no such export (SQLite:
+        use `column_arrays`). `ValueError` as `column_arrays`.
+        From `CSV_SPLIT_ROWS` rows on, `CSV_PARTS` ranges of seq are read side by side, each on its
+        own connection (a server process each), and joined in order. Each part is its own snapshot,
+        which the statistics frame allows: a row is in exactly one part (seq never changes), and a
+        change committed after the first part began reaches the frame as a change event."""
+        lengths = dict(lengths or {})
+        _check_column_request(fields, lengths)
+        dialect = self.dialect
+        if dialect.column_csv is None:
+            return None
+        columns = ["seq", *(dialect.flags_json if field == "quality_flags" else field for field in fields),
+                   *(dialect.length_of(field) for field in lengths.values())]
+        with self.database.reading() as db:
+            low, high = db.execute("SELECT min(seq), max(seq) FROM samples").fetchone()
+        if low is None:
+            return b""
+        parts = CSV_PARTS if high - low >= CSV_SPLIT_ROWS else 1
+        starts = [low + (high - low + 1) * part // parts for part in range(parts)]
+
+        def read(part: int) -> bytes:   # the last part has no end: rows stored meanwhile are not missed
+            end = starts[part + 1] if part + 1 < parts else None
+            with self.database.reading() as db:
+                return db.copy_out(dialect.column_csv(columns, starts[part], end))
+        if parts == 1:
+            return read(0)
+        with ThreadPoolExecutor(parts, thread_name_prefix="column-csv") as pool:
+            return b"".join(pool.map(read, range(parts)))
 
     def damaged_rows(self, limit: int = 100) -> dict[str, Any]:
         """Rows holding values of the wrong type (written by older versions, or by hand): reads
@@ -619,6 +654,13 @@ def _as_read(row: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, An
         if key not in record and key not in STORAGE_KEYS:
             record[key] = value
     return record
+
+
+def _check_column_request(fields: Sequence[str], lengths: Mapping[str, str]) -> None:
+    """`ValueError` unless `fields` are short columns and `lengths` of measured texts, names unique."""
+    if not set(fields) <= set(LIGHT_COLUMNS) or not set(lengths.values()) <= set(TEXT_LENGTHS) \
+            or len({*fields, *lengths}) != len(fields) + len(lengths):
+        raise ValueError(f"bad column request: fields {list(fields)}, lengths {lengths}")
 
 
 def _damaged_condition(names: Sequence[str] = COLUMNS) -> str:
