@@ -12,10 +12,9 @@ import logging
 import re
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import orjson
 
@@ -30,6 +29,9 @@ from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_
                              TEXT_COLUMNS, check_record, repair_column, repair_record)
 from storage.schema import LIGHT_COLUMNS, SEARCH_COLUMNS, TEXT_LENGTHS, damaged_checks
 
+if TYPE_CHECKING:
+    from storage.postgres.stats_snapshot import ColumnCsv
+
 CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
 EDITABLE_FIELDS = CONTENT_FIELDS + ("topic", "difficulty", "sample_type")
 REQUIRED_IMPORT_FIELDS = ("id", "question", "answer", "topic", "difficulty", "case_citation", "reasoning")
@@ -43,8 +45,6 @@ SEARCH_FIELDS = SEARCH_COLUMNS
 _WORD = re.compile(r"[^\W_]+")   # what the index's unicode61 tokenizer calls a word
 ROW = ", ".join(COLUMNS)   # every stored field, named (not `*`: column order differs in adopted files)
 log = logging.getLogger("storage")
-CSV_PARTS = 2              # `column_csv`: parts read side by side (PostgreSQL: one server process each)
-CSV_SPLIT_ROWS = 20_000    # below this span of seq, one part (a thread and a connection cost more)
 
 
 
@@ -89,7 +89,7 @@ class Store:
         if self.dialect.name == "postgresql":
             from storage.postgres.changes import ChangeFeed
 
-            self._feed = ChangeFeed(source, source.origin, self._remote_changes)
+            self._feed = ChangeFeed(source, source.origin, self._remote_changes, refresh=self._refresh_snapshot)
             self._feed.start()
 
     def close(self) -> None:
@@ -566,39 +566,38 @@ class Store:
         arrays = dict(zip([*plain, *lengths, *texts], row))
         return {name: arrays[name] for name in [*fields, *lengths]}
 
-    def column_csv(self, fields: Sequence[str], *, lengths: Mapping[str, str] | None = None) -> bytes | None:
-        """What `column_arrays` gives, as CSV built by the database (PostgreSQL's COPY): one line
-        per sample in insertion order, no header, the columns `seq` (so that no line starts with
+    def column_csv(self, fields: Sequence[str], *, lengths: Mapping[str, str] | None = None) -> ColumnCsv | None:
+        """What `column_arrays` gives, as CSV built by the database (PostgreSQL's COPY), from the
+        statistics snapshot and the rows changed since it (`storage.postgres.stats_snapshot`): see
+        `ColumnCsv`. A line per sample, no header, the columns `seq` (so that no line starts with
         a stored text: a CSV reader may take a leading U+FEFF for a byte-order mark), then
         `[*fields, *lengths]` in that order; a null is an empty field, an empty text `""`;
-        `simulated` as 0/1, `quality_flags` as the JSON text of an array ([] for none). None when the backend has no such export (SQLite:
-        use `column_arrays`). `ValueError` as `column_arrays`.
-        From `CSV_SPLIT_ROWS` rows on, `CSV_PARTS` ranges of seq are read side by side, each on its
-        own connection (a server process each), and joined in order. Each part is its own snapshot,
-        which the statistics frame allows: a row is in exactly one part (seq never changes), and a
-        change committed after the first part began reaches the frame as a change event."""
+        `simulated` as 0/1, `quality_flags` as the JSON text of an array ([] for none). None when
+        the backend has no such export (SQLite: use `column_arrays`). `ValueError` as `column_arrays`."""
         lengths = dict(lengths or {})
         _check_column_request(fields, lengths)
-        dialect = self.dialect
-        if dialect.column_csv is None:
+        if self.dialect.column_csv is None:
             return None
+        from storage.postgres import stats_snapshot
+
+        return stats_snapshot.read(self.database, json.dumps([list(fields), list(lengths.items())]),
+                                   self._copy_sql(fields, lengths))
+
+    def _refresh_snapshot(self, columns: str) -> None:
+        """Save a fresh statistics snapshot of the `columns` a saved one holds (the change feed
+        calls this when the log kept for it has grown; see `stats_snapshot.due`)."""
+        from storage.postgres import stats_snapshot
+
+        fields, pairs = json.loads(columns)
+        lengths = dict(pairs)
+        _check_column_request(fields, lengths)   # a stored text: only known columns become SQL
+        stats_snapshot.read(self.database, columns, self._copy_sql(fields, lengths), afresh=True)
+
+    def _copy_sql(self, fields: Sequence[str], lengths: Mapping[str, str]) -> Callable[[str], str]:
+        dialect = self.dialect
         columns = ["seq", *(dialect.flags_json if field == "quality_flags" else field for field in fields),
                    *(dialect.length_of(field) for field in lengths.values())]
-        with self.database.reading() as db:
-            low, high = db.execute("SELECT min(seq), max(seq) FROM samples").fetchone()
-        if low is None:
-            return b""
-        parts = CSV_PARTS if high - low >= CSV_SPLIT_ROWS else 1
-        starts = [low + (high - low + 1) * part // parts for part in range(parts)]
-
-        def read(part: int) -> bytes:   # the last part has no end: rows stored meanwhile are not missed
-            end = starts[part + 1] if part + 1 < parts else None
-            with self.database.reading() as db:
-                return db.copy_out(dialect.column_csv(columns, starts[part], end))
-        if parts == 1:
-            return read(0)
-        with ThreadPoolExecutor(parts, thread_name_prefix="column-csv") as pool:
-            return b"".join(pool.map(read, range(parts)))
+        return lambda where: dialect.column_csv(columns, where)
 
     def damaged_rows(self, limit: int = 100) -> dict[str, Any]:
         """Rows holding values of the wrong type (written by older versions, or by hand): reads
