@@ -91,8 +91,10 @@ def _frame_from_csv(read: Any) -> pl.DataFrame:
     the saved rows but the replaced ids, and the fresh rows, in seq order; the flags' JSON decoded."""
     frame = _read_csv(read.fresh)
     if read.saved:
-        saved = _read_csv(read.saved).filter(~pl.col("id").is_in(list(read.replaced)))
-        frame = pl.concat([saved, frame]).sort("seq")
+        saved = _read_csv(read.saved)
+        if read.replaced:
+            saved = saved.filter(~pl.col("id").is_in(list(read.replaced)))
+        frame = pl.concat([saved, frame]).sort("seq") if frame.height else saved
     if frame.height == 0:
         return pl.DataFrame(schema=LIGHT_SCHEMA)
     return _light_frame(frame.drop("seq").with_columns(

@@ -94,7 +94,8 @@ def read(database: Any, columns: str, copy_sql: Callable[[str], str], *, afresh:
     with database.reading() as db, db.connection.transaction():
         db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         horizon = int(db.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()[0])
-        saved = None if afresh else db.execute(_USABLE).fetchone()
+        with db.connection.cursor(binary=True) as cursor:   # the body as bytes, not as hex text
+            saved = None if afresh else cursor.execute(_USABLE).fetchone()
         if saved is not None and saved[0] == columns:
             since = int(saved[1])   # digits, read back from an xid8: formatted into the COPY as such
             replaced = tuple(row[0] for row in db.execute(
