@@ -102,5 +102,8 @@ class ChangeFeed:
             self.deliver(changes)   # if this fails, the next poll delivers them again
         self._horizon = horizon
         if refresh is not None and self.refresh is not None and not self._stop.is_set():
-            self.refresh(refresh)
+            try:
+                self.refresh(refresh)
+            except Exception as exc:  # noqa: BLE001 - tried again at the next prune; a start then reads every row
+                log.warning("could not save a fresh statistics snapshot (%s)", exc)
         return len(changes)
