@@ -30,18 +30,26 @@ run: $(VENV)/.runtime
 demo: $(VENV)/.runtime
 	$(BIN)/uk-law-server --demo
 
-# The suite on SQLite, then again on PostgreSQL (TEST_BACKEND=postgres: a database created and
-# dropped by the run, at TEST_POSTGRES_URL or 127.0.0.1:5432). Without a reachable PostgreSQL the
-# second pass is skipped, saying why; REQUIRE_POSTGRES=1 (CI) makes that a failure.
+# The suite on SQLite and, side by side with it, on PostgreSQL (TEST_BACKEND=postgres: a database
+# created and dropped by the run, at TEST_POSTGRES_URL or 127.0.0.1:5432). The passes mostly wait on
+# servers and fake providers, so together they take little longer than one; the PostgreSQL pass's
+# output is printed when the SQLite pass is done. Without a reachable PostgreSQL the second pass is
+# skipped, saying why; REQUIRE_POSTGRES=1 (CI) makes that a failure.
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest
 	@if reason=$$($(BIN)/python -m tests.backends); then \
-		echo "== the suite again on PostgreSQL (TEST_BACKEND=postgres) =="; \
-		TEST_BACKEND=postgres $(BIN)/python -m pytest; \
+		log=$$(mktemp); \
+		echo "== the suite on SQLite; on PostgreSQL (TEST_BACKEND=postgres) at the same time, printed after it =="; \
+		TEST_BACKEND=postgres $(BIN)/python -m pytest > $$log 2>&1 & postgres=$$!; \
+		$(BIN)/python -m pytest; sqlite_status=$$?; \
+		wait $$postgres; postgres_status=$$?; \
+		echo "== the suite on PostgreSQL (TEST_BACKEND=postgres) =="; cat $$log; rm -f $$log; \
+		[ $$sqlite_status -eq 0 ] && [ $$postgres_status -eq 0 ]; \
 	elif [ -n "$$REQUIRE_POSTGRES" ]; then \
 		echo "REQUIRE_POSTGRES is set but the PostgreSQL tests cannot run: $$reason" >&2; exit 1; \
 	else \
+		$(BIN)/python -m pytest; status=$$?; \
 		echo "SKIPPED the PostgreSQL pass: $$reason (set TEST_POSTGRES_URL, or start PostgreSQL)"; \
+		exit $$status; \
 	fi
 
 bench: $(VENV)/.dev

@@ -14,6 +14,7 @@ from typing import Any
 
 from quality.checks import FLAGS, REJECT, QualityReport, assess
 from quality.duplicates import DuplicateIndex
+from storage.errors import StoreError
 from storage.store import Change, Store
 
 READY_TIMEOUT = 300.0
@@ -133,7 +134,13 @@ class QualityService:
         """Release a reservation whose sample was not stored (or whose edit was not saved): the
         index goes back to what the store holds for that id."""
         self._reserved.pop(sample_id, None)
-        stored = self.store.get(sample_id)
+        try:
+            stored = self.store.get(sample_id)
+        except StoreError as exc:   # the database is away: a failed write changed nothing, so the
+            # row is as it was; a new sample's question leaves the index (an unsaved edit's stored
+            # question too, until the next start: the unique constraint still refuses exact copies)
+            log.warning("releasing the question of %s without reading the store: %s", sample_id, exc)
+            stored = None
         if stored is None:
             self.index.remove(sample_id)
         else:

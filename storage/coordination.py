@@ -38,6 +38,18 @@ Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
 
 SERVER_SETTING = "uklaw.server_id"   # the session variable the fencing trigger reads
 
+# An xid8 below which every transaction that could still write this database's rows has ended
+# (the change feed's and the shared budget samples' horizon): a fresh snapshot's oldest running
+# xid, not counting those known to run in other databases of the same server, so a long bulk
+# load elsewhere does not hold this database's feeds back. A running xid whose backend is not
+# found (it ended meanwhile, or is a prepared transaction) still counts: waiting is always safe.
+COMMITTED_HORIZON = (
+    "(SELECT COALESCE((SELECT min(x) FROM pg_snapshot_xip(s.snap) AS x WHERE NOT EXISTS ("
+    "SELECT 1 FROM pg_stat_activity AS a WHERE a.backend_xid IS NOT NULL "
+    "AND a.datid <> (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND a.backend_xid::text::bigint = mod(x::text::bigint, 4294967296))), pg_snapshot_xmax(s.snap)) "
+    "FROM (SELECT pg_current_snapshot() AS snap) AS s)")
+
 
 def transactions(pool: Any) -> Connect:
     """`connect` for a connection pool: each call lends a connection inside one transaction."""

@@ -10,7 +10,9 @@ finalizer closes the connection), so short-lived threads (batch workers) leave n
 A write that fails for a reason outside the program (disk full, read-only file, failing disk, lock
 held too long) raises `WriteFailed` naming the file, SQLite's reason and what to do; other errors
 (a constraint, a bug) pass through unchanged. `write_problem()` is the real check: a small write in
-a short transaction. `limit_pages()` caps the file's growth with SQLite's own `max_page_count`, so
+a short transaction, which also reports a real write that failed in the last 30 s with none
+succeeding since (a disk with a free page can take the check's write and still refuse a sample's).
+`limit_pages()` caps the file's growth with SQLite's own `max_page_count`, so
 tests and drills meet a genuine "database or disk is full".
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ import itertools
 import logging
 import sqlite3
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -33,6 +36,7 @@ log = logging.getLogger("storage")
 
 BUSY_TIMEOUT = 30.0          # seconds a write waits for another writer's lock
 PROBE_BUSY_TIMEOUT = 1.0     # ... and the write check, which must answer quickly
+FAILURE_MEMORY_SECONDS = 30.0   # a real write that failed is reported this long unless one succeeds since
 
 # SQLite's primary result codes for failures outside the program, and what to do about each.
 SQLITE_PERM, SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR = 3, 5, 6, 8, 10
@@ -151,6 +155,7 @@ class Database:
         self._lock = threading.RLock()
         self._page_limit: int | None = None      # limit_pages(); None: SQLite's own maximum
         self._default_page_limit: int | None = None
+        self._failed_write: tuple[float, str] | None = None   # (monotonic time, message) of the last real one
         try:
             self.schema_version = self._open()
         except BaseException:
@@ -232,11 +237,12 @@ class Database:
         return handle
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, probe: bool = False) -> Iterator[sqlite3.Connection]:
         """A write transaction: taken at once (BEGIN IMMEDIATE), committed or rolled back whole.
         If anything fails, COMMIT included, the transaction is rolled back (unless SQLite already
         did), so the connection is ready for the next one. A failure outside the program raises
-        `WriteFailed`."""
+        `WriteFailed`; unless `probe` (the write check's own), its outcome is what `write_problem`
+        remembers."""
         handle = self._handle()
         db = handle.db
         try:
@@ -253,7 +259,11 @@ class Database:
             failure = write_failure(self.path, exc)
             if failure is exc:
                 raise
+            if not probe:
+                self._failed_write = (time.monotonic(), str(failure))
             raise failure from exc
+        if not probe:
+            self._failed_write = None
 
     def _apply_page_limit(self, handle: _Handle) -> None:
         wanted = self._page_limit if self._page_limit is not None else self._default_page_limit
@@ -272,13 +282,17 @@ class Database:
         """Try a small real write: None if it worked, else what is wrong (one line). In one short
         transaction that waits at most `busy_timeout` seconds for the write lock: a page-sized row
         inserted and rolled back to a savepoint (can the file grow?), then one small row rewritten
-        and committed (does a commit reach the disk?)."""
+        and committed (does a commit reach the disk?). A real write that failed in the last
+        `FAILURE_MEMORY_SECONDS`, none succeeding since, is the problem even if the check's works."""
         try:
             self._try_write(busy_timeout)
         except WriteFailed as exc:
             return str(exc)
         except sqlite3.Error as exc:
             return f"cannot write {self.path}: {exc}"
+        failed = self._failed_write
+        if failed is not None and time.monotonic() - failed[0] < FAILURE_MEMORY_SECONDS:
+            return failed[1]
         return None
 
     def _try_write(self, busy_timeout: float) -> None:
@@ -286,7 +300,7 @@ class Database:
         db = self.connection()
         db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         try:
-            with self.transaction() as tx:
+            with self.transaction(probe=True) as tx:
                 now = datetime.now(timezone.utc).isoformat()
                 page_size = tx.execute("PRAGMA page_size").fetchone()[0]
                 tx.execute("SAVEPOINT grow")

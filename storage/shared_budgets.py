@@ -2,7 +2,7 @@
 
 Each server appends its answers' completion tokens to `budget_samples` (one INSERT, tagged with
 its `origin`) and reads the other servers' rows incrementally: the rows of transactions that
-ended below a snapshot's xmin since the last read (`since(horizon)`, the same rule as the sample
+ended below a snapshot's oldest running xid of this database since the last read (`since(horizon)`, the same rule as the sample
 change feed, `storage.postgres.changes`: a transaction still open at that moment has an xid at or
 above the new horizon, so no row is skipped whatever order transactions commit in). The table is
 bounded: `prune` keeps the latest `keep` rows of a model.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from storage.coordination import Connect, once_more
+from storage.coordination import COMMITTED_HORIZON, Connect, once_more
 
 STATEMENTS = (
     """CREATE TABLE budget_samples (
@@ -58,7 +58,7 @@ class SharedBudgetSamples:
         with self.connect() as db:
             rows = db.execute(
                 "SELECT h.horizon::text, b.provider, b.model, b.tokens, b.cut_off "
-                "FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon) AS h "
+                f"FROM (SELECT {COMMITTED_HORIZON} AS horizon) AS h "
                 "LEFT JOIN budget_samples AS b ON b.xid >= %s::text::xid8 AND b.xid < h.horizon AND b.origin <> %s "
                 "ORDER BY b.seq", (str(horizon), self.origin)).fetchall()
         return int(rows[0][0]), [BudgetSample(r[1], r[2], int(r[3]), bool(r[4])) for r in rows if r[1] is not None]

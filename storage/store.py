@@ -24,6 +24,7 @@ from storage.database import Database
 from storage.dialect import like_escape, sqlite_dialect
 from storage.errors import (DuplicateId, DuplicateQuestion, InvalidRecord, StoreError,  # noqa: F401  (re-exported)
                             WriteFailed)
+from storage.ordered_search import first_matches
 from storage.question_key import question_key
 from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, STORAGE_KEYS,
                              TEXT_COLUMNS, check_record, repair_column, repair_record)
@@ -477,8 +478,11 @@ class Store:
         pattern = f"%{like_escape(text)}%"
         contains = " OR ".join(f"{f} {self.dialect.like_ci} ? ESCAPE '!'" for f in fields)
         with self.database.reading() as db:
-            rows = db.execute(f"SELECT {ROW} FROM samples WHERE {match} AND ({contains}) ORDER BY seq LIMIT ?",
-                              [query, *([pattern] * len(fields)), limit]).fetchall()
+            if self.dialect.name == "postgresql":   # a GIN index: its rows come out of order
+                rows = first_matches(db, ROW, match, contains, [query, *([pattern] * len(fields))], limit)
+            else:                                  # FTS5 gives rows in rowid (seq) order: it stops at `limit`
+                rows = db.execute(f"SELECT {ROW} FROM samples WHERE {match} AND ({contains}) ORDER BY seq LIMIT ?",
+                                  [query, *([pattern] * len(fields)), limit]).fetchall()
         return [self.to_record(r) for r in rows]
 
     def iter_questions(self, chunk: int = 1000) -> Iterator[tuple[str, str]]:

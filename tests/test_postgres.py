@@ -4,6 +4,7 @@ report.
 The rest of the suite runs on PostgreSQL as well; these are what SQLite has no counterpart for."""
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
@@ -125,6 +126,60 @@ def test_health_reports_the_backend_and_the_url_without_password(make_app, datab
     body = app.test_client().get("/api/health").get_json()
     assert body["store"]["backend"] == "postgresql" and body["store"]["writable"] is True
     assert body["store"]["database_url"] == redact_url(url) and PASSWORD not in str(body)
+
+
+@pytest.mark.parametrize("extra, idle", [("", 10), ("&keepalives_idle=60", 60)])
+def test_pooled_connections_find_a_silently_dropped_peer(databases, tmp_path, extra, idle):
+    """Every connection's socket has keepalives and a TCP user timeout (a dead network fails a
+    query in about 30 s, not the kernel's 15 minutes); a URL's own setting wins."""
+    import socket
+
+    url = databases(tmp_path) + extra
+    database = PostgresDatabase(url)
+    try:
+        for pool in (database.pool, database.shared_state_pool()):
+            with pool.connection() as connection:
+                sock = socket.socket(fileno=os.dup(connection.fileno()))
+                try:
+                    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == idle
+                    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 30000
+                finally:
+                    sock.close()
+    finally:
+        database.close()
+    assert database.describe()["database_url"] == redact_url(url)   # what is shown stays the URL given
+
+
+def test_a_long_write_in_another_database_does_not_hold_the_change_feed_back(make_store, postgres_database):
+    """Other servers' writes reach this one while a transaction with an xid stays open in another
+    database of the same server; one open in this database holds the feed (its rows could still
+    commit below the horizon), and they arrive when it ends."""
+    import psycopg
+
+    from tests.conftest import wait_for
+
+    writer, reader = make_store("feed"), make_store("feed")
+    seen: list[str] = []
+    reader.on_change(lambda change: seen.extend(r["id"] for r in change.records))
+    other = f"{postgres_database.name}_other"
+    with psycopg.connect(backends.ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{other}"')
+    try:
+        with psycopg.connect(backends.with_database(backends.ADMIN_URL, other)) as elsewhere:
+            elsewhere.execute("SELECT pg_current_xact_id()")       # a write transaction, left open
+            writer.add(record("while-elsewhere"))
+            wait_for(lambda: reader._feed.poll() or "while-elsewhere" in seen, timeout=10)
+            with psycopg.connect(postgres_database.url) as here:
+                here.execute("SELECT pg_current_xact_id()")         # one in this database
+                writer.add(record("while-here"))
+                for _ in range(3):
+                    reader._feed.poll()
+                assert "while-here" not in seen
+            wait_for(lambda: reader._feed.poll() or "while-here" in seen, timeout=10)
+    finally:
+        with psycopg.connect(backends.ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
 
 
 def test_the_test_backend_is_postgresql(make_store):

@@ -3,7 +3,8 @@ database pass through a TCP proxy the test cuts (every pooled connection really 
 ones are refused) and restores. Reads answer 503 with the write failure's JSON shape and a
 Retry-After while it is cut, /api/health answers 200 "degraded", everything answers 200 again
 by itself once it is back, the background threads carry on (another server's write reaches this
-server's statistics), and the log says it once each way."""
+server's statistics), a running batch waits and then ends exactly at its target, and the log says
+it once each way."""
 from __future__ import annotations
 
 import time
@@ -72,8 +73,8 @@ def test_reads_answer_503_while_the_database_is_away_and_recover_by_themselves(t
         wait_for(lambda: answer(server, "/api/health").json()["status"] == "ok", timeout=30)
         assert "error" not in answer(server, "/api/health").json()["cluster"]   # the lease keeper goes on
         other.add(record("after"))                          # another server's write...
-        # ...followed (the change feed reads committed rows below the cluster-wide snapshot horizon:
-        # another session's long transaction on the same PostgreSQL server delays it)
+        # ...followed (the change feed reads committed rows below the oldest transaction running in
+        # this database: another session's long write transaction in it delays them)
         wait_for(lambda: answer(server, "/api/stats").json()["total"] == 4, timeout=90)
     finally:
         server.stop()
@@ -82,3 +83,43 @@ def test_reads_answer_503_while_the_database_is_away_and_recover_by_themselves(t
     assert log.count("is unavailable") == 1, log       # one line when it went...
     assert log.count("answers again (after") == 1, log  # ...one when it came back
     assert "Traceback" not in log, log
+
+
+def test_a_batch_pauses_while_the_database_is_away_and_ends_exactly_at_its_target_once_back(
+        tmp_path: Path, fake, proxy, postgres_url: str):
+    """The running batch stops calling providers while it cannot store (at most the samples in
+    flight when the database went), and carries on by itself when it is back: exactly its target,
+    no question twice, nothing in the log but the one line each way."""
+    fake.latency = 0.05
+    proxied = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}", 1)
+    server = ServerProcess(tmp_path, fake, DATABASE_URL=proxied).start()
+    try:
+        started = httpx.post(server.base + "/api/generate/batch/start", json={"target_count": 40}, timeout=30)
+        batch_id = started.json()["batch_id"]
+
+        def status() -> dict:
+            return answer(server, f"/api/generate/batch/status?batch_id={batch_id}").json()
+
+        wait_for(lambda: status()["samples_generated"] >= 5, timeout=60)
+        calls_at_cut = fake.count()
+        proxy.cut()
+        wait_for(lambda: answer(server, "/api/health").json()["status"] == "degraded", timeout=30)
+        stored_meanwhile = 0
+        for _ in range(30):                                   # health checks while it stays away
+            assert answer(server, "/api/health").json()["store"]["writable"] is False
+            stored_meanwhile = fake.count() - calls_at_cut
+        assert stored_meanwhile <= 4, stored_meanwhile        # max_in_flight: no calls burnt in a loop
+
+        proxy.restore()
+        done = wait_for(lambda: (s := status()).get("running") is False and s, timeout=120)   # 503s first
+        assert done["status"] == "completed" and done["samples_generated"] == 40, done
+    finally:
+        server.stop()
+    check = Store(PostgresDatabase(postgres_url))
+    try:
+        rows = list(check.iter_records({"batch_id": batch_id}))
+    finally:
+        check.close()
+    assert len(rows) == 40 and len({r["question"] for r in rows}) == 40
+    log = server.log.read_text()
+    assert log.count("is unavailable") == 1 and "Traceback" not in log, log

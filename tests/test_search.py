@@ -48,6 +48,36 @@ def test_updates_and_deletes_reach_the_index(store):
     assert store.search("promissory estoppel", None, 10) == []
 
 
+def test_the_first_matches_come_in_insertion_order_whatever_step_finds_them(store, monkeypatch):
+    """PostgreSQL's index finds rows out of order, so search walks the first rows, then checks the
+    index's candidates in growing chunks (`storage.ordered_search`): with tiny steps, every limit
+    gives exactly the first matches in insertion order, as one full scan would. Rows holding the
+    words but not the text (and deleted rows) sit between them."""
+    from storage import ordered_search
+
+    monkeypatch.setattr(ordered_search, "WALK_ROWS", 3)
+    monkeypatch.setattr(ordered_search, "FIRST_CHUNK", 2)
+    expected = []
+    for n in range(40):
+        if n % 3 == 0:
+            question = f"Is the duty of care owed here ({n})?"            # holds the text
+            expected.append(f"m{n}")
+        elif n % 3 == 1:
+            question = f"Of care, is a duty owed ({n})?"                  # the words, not the text
+        else:
+            question = f"Was the contract frustrated ({n})?"
+        store.add(record(f"m{n}", question=question))
+    for n in (9, 21):                                                   # gaps in the order
+        store.delete(f"m{n}")
+        expected.remove(f"m{n}")
+    for n in (3, 6, 12):          # rewritten rows move to the table's end in PostgreSQL, keeping their place here
+        store.update(f"m{n}", {"answer": f"Rewritten answer {n}."})
+    for limit in (1, 2, 3, 5, 8, 13, 50):
+        assert ids(store.search("duty of care", None, limit)) == expected[:limit], limit
+    assert ids(store.search("DUTY OF CARE OWED HERE (39)", None, 5)) == ["m39"]
+    assert store.search("duty of care", None, 0) == []
+
+
 @pytest.mark.sqlite_only
 def test_rows_stored_before_the_index_existed_are_searchable(tmp_path):
     path = tmp_path / "old.sqlite3"

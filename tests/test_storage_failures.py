@@ -59,6 +59,32 @@ def test_health_reports_a_full_disk_and_recovers(make_app):
     assert "problems" not in health
 
 
+def test_health_stays_degraded_after_a_real_write_failed_though_its_small_check_fits(make_app, monkeypatch):
+    """A nearly full disk can take the health check's one-page write in a free page and still
+    refuse a sample's: the failed real write is reported until one succeeds (or it is old)."""
+    from storage import database as sqlite_database
+
+    app = make_app()
+    client = app.test_client()
+    store = app.extensions["services"].store
+    store.add(sample("room", "Free pages for the check?"))
+    store.delete("room")                       # its pages go to the free list: room for the check only
+    disk_full(app)
+    assert client.get("/api/health").get_json()["status"] == "ok"   # the check alone fits
+    response = client.post("/api/add", json=sample("s1", "Is a sample refused?"))
+    assert response.status_code == 503
+    health = client.get("/api/health").get_json()
+    assert health["status"] == "degraded" and "database or disk is full" in health["store"]["error"]
+    monkeypatch.setattr(sqlite_database, "FAILURE_MEMORY_SECONDS", 0.0)   # an old failure is forgotten
+    assert client.get("/api/health").get_json()["status"] == "ok"
+    monkeypatch.undo()
+    client.post("/api/add", json=sample("s2", "Refused again?"))
+    assert client.get("/api/health").get_json()["status"] == "degraded"
+    disk_full(app, False)
+    assert client.post("/api/add", json=sample("s3", "Room again?")).status_code == 200
+    assert client.get("/api/health").get_json()["status"] == "ok"   # a real write worked since
+
+
 def test_health_answers_at_once_while_another_writer_holds_the_lock(make_app, tmp_path):
     app = make_app()
     client = app.test_client()

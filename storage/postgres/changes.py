@@ -4,9 +4,11 @@ index follow them (PostgreSQL mode: several servers, one dataset).
 A trigger (`schema`, migration 2) logs each insert, update and delete of a sample in
 `sample_changes` with the writer's origin (every store's pool sets `uklaw.origin` to the store's
 own id on its connections) and its transaction id. `ChangeFeed` polls every `interval` seconds
-for the rows of other origins whose transactions have all ended: those below the xmin of a fresh
-snapshot. A transaction still running at that moment has an xid at or above that horizon, so no
-row can later appear below it: nothing is skipped, whatever order transactions commit in. The
+for the rows of other origins whose transactions have all ended: those below the oldest xid a
+fresh snapshot finds running in this database (`coordination.COMMITTED_HORIZON`: a long write in
+another database of the server does not hold it back). A transaction still running at that
+moment has an xid at or above that horizon, so no row can later appear below it: nothing is
+skipped, whatever order transactions commit in. The
 store turns the ids into `Change` events for its listeners (re-reading the rows: an update is
 the row as it is now). Rows older than `RETENTION_MINUTES` are pruned; a server that has not
 polled for that long has been stopped, and reloads everything when it starts. Rows the statistics
@@ -27,6 +29,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from storage.coordination import COMMITTED_HORIZON
 from storage.outage import Outage
 from storage.postgres import stats_snapshot
 
@@ -59,7 +62,7 @@ class ChangeFeed:
 
     def _current_horizon(self) -> int:
         with self.database.reading() as session:
-            return int(session.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()[0])
+            return int(session.execute(f"SELECT {COMMITTED_HORIZON}::text").fetchone()[0])
 
     def start(self) -> None:
         if self._thread is None:

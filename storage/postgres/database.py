@@ -21,6 +21,7 @@ from typing import Any, Iterator, Sequence
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from state import utc_now
@@ -38,6 +39,11 @@ CONNECT_TIMEOUT = 5        # seconds to reach the server at start-up and for eac
 POOL_MIN, POOL_MAX = 1, 10
 POOL_WAIT = 30.0           # seconds a request waits for a free connection
 ADVICE = "check that the database server runs and DATABASE_URL names it; writes are retried"
+# A connection the network drops silently (no FIN, no RST) would hang a query until the kernel
+# gives up, about 15 minutes. libpq's TCP keepalives find an idle dead peer in about 25 s, and
+# `tcp_user_timeout` fails a query whose data goes unacknowledged for 30 s. The URL's own win.
+TCP_LIVENESS = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5",
+                "keepalives_count": "3", "tcp_user_timeout": "30000"}
 
 
 class PostgresDatabase:
@@ -49,16 +55,16 @@ class PostgresDatabase:
     def __init__(self, url: str, *, min_size: int = POOL_MIN, max_size: int = POOL_MAX, server: str | None = None):
         """`server`: this server's id, set on every pooled connection for the trigger that keeps
         batch rows to the lease holder (`storage.coordination.fence`)."""
-        self.url = url
+        self.url = _with_liveness(url)
         self.where = redact_url(url)
         self.path = self.where            # what messages name (a file path in SQLite mode)
         self._password = password_of(url)
         self.server = server
         self.schema_version = self._check_and_migrate()
-        self.lender = Lender(url, self.where, self._scrub)
+        self.lender = Lender(self.url, self.where, self._scrub)
         # check: a connection the server dropped (a restart, a network cut) is replaced before use
         self.origin = uuid.uuid4().hex   # this pool's writes, as `sample_changes` records them
-        self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, timeout=POOL_WAIT, open=False,
+        self.pool = ConnectionPool(self.url, min_size=min_size, max_size=max_size, timeout=POOL_WAIT, open=False,
                                    check=ConnectionPool.check_connection, configure=self._configure,
                                    reconnect_timeout=RECONNECT_SECONDS,
                                    kwargs={"autocommit": True, "row_factory": row_factory,
@@ -236,6 +242,16 @@ def _fast_commits(connection: psycopg.Connection) -> None:
 def _probe_write(session: Session) -> None:
     session.execute("INSERT INTO storage_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
                     (utc_now(),))
+
+
+def _with_liveness(url: str) -> str:
+    """The connection string with `TCP_LIVENESS`'s settings the URL does not make itself (an
+    unparsable URL unchanged: connecting reports it)."""
+    try:
+        given = conninfo_to_dict(url)
+    except psycopg.Error:
+        return url
+    return make_conninfo(url, **{key: value for key, value in TCP_LIVENESS.items() if key not in given})
 
 
 def _connect_advice(exc: psycopg.Error) -> str:
