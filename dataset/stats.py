@@ -70,6 +70,39 @@ def _frame_from_arrays(arrays: Mapping[str, str]) -> pl.DataFrame:
         list(arrays))
     if frame["id"].is_null().all():   # no samples: `[]` explodes to one null
         return pl.DataFrame(schema=LIGHT_SCHEMA)
+    return _light_frame(frame)
+
+
+_CSV_SCHEMA = {"seq": pl.Int64, **{name: pl.Utf8 if name == "quality_flags" else _ARRAY_TYPES[name]
+                                   for name in (*LOAD_FIELDS, *LOAD_LENGTHS)}}
+
+
+def _read_csv(data: bytes) -> pl.DataFrame:
+    """`Store.column_csv`'s lines, read by Polars' CSV reader (multithreaded, each column typed as
+    read; a quoted `""` is an empty text and an empty field a null, as PostgreSQL's COPY writes them)."""
+    if not data:
+        return pl.DataFrame(schema=_CSV_SCHEMA)
+    return pl.read_csv(data, has_header=False, schema=_CSV_SCHEMA, quote_char='"', null_values=None,
+                       comment_prefix=None, try_parse_dates=False, raise_if_empty=True)
+
+
+def _frame_from_csv(read: Any) -> pl.DataFrame:
+    """The light frame from `Store.column_csv` of LOAD_FIELDS and LOAD_LENGTHS (a `ColumnCsv`):
+    the saved rows but the replaced ids, and the fresh rows, in seq order; the flags' JSON decoded."""
+    frame = _read_csv(read.fresh)
+    if read.saved:
+        saved = _read_csv(read.saved)
+        if read.replaced:
+            saved = saved.filter(~pl.col("id").is_in(list(read.replaced)))
+        frame = pl.concat([saved, frame]).sort("seq") if frame.height else saved
+    if frame.height == 0:
+        return pl.DataFrame(schema=LIGHT_SCHEMA)
+    return _light_frame(frame.drop("seq").with_columns(
+        pl.col("quality_flags").str.json_decode(_ARRAY_TYPES["quality_flags"])))
+
+
+def _light_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """LIGHT_SCHEMA's frame from the decoded columns (`quality_flags` as lists, `simulated` 0/1)."""
     topics = frame["topic"].unique().to_list()
     areas = {topic: practice_area_of(topic) if topic else "" for topic in topics}
     frame = frame.rename({"quality_flags": "flags"}).with_columns(
@@ -122,6 +155,9 @@ class StatsFrame:
         return self._id_set
 
     def _load(self) -> pl.DataFrame:
+        read = self.store.column_csv(LOAD_FIELDS, lengths=LOAD_LENGTHS)   # PostgreSQL: snapshot + COPY
+        if read is not None:
+            return _frame_from_csv(read)
         arrays = self.store.column_arrays(LOAD_FIELDS, lengths=LOAD_LENGTHS)
         if arrays is not None:
             return _frame_from_arrays(arrays)

@@ -14,7 +14,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import orjson
 
@@ -29,6 +29,9 @@ from storage.question_key import question_key
 from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, STORAGE_KEYS,
                              TEXT_COLUMNS, check_record, repair_column, repair_record)
 from storage.schema import LIGHT_COLUMNS, SEARCH_COLUMNS, TEXT_LENGTHS, damaged_checks
+
+if TYPE_CHECKING:
+    from storage.postgres.stats_snapshot import ColumnCsv
 
 CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
 EDITABLE_FIELDS = CONTENT_FIELDS + ("topic", "difficulty", "sample_type")
@@ -87,7 +90,7 @@ class Store:
         if self.dialect.name == "postgresql":
             from storage.postgres.changes import ChangeFeed
 
-            self._feed = ChangeFeed(source, source.origin, self._remote_changes)
+            self._feed = ChangeFeed(source, source.origin, self._remote_changes, refresh=self._refresh_snapshot)
             self._feed.start()
 
     def close(self) -> None:
@@ -555,9 +558,7 @@ class Store:
         `fields` must be short columns, `lengths` of the texts the copy measures (`ValueError`).
         None when some row holds a value of the wrong type: `columns` repairs those."""
         lengths = dict(lengths or {})
-        if not set(fields) <= set(LIGHT_COLUMNS) or not set(lengths.values()) <= set(TEXT_LENGTHS) \
-                or len({*fields, *lengths}) != len(fields) + len(lengths):
-            raise ValueError(f"bad column request: fields {list(fields)}, lengths {lengths}")
+        _check_column_request(fields, lengths)
         dialect = self.dialect
         with self.database.reading() as db:
             if dialect.any_damaged and db.execute(dialect.any_damaged).fetchone()[0]:
@@ -568,6 +569,39 @@ class Store:
             row = db.execute(dialect.column_arrays(expressions, [dialect.flags_json] * len(texts))).fetchone()
         arrays = dict(zip([*plain, *lengths, *texts], row))
         return {name: arrays[name] for name in [*fields, *lengths]}
+
+    def column_csv(self, fields: Sequence[str], *, lengths: Mapping[str, str] | None = None) -> ColumnCsv | None:
+        """What `column_arrays` gives, as CSV built by the database (PostgreSQL's COPY), from the
+        statistics snapshot and the rows changed since it (`storage.postgres.stats_snapshot`): see
+        `ColumnCsv`. A line per sample, no header, the columns `seq` (so that no line starts with
+        a stored text: a CSV reader may take a leading U+FEFF for a byte-order mark), then
+        `[*fields, *lengths]` in that order; a null is an empty field, an empty text `""`;
+        `simulated` as 0/1, `quality_flags` as the JSON text of an array ([] for none). None when
+        the backend has no such export (SQLite: use `column_arrays`). `ValueError` as `column_arrays`."""
+        lengths = dict(lengths or {})
+        _check_column_request(fields, lengths)
+        if self.dialect.column_csv is None:
+            return None
+        from storage.postgres import stats_snapshot
+
+        return stats_snapshot.read(self.database, json.dumps([list(fields), list(lengths.items())]),
+                                   self._copy_sql(fields, lengths))
+
+    def _refresh_snapshot(self, columns: str) -> None:
+        """Save a fresh statistics snapshot of the `columns` a saved one holds (the change feed
+        calls this when the log kept for it has grown; see `stats_snapshot.due`)."""
+        from storage.postgres import stats_snapshot
+
+        fields, pairs = json.loads(columns)
+        lengths = dict(pairs)
+        _check_column_request(fields, lengths)   # a stored text: only known columns become SQL
+        stats_snapshot.read(self.database, columns, self._copy_sql(fields, lengths), afresh=True)
+
+    def _copy_sql(self, fields: Sequence[str], lengths: Mapping[str, str]) -> Callable[[str], str]:
+        dialect = self.dialect
+        columns = ["seq", *(dialect.flags_json if field == "quality_flags" else field for field in fields),
+                   *(dialect.length_of(field) for field in lengths.values())]
+        return lambda where: dialect.column_csv(columns, where)
 
     def damaged_rows(self, limit: int = 100) -> dict[str, Any]:
         """Rows holding values of the wrong type (written by older versions, or by hand): reads
@@ -623,6 +657,13 @@ def _as_read(row: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, An
         if key not in record and key not in STORAGE_KEYS:
             record[key] = value
     return record
+
+
+def _check_column_request(fields: Sequence[str], lengths: Mapping[str, str]) -> None:
+    """`ValueError` unless `fields` are short columns and `lengths` of measured texts, names unique."""
+    if not set(fields) <= set(LIGHT_COLUMNS) or not set(lengths.values()) <= set(TEXT_LENGTHS) \
+            or len({*fields, *lengths}) != len(fields) + len(lengths):
+        raise ValueError(f"bad column request: fields {list(fields)}, lengths {lengths}")
 
 
 def _damaged_condition(names: Sequence[str] = COLUMNS) -> str:

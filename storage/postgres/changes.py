@@ -11,7 +11,9 @@ moment has an xid at or above that horizon, so no row can later appear below it:
 skipped, whatever order transactions commit in. The
 store turns the ids into `Change` events for its listeners (re-reading the rows: an update is
 the row as it is now). Rows older than `RETENTION_MINUTES` are pruned; a server that has not
-polled for that long has been stopped, and reloads everything when it starts.
+polled for that long has been stopped, and reloads everything when it starts. Rows the statistics
+snapshot still needs are kept (`stats_snapshot`), and the prune step asks for a fresh snapshot
+when they grow many.
 
 While the database is away, polls fail quietly (one log line per outage, `storage.outage`) and
 the horizon stays where it was: the first poll that works delivers everything missed, since the
@@ -29,6 +31,7 @@ from typing import Any, Callable
 
 from storage.coordination import COMMITTED_HORIZON
 from storage.outage import Outage
+from storage.postgres import stats_snapshot
 
 log = logging.getLogger("storage")
 
@@ -42,10 +45,13 @@ class ChangeFeed:
     as (kind, id) pairs in commit-safe order, one call per poll with anything new."""
 
     def __init__(self, database: Any, origin: str, deliver: Callable[[list[tuple[str, str]]], None],
-                 interval: float = POLL_SECONDS):
+                 interval: float = POLL_SECONDS, refresh: Callable[[str], None] | None = None):
+        """`refresh(columns)`: save a fresh statistics snapshot of those columns (called from the
+        prune step when the log kept for the saved one has grown, `stats_snapshot.due`)."""
         self.database = database
         self.origin = origin
         self.deliver = deliver
+        self.refresh = refresh
         self.interval = interval
         self._stop = threading.Event()
         self._polling = threading.Lock()   # one poll at a time (the thread's, or a caller's)
@@ -89,11 +95,18 @@ class ChangeFeed:
                 "SELECT kind, id FROM sample_changes WHERE xid >= CAST(CAST(? AS text) AS xid8) "
                 "AND xid < CAST(CAST(? AS text) AS xid8) AND origin IS DISTINCT FROM ? ORDER BY seq",
                 (self._horizon, horizon, self.origin)).fetchall()
+            refresh = None
             if time.monotonic() - self._pruned > PRUNE_EVERY:
-                session.execute(f"DELETE FROM sample_changes WHERE at < now() - interval '{RETENTION_MINUTES} minutes'")
+                session.execute(stats_snapshot.PRUNE.format(minutes=RETENTION_MINUTES))
+                refresh = stats_snapshot.due(session)
                 self._pruned = time.monotonic()
         changes = [(kind, sample_id) for kind, sample_id in rows]
         if changes and not self._stop.is_set():
             self.deliver(changes)   # if this fails, the next poll delivers them again
         self._horizon = horizon
+        if refresh is not None and self.refresh is not None and not self._stop.is_set():
+            try:
+                self.refresh(refresh)
+            except Exception as exc:  # noqa: BLE001 - tried again at the next prune; a start then reads every row
+                log.warning("could not save a fresh statistics snapshot (%s)", exc)
         return len(changes)

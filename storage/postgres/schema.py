@@ -122,6 +122,12 @@ def _create_shared_learning(session: Session) -> None:
         session.execute(statement)
 
 
+def _create_stats_snapshot(session: Session) -> None:
+    from storage.postgres.stats_snapshot import install
+
+    install(session)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "samples (unique id and question key, full-text index), batches, batch_attempts, storage_probe",
               _create_v1),
@@ -133,6 +139,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "samples.<text>_length: stored generated lengths for the statistics", _add_text_lengths),
     Migration(6, "several servers: budget_samples (pooled completion tokens), half_open_probes (one probe "
                  "system-wide per unproven model)", _create_shared_learning),
+    Migration(7, "stats_snapshot: the statistics frame's columns as of a change-log position, and "
+                 "change_log_pruned: how far the log was pruned (stats_snapshot)", _create_stats_snapshot),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -71,6 +71,14 @@ class Session:
         cursor.execute(translate(sql), params if params else None)
         return cursor
 
+    def copy_out(self, sql: str) -> bytes:
+        """What a `COPY ... TO STDOUT` statement writes, whole."""
+        data = bytearray()
+        with self.connection.cursor() as cursor, cursor.copy(sql) as copy:
+            for block in copy:
+                data += block
+        return bytes(data)
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any] | dict[str, Any]]) -> psycopg.Cursor[Any]:
         cursor = self.connection.cursor()
         cursor.executemany(translate(sql), rows)
