@@ -84,6 +84,7 @@ PRUNE_EVERY = 64    # this server's shared appends between two prunes of a model
 
 SHIFT_EVIDENCE = 1e-4   # a run of cut-offs less likely than this under the data: the answers got longer
 PROMPT_MARGIN = 0.01    # of a request's prompt estimate, kept free of a window's share (estimate error)
+ALIKE_LEVEL = 0.01      # a model's answers and its siblings' differ when a KS test says so at this level
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ class CompletionBudgets:
         self._prompt_scale: dict[str, float] = {}
         self._prompt_tokens: dict[str, float] = {}
         self._pool: dict[str, deque] = {}
+        self._answers = 0   # answers remembered so far (keys `_alike_cache`)
+        self._alike_cache: dict[tuple[str, str], tuple[int, bool]] = {}
         self._shared: SharedBudgetSamples | None = None
         self._refresh = 1.0
         self._horizon = 0
@@ -167,6 +170,7 @@ class CompletionBudgets:
     def _remember(self, provider: str, model: str, sample: tuple[int, bool]) -> None:
         """Under the lock: one answer the budgets learn from (the model's and its provider's pool)."""
         self._model(provider, model).used.append(sample)
+        self._answers += 1
         self._pool.setdefault(provider, deque(maxlen=2 * self.pacing.budget_samples)).append((model, *sample))
 
     # -- budgets ---------------------------------------------------------------------------
@@ -203,14 +207,17 @@ class CompletionBudgets:
         most = math.inf if window.requests is None else max(1, int(window.requests))
         data = self._data(provider, model)
         stats = self._models.get((provider, model))
-        if (stats and stats.floor or self.pacing.budget_method != "min_charge"
-                or len(data) < self.pacing.budget_own_samples):
-            return max(low, min(high, max(share(requests_at(budget), prompt), budget)))   # only widened
+        widened = max(share(requests_at(budget), prompt), budget)
+        if stats and stats.floor or self.pacing.budget_method != "min_charge" \
+                or len(data) < self.pacing.budget_min_samples:
+            return max(low, min(high, widened))   # only widened
         # From the most budget (fewest requests) on, one more request is taken while the answers
         # it would cut off, `m` (the share between the two budgets, at the top of its error), cost
-        # less than the request brings: (n + 1) x (F - m) > n x F, i.e. m < F / (n + 1).
+        # less than the request brings: (n + 1) x (F - m) > n x F, i.e. m < F / (n + 1). With few
+        # answers the climb starts from the learned budget's whole requests (the error term
+        # stops it within a request or two of the answers' count: 20 answers never justify a 25th).
         fits, more = self._fits(data), len(data) + 1
-        requests = requests_at(high)
+        requests = requests_at(high if len(data) >= self.pacing.budget_own_samples else budget)
         current = min(high, share(requests, typical))
         while requests < most:
             candidate = min(high, share(requests + 1, typical))
@@ -249,12 +256,40 @@ class CompletionBudgets:
         return steps
 
     def _data(self, provider: str, model: str) -> list[tuple[int, bool]]:
+        """The answers a budget is learned from: the model's own; below `budget_own_samples` of
+        them, topped up with its provider's other models' latest answers; from then on topped up
+        only while the model's own answers look drawn from the same distribution as its
+        siblings' (`_alike`): a model that answers like its siblings keeps the larger record the
+        window fill needs (50 answers cannot show a 1-in-50 tail, 200 can), one that does not
+        (a thinking model's longer answers) learns from its own."""
         stats = self._models.get((provider, model))
         own = list(stats.used) if stats else []
-        if len(own) >= self.pacing.budget_own_samples:
+        room = self.pacing.budget_samples - len(own)
+        if room <= 0:
             return own
         others = [(t, cut) for m, t, cut in self._pool.get(provider, ()) if m != model]
-        return own + others[max(0, len(others) - (self.pacing.budget_samples - len(own))):]
+        if not others or len(own) >= self.pacing.budget_own_samples and not self._alike(provider, model, own, others):
+            return own
+        return own + others[max(0, len(others) - room):]
+
+    def _alike(self, provider: str, model: str, own: list[tuple[int, bool]], others: list[tuple[int, bool]]) -> bool:
+        """Whether the model's finished answers and its siblings' could come from one distribution:
+        the two-sample Kolmogorov-Smirnov statistic below its critical value at `ALIKE_LEVEL`
+        (c(a) = sqrt(-ln(a / 2) / 2), asymptotic). Cached until the next answer arrives.
+        Written out: scipy.stats' import costs the server a second for one statistic."""
+        cached = self._alike_cache.get((provider, model))
+        if cached is not None and cached[0] == self._answers:
+            return cached[1]
+        mine = sorted(t for t, cut in own if not cut)
+        theirs = sorted(t for t, cut in others if not cut)
+        alike = False
+        if mine and theirs:
+            n, m = len(mine), len(theirs)
+            largest = max(abs(bisect.bisect_right(mine, x) / n - bisect.bisect_right(theirs, x) / m)
+                          for x in mine + theirs)
+            alike = largest <= math.sqrt(-math.log(ALIKE_LEVEL / 2) / 2) * math.sqrt((n + m) / (n * m))
+        self._alike_cache[(provider, model)] = (self._answers, alike)
+        return alike
 
     def _budget(self, provider: str, model: str, low: int, high: int) -> int:
         stats = self._models.get((provider, model))
