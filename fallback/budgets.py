@@ -359,6 +359,12 @@ class CompletionBudgets:
         if sample is not None:
             self._publish(provider, model, sample)
 
+    def learned(self, provider: str, model: str) -> bool:
+        """Whether the model's budget is learned (from its answers or its siblings'), not the configured one."""
+        with self._lock:
+            stats = self._models.get((provider, model))
+            return bool(stats and stats.floor) or len(self._data(provider, model)) >= self.pacing.budget_min_samples
+
     def prompt_scale(self, provider: str) -> float:
         with self._lock:
             return self._prompt_scale.get(provider, 1.0)
