@@ -141,7 +141,7 @@ class PacingConfig(_Strict):
     # Added to every window's length: a request reaches the provider a moment after we send it,
     # sooner or later depending on the network, so spacing exactly span/limit could put one more
     # than the limit in one of its windows.
-    jitter_seconds: float = Field(default=0.05, ge=0)
+    jitter_seconds: float = Field(default=0.15, ge=0)
     learn_limits: bool = True
     learn_safety: float = Field(default=0.95, gt=0, le=1)       # pace at this share of the estimate
     learn_decrease: float = Field(default=0.7, gt=0, le=1)      # a learned limit hit again drops at most to this share
