@@ -4,10 +4,13 @@ A provider that charges `prompt + max_completion_tokens` up front (Cerebras) cou
 budget against its token limits, and every provider's limiter reservation starts from it, so a
 budget far above what answers use wastes most of the token window. Each model keeps the
 completion tokens of its latest answers (`pacing.budget_samples`), and each provider a pool of
-its models' latest answers. The data a budget is learned from is the model's own answers once it
-has `budget_own_samples` of them, before that its own plus the provider's pool (the same prompts
-go to every model: a new model starts from what its siblings use instead of spending its first
-answers at the configured budget); at least `budget_min_samples` answers are needed.
+its models' latest answers. The data a budget is learned from is the model's own answers topped up
+to `budget_samples` with the provider's pool: unconditionally below `budget_own_samples` answers of
+its own (the same prompts go to every model: a new model starts from what its siblings use instead
+of spending its first answers at the configured budget), from then on only while its answers and
+its siblings' pass a two-sample Kolmogorov-Smirnov test at 1 % (a model answering like its
+siblings keeps the record of ~200 answers a 1-in-50 tail needs; a thinking model's longer answers
+soon stand alone); at least `budget_min_samples` answers are needed.
 
 `budget_method: min_charge` (default) picks the budget that minimises the expected tokens charged
 per finished answer: with the answers sorted, x_(k) fits an answer with probability k / (n + 1)
@@ -35,8 +38,10 @@ cut off) is taken once the record shows it, a 26th (1,930 tokens, 1 in 9) never.
 Kaplan-Meier estimates: a cut-off answer only says it needed more than the budget it was sent.
 Each request is then sent `tpm / n` minus its own prompt (a margin of 1 % of the prompt for the
 estimate's error), so `n` requests fill the window exactly whatever their prompts. Below
-`budget_own_samples` answers, or while a cut-off raised the budget, the budget learned as above
-is only widened to its whole requests' share of the window, never cut.
+`budget_own_samples` answers the climb starts from the whole requests of the budget learned as
+above (p95 + 10 %, widened to its share of the window) rather than from the configured one: the
+error term lets N answers justify about N requests, so 10 answers only widen it and ~30 may take
+the 25th request of 60,000 tokens. While a cut-off raised the budget it is only widened, never cut.
 
 An answer cut off (`finish_reason: length`) is kept as a sample of `budget_truncated_factor` x the
 budget (it needed more than the budget: a censored sample). When the answers seem to have got
