@@ -141,15 +141,16 @@ class PacingConfig(_Strict):
     # Added to every window's length: a request reaches the provider a moment after we send it,
     # sooner or later depending on the network, so spacing exactly span/limit could put one more
     # than the limit in one of its windows.
-    jitter_seconds: float = Field(default=0.05, ge=0)
+    jitter_seconds: float = Field(default=0.15, ge=0)
     learn_limits: bool = True
     learn_safety: float = Field(default=0.95, gt=0, le=1)       # pace at this share of the estimate
     learn_decrease: float = Field(default=0.7, gt=0, le=1)      # a learned limit hit again drops at most to this share
     scope_tolerance_seconds: float = Field(default=2.0, ge=0)   # 429 resets this close: one shared window
     max_learn_hint_seconds: float = Field(default=600.0, gt=0)  # longer waits are quotas, not windows
     probe_after: float = Field(default=0.5, gt=0)    # probe upward after this share of a calm window...
-    probe_first_step: float = Field(default=0.05, gt=0, le=1)   # ...by this much, doubling each time
-    probe_max_step: float = Field(default=1.0, gt=0)
+    probe_first_step: float = Field(default=0.05, gt=0, le=1)   # ...by this much, doubling each time...
+    probe_again_after: float = Field(default=0.25, gt=0)        # ...every this share of a window after the first...
+    probe_max_step: float = Field(default=0.4, gt=0)            # ...up to this step
     # min_charge: the budget that minimises the expected tokens charged per finished answer (a
     # cut-off answer is charged and asked again); percentile: budget_percentile x (1 + budget_margin).
     budget_method: Literal["min_charge", "percentile"] = "min_charge"

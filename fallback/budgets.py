@@ -4,10 +4,13 @@ A provider that charges `prompt + max_completion_tokens` up front (Cerebras) cou
 budget against its token limits, and every provider's limiter reservation starts from it, so a
 budget far above what answers use wastes most of the token window. Each model keeps the
 completion tokens of its latest answers (`pacing.budget_samples`), and each provider a pool of
-its models' latest answers. The data a budget is learned from is the model's own answers once it
-has `budget_own_samples` of them, before that its own plus the provider's pool (the same prompts
-go to every model: a new model starts from what its siblings use instead of spending its first
-answers at the configured budget); at least `budget_min_samples` answers are needed.
+its models' latest answers. The data a budget is learned from is the model's own answers topped up
+to `budget_samples` with the provider's pool: unconditionally below `budget_own_samples` answers of
+its own (the same prompts go to every model: a new model starts from what its siblings use instead
+of spending its first answers at the configured budget), from then on only while its answers and
+its siblings' pass a two-sample Kolmogorov-Smirnov test at 1 % (a model answering like its
+siblings keeps the record of ~200 answers a 1-in-50 tail needs; a thinking model's longer answers
+soon stand alone); at least `budget_min_samples` answers are needed.
 
 `budget_method: min_charge` (default) picks the budget that minimises the expected tokens charged
 per finished answer: with the answers sorted, x_(k) fits an answer with probability k / (n + 1)
@@ -35,8 +38,10 @@ cut off) is taken once the record shows it, a 26th (1,930 tokens, 1 in 9) never.
 Kaplan-Meier estimates: a cut-off answer only says it needed more than the budget it was sent.
 Each request is then sent `tpm / n` minus its own prompt (a margin of 1 % of the prompt for the
 estimate's error), so `n` requests fill the window exactly whatever their prompts. Below
-`budget_own_samples` answers, or while a cut-off raised the budget, the budget learned as above
-is only widened to its whole requests' share of the window, never cut.
+`budget_own_samples` answers the climb starts from the whole requests of the budget learned as
+above (p95 + 10 %, widened to its share of the window) rather than from the configured one: the
+error term lets N answers justify about N requests, so 10 answers only widen it and ~30 may take
+the 25th request of 60,000 tokens. While a cut-off raised the budget it is only widened, never cut.
 
 An answer cut off (`finish_reason: length`) is kept as a sample of `budget_truncated_factor` x the
 budget (it needed more than the budget: a censored sample). When the answers seem to have got
@@ -84,6 +89,7 @@ PRUNE_EVERY = 64    # this server's shared appends between two prunes of a model
 
 SHIFT_EVIDENCE = 1e-4   # a run of cut-offs less likely than this under the data: the answers got longer
 PROMPT_MARGIN = 0.01    # of a request's prompt estimate, kept free of a window's share (estimate error)
+ALIKE_LEVEL = 0.01      # a model's answers and its siblings' differ when a KS test says so at this level
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,8 @@ class CompletionBudgets:
         self._prompt_scale: dict[str, float] = {}
         self._prompt_tokens: dict[str, float] = {}
         self._pool: dict[str, deque] = {}
+        self._answers = 0   # answers remembered so far (keys `_alike_cache`)
+        self._alike_cache: dict[tuple[str, str], tuple[int, bool]] = {}
         self._shared: SharedBudgetSamples | None = None
         self._refresh = 1.0
         self._horizon = 0
@@ -167,6 +175,7 @@ class CompletionBudgets:
     def _remember(self, provider: str, model: str, sample: tuple[int, bool]) -> None:
         """Under the lock: one answer the budgets learn from (the model's and its provider's pool)."""
         self._model(provider, model).used.append(sample)
+        self._answers += 1
         self._pool.setdefault(provider, deque(maxlen=2 * self.pacing.budget_samples)).append((model, *sample))
 
     # -- budgets ---------------------------------------------------------------------------
@@ -203,14 +212,17 @@ class CompletionBudgets:
         most = math.inf if window.requests is None else max(1, int(window.requests))
         data = self._data(provider, model)
         stats = self._models.get((provider, model))
-        if (stats and stats.floor or self.pacing.budget_method != "min_charge"
-                or len(data) < self.pacing.budget_own_samples):
-            return max(low, min(high, max(share(requests_at(budget), prompt), budget)))   # only widened
+        widened = max(share(requests_at(budget), prompt), budget)
+        if stats and stats.floor or self.pacing.budget_method != "min_charge" \
+                or len(data) < self.pacing.budget_min_samples:
+            return max(low, min(high, widened))   # only widened
         # From the most budget (fewest requests) on, one more request is taken while the answers
         # it would cut off, `m` (the share between the two budgets, at the top of its error), cost
-        # less than the request brings: (n + 1) x (F - m) > n x F, i.e. m < F / (n + 1).
+        # less than the request brings: (n + 1) x (F - m) > n x F, i.e. m < F / (n + 1). With few
+        # answers the climb starts from the learned budget's whole requests (the error term
+        # stops it within a request or two of the answers' count: 20 answers never justify a 25th).
         fits, more = self._fits(data), len(data) + 1
-        requests = requests_at(high)
+        requests = requests_at(high if len(data) >= self.pacing.budget_own_samples else budget)
         current = min(high, share(requests, typical))
         while requests < most:
             candidate = min(high, share(requests + 1, typical))
@@ -249,12 +261,40 @@ class CompletionBudgets:
         return steps
 
     def _data(self, provider: str, model: str) -> list[tuple[int, bool]]:
+        """The answers a budget is learned from: the model's own; below `budget_own_samples` of
+        them, topped up with its provider's other models' latest answers; from then on topped up
+        only while the model's own answers look drawn from the same distribution as its
+        siblings' (`_alike`): a model that answers like its siblings keeps the larger record the
+        window fill needs (50 answers cannot show a 1-in-50 tail, 200 can), one that does not
+        (a thinking model's longer answers) learns from its own."""
         stats = self._models.get((provider, model))
         own = list(stats.used) if stats else []
-        if len(own) >= self.pacing.budget_own_samples:
+        room = self.pacing.budget_samples - len(own)
+        if room <= 0:
             return own
         others = [(t, cut) for m, t, cut in self._pool.get(provider, ()) if m != model]
-        return own + others[max(0, len(others) - (self.pacing.budget_samples - len(own))):]
+        if not others or len(own) >= self.pacing.budget_own_samples and not self._alike(provider, model, own, others):
+            return own
+        return own + others[max(0, len(others) - room):]
+
+    def _alike(self, provider: str, model: str, own: list[tuple[int, bool]], others: list[tuple[int, bool]]) -> bool:
+        """Whether the model's finished answers and its siblings' could come from one distribution:
+        the two-sample Kolmogorov-Smirnov statistic below its critical value at `ALIKE_LEVEL`
+        (c(a) = sqrt(-ln(a / 2) / 2), asymptotic). Cached until the next answer arrives.
+        Written out: scipy.stats' import costs the server a second for one statistic."""
+        cached = self._alike_cache.get((provider, model))
+        if cached is not None and cached[0] == self._answers:
+            return cached[1]
+        mine = sorted(t for t, cut in own if not cut)
+        theirs = sorted(t for t, cut in others if not cut)
+        alike = False
+        if mine and theirs:
+            n, m = len(mine), len(theirs)
+            largest = max(abs(bisect.bisect_right(mine, x) / n - bisect.bisect_right(theirs, x) / m)
+                          for x in mine + theirs)
+            alike = largest <= math.sqrt(-math.log(ALIKE_LEVEL / 2) / 2) * math.sqrt((n + m) / (n * m))
+        self._alike_cache[(provider, model)] = (self._answers, alike)
+        return alike
 
     def _budget(self, provider: str, model: str, low: int, high: int) -> int:
         stats = self._models.get((provider, model))
@@ -323,6 +363,12 @@ class CompletionBudgets:
                     stats.floor_answers = 4 * self.pacing.budget_min_samples
         if sample is not None:
             self._publish(provider, model, sample)
+
+    def learned(self, provider: str, model: str) -> bool:
+        """Whether the model's budget is learned (from its answers or its siblings'), not the configured one."""
+        with self._lock:
+            stats = self._models.get((provider, model))
+            return bool(stats and stats.floor) or len(self._data(provider, model)) >= self.pacing.budget_min_samples
 
     def prompt_scale(self, provider: str) -> float:
         with self._lock:

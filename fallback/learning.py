@@ -13,8 +13,14 @@ a store transaction.
   (within `scope_tolerance_seconds`) are one budget shared by the provider's models: the limit
   is learned on the provider's scope and the models' own learned limits from that episode go.
 * **Probing.** After `probe_after` of a calm window the learned limit rises by `probe_first_step`,
-  the step doubling each time (5 %, 10 %, 20 %...) until a 429 says where the limit is, or the
-  configured ceiling is reached and the learned limit is dropped.
+  then every `probe_again_after` of a window by a step doubling each time up to `probe_max_step`
+  (5 %, 10 %, 20 %, 40 %, 40 %...), until a 429 says where the limit is, or the configured ceiling
+  is reached and the learned limit is dropped: a limit that doubles again is back within about
+  1.5 windows. A 429 just after a raise, at a measured rate that says the level before it held,
+  falls back to that level (the raise overshot) rather than below it.
+* **Stragglers.** Requests still on their way when a limit is learned were counted as accepted;
+  their 429s correct the estimate down, for a limit learned again as for a first one (no lower
+  than a relearned limit may drop at once).
 """
 from __future__ import annotations
 
@@ -84,6 +90,11 @@ def estimate(state: ScopeState, hit: Hit, in_force: float | None, pacing: Pacing
     learned = state.learned.get(window)
     if learned is not None:
         limit = min(max(measured or 0.0, learned * pacing.learn_decrease), learned * pacing.learn_safety)
+        held = state.raised_from.get(window)
+        if held is not None and measured is not None and measured >= held * pacing.learn_safety:
+            # refused at a level a probe had just raised it to, at a rate that says the level
+            # before the raise held: the raise overshot, the limit lies between the two
+            limit = max(limit, min(held, learned * pacing.learn_safety))
     elif measured is not None:
         limit = min(measured, in_force * pacing.learn_safety) if in_force is not None else measured
     elif in_force is not None:
@@ -107,9 +118,14 @@ def learn(state: ScopeState, hit: Hit, limit: float | None, pacing: PacingConfig
     reset = hit.now + (hit.wait or 0.0)
     first = window not in state.learned
     accepted = state.sent.get(hit.metric, 0.0) - state.rejected.get(hit.metric, 0.0)
-    # Stragglers of a first episode refine its measurement (see `refine`).
-    state.basis = {"accepted": accepted, "span": _span(state, hit), "tokens": float(hit.metric == "tokens")} \
-        if first else {}
+    # Stragglers refine the measurement (see `refine`), down to `floor` at most.
+    floor = 0.0
+    if not first:   # as low as `estimate` could go: the decrease allowed, or the level an overshoot fell back to
+        held = min(state.raised_from.get(window, math.inf), state.learned[window] * pacing.learn_safety)
+        floor = min(limit, held if limit >= held else state.learned[window] * pacing.learn_decrease)
+    state.basis = {"accepted": accepted, "span": _span(state, hit), "tokens": float(hit.metric == "tokens"),
+                   "floor": floor}
+    state.raised_from = {}
     state.learned[window] = limit
     state.learned_at = hit.now
     state.reset_at = reset
@@ -124,8 +140,10 @@ def learn(state: ScopeState, hit: Hit, limit: float | None, pacing: PacingConfig
 
 
 def refine(state: ScopeState, hit: Hit, tokens: float, pacing: PacingConfig) -> None:
-    """A straggler: one more request of the measured episode was refused after all. A first
-    measurement is corrected down; a limit lowered from one already in force stays."""
+    """A straggler: one more request of the measured episode was refused after all (it was
+    still on its way, counted as accepted, when the limit was learned): the measurement is
+    corrected down. A limit lowered from one already in force goes no lower than that lowering
+    allowed (`learn_decrease`, or the level before an overshooting probe)."""
     state.hits += 1
     basis = state.basis
     if not basis or bool(basis.get("tokens")) != (hit.metric == "tokens"):
@@ -134,12 +152,12 @@ def refine(state: ScopeState, hit: Hit, tokens: float, pacing: PacingConfig) -> 
     if basis["accepted"] <= 0 or basis["span"] <= 0:
         return
     window = METRIC_WINDOW[hit.metric]
-    measured = max(1.0, basis["accepted"] / basis["span"] * hit.minute * pacing.learn_safety)
+    measured = max(1.0, basis["accepted"] / basis["span"] * hit.minute * pacing.learn_safety, basis.get("floor", 0.0))
     state.learned[window] = min(state.learned.get(window, measured), measured)
 
 
 def forget(state: ScopeState) -> None:
-    state.learned, state.basis = {}, {}
+    state.learned, state.basis, state.raised_from = {}, {}, {}
     state.learned_at = state.reset_at = state.probe_at = state.window_seconds = None
     state.probe_step = 0.0
 
@@ -151,6 +169,7 @@ def probe(state: ScopeState, now: float, ceilings: dict[str, float | None], minu
     if not state.learned or state.probe_at is None or now < state.probe_at:
         return False
     step = state.probe_step or pacing.probe_first_step
+    state.raised_from = dict(state.learned)
     for window in list(state.learned):
         raised = state.learned[window] * (1 + step)
         ceiling = ceilings.get(window)
@@ -159,7 +178,7 @@ def probe(state: ScopeState, now: float, ceilings: dict[str, float | None], minu
         else:
             state.learned[window] = raised
     state.probe_step = min(pacing.probe_max_step, step * 2)
-    state.probe_at = now + pacing.probe_after * (state.window_seconds or minute)
+    state.probe_at = now + pacing.probe_again_after * (state.window_seconds or minute)
     if not state.learned:
         forget(state)
     return True

@@ -11,8 +11,9 @@ holds floats and a few short lists, so it serializes to a small JSON object (`to
 * `reported`: limits the provider's headers declared; `learned`: limits learned from its 429s;
 * the learning episode: `since`, `sent` and `rejected` (requests and tokens sent since `since`, and
   how many of them were refused with a 429), `reset_at` (when the window that last said "slow down" frees), `window_seconds` (its
-  estimated length), `probe_at`/`probe_step` (the next upward probe), `hits` (429s taken), `basis` (what a first
-  estimate was measured on, corrected by the 429s that arrive late);
+  estimated length), `probe_at`/`probe_step` (the next upward probe), `hits` (429s taken), `basis` (what the latest
+  estimate was measured on, corrected by the 429s that arrive late), `raised_from` (the learned
+  limits before the latest probe, to fall back to when it overshoots);
 * on a provider scope, `recent`: the latest 429s of its models with their reset times, from which a
   shared limit is inferred.
 
@@ -55,7 +56,8 @@ class ScopeState:
     probe_at: float | None = None
     probe_step: float = 0.0
     hits: int = 0
-    basis: dict[str, float] = field(default_factory=dict)   # what a first estimate was measured on
+    basis: dict[str, float] = field(default_factory=dict)   # what the latest estimate was measured on
+    raised_from: dict[str, float] = field(default_factory=dict)   # learned limits before the latest probe
     recent: list[list[Any]] = field(default_factory=list)   # [model, reset_at, at] of the latest 429s
 
     def to_dict(self) -> dict[str, Any]:

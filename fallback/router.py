@@ -14,6 +14,7 @@ import math
 import random
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar, Union
@@ -157,6 +158,8 @@ class Router:
         self.metrics = metrics
         self.policy = policy
         self.clock = clock
+        self._in_flight: Counter[str] = Counter()   # per provider: requests on their way
+        self._flight_lock = threading.Lock()
 
     def to_wall(self, mono: float) -> float:
         return time.time() + (mono - self.clock())
@@ -268,9 +271,11 @@ class Router:
             if choice is None:
                 continue  # waited for a recovery; look again
             pair, reservation, owns_probe = choice
+            self._flying(pair[0], 1)
             try:
                 result = self._attempt(run, pair, reservation, call)
             finally:
+                self._flying(pair[0], -1)
                 # Whatever the attempt did, raised or returned, the pair's half-open probe (only if
                 # this run holds it) is given back, after its success or cooldown is recorded.
                 if owns_probe:
@@ -304,6 +309,9 @@ class Router:
             model = client.config.model(model_id)
             if model is None:
                 continue
+            if self._awaits_siblings(run, name, model):
+                waiting.append((self.clock() + PROBE_WAIT, pair, None))
+                continue
             probe = self.health.claim_probe(name, model_id)
             if probe == BUSY:   # an untried model's first answer is pending
                 waiting.append((self.clock() + PROBE_WAIT, pair, None))
@@ -325,6 +333,32 @@ class Router:
             if reservation != float("inf"):
                 waiting.append((self.clock() + reservation, pair, reservation))
         return self._nothing_now(run, waiting)
+
+    def _flying(self, provider: str, change: int) -> None:
+        with self._flight_lock:
+            self._in_flight[provider] += change
+
+    def _awaits_siblings(self, run: _Run, provider: str, model: ModelConfig) -> bool:
+        """Whether the model lets its siblings answer first: a provider charging the budget up
+        front would charge its first request the configured budget (8,192 for a thinking model:
+        3-4 requests of a 60,000-token window), while its siblings' answers teach it one (they are
+        its prior, fallback/budgets.py). Only a model configured above a sibling waits, its budget
+        not learned yet, and only while a request of the provider is on its way or this run can
+        try a sibling configured lower."""
+        config = self.providers[provider].config
+        if config.token_accounting != "reserved" or self.budgets.learned(provider, model.id):
+            return False
+        budget = config.completion_budget(model)
+        if budget <= min(config.completion_budget(m) for m in config.models):
+            return False
+        if self._in_flight[provider]:
+            return True
+        for name, model_id in run.plan:
+            sibling = config.model(model_id) if name == provider else None
+            if (sibling is not None and (name, model_id) not in run.tried and config.completion_budget(sibling) < budget
+                    and self.blocked((name, model_id)) is None):
+                return True
+        return False
 
     def _nothing_now(self, run: _Run, waiting: list[tuple[float, Pair, Hold]]) -> RoutingError | None:
         """Nothing can be tried now: wait for the earliest recovery, or say why not."""

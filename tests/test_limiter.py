@@ -7,6 +7,7 @@ import math
 import pytest
 
 from config.providers import Limits, PacingConfig
+from fallback import learning
 from fallback.limiter import RateLimiter, Reservation
 from fallback.limiter_state import MemoryStore, ScopeState
 from providers.headers import read_rate_limits
@@ -14,7 +15,7 @@ from tests.conftest import ManualClock
 from tests.racing import race, switch
 
 KEY = ("groq", "m")
-MINUTE = 60.65  # a minute window plus its grace (1 % and 0.05 s): what one unit of a per-minute limit is spread over
+MINUTE = 60.75  # a minute window plus its grace (1 % and 0.15 s): what one unit of a per-minute limit is spread over
 
 
 def limiter(clock, **limits):
@@ -93,7 +94,7 @@ def test_day_windows_may_be_spent_at_once_then_refill_at_their_rate():
     clock = ManualClock()
     rl = limiter(clock, rpd=2)
     assert isinstance(rl.reserve(*KEY, 1), Reservation) and isinstance(rl.reserve(*KEY, 1), Reservation)
-    day_unit = (86400 + 1 + 0.05) / 2
+    day_unit = (86400 + 1 + 0.15) / 2
     assert rl.reserve(*KEY, 1) == pytest.approx(day_unit)
     clock.advance(day_unit)
     assert isinstance(rl.reserve(*KEY, 1), Reservation)
@@ -153,7 +154,7 @@ def test_time_scale_shortens_every_window():
     clock = ManualClock()
     rl = RateLimiter({KEY: Limits(rpm=6)}, clock, PacingConfig(time_scale=0.1))
     rl.reserve(*KEY, 1)
-    assert rl.reserve(*KEY, 1) == pytest.approx((6 + 0.06 + 0.05) / 6)
+    assert rl.reserve(*KEY, 1) == pytest.approx((6 + 0.06 + 0.15) / 6)
 
 
 def test_the_state_is_small_and_serializable():
@@ -262,3 +263,61 @@ def test_a_learned_limit_is_probed_upward_and_dropped_at_the_configured_ceiling(
         assert len(seen) < 30
     assert seen == sorted(seen) and len(seen) > 2     # rose step by step, then gave way to the ceiling
     assert rl.snapshot("groq", "a")["rpm"]["limit"] == 30
+
+
+def test_a_straggler_refines_a_relearned_limit_too():
+    """Requests still on their way when a limit is learned were counted as accepted; their 429s
+    correct the estimate down, for a limit learned again as for the first one (no lower than a
+    relearned limit may drop at once, `learn_decrease`)."""
+    clock = ManualClock(0.0)
+    rl = RateLimiter({("groq", "a"): Limits(rpm=60)}, clock)
+    for reservation in send(rl, clock, "a", 5):
+        rl.settle(reservation, 100)
+    rl.rate_limited(send(rl, clock, "a", 1)[0], 5.0, "slow down")
+    first = rl.learned_limits("groq")[0]["limit"]
+    sent = send(rl, clock, "a", 12)          # paced at the learned limit; the last two still on their way...
+    for reservation in sent[:-2]:
+        rl.settle(reservation, 100)
+    rl.rate_limited(send(rl, clock, "a", 1)[0], 5.0, "slow down")   # ...when a later one is refused
+    second = rl.learned_limits("groq")[0]["limit"]
+    for straggler in sent[-2:]:
+        rl.rate_limited(straggler, 5.0, "slow down")
+    refined = rl.learned_limits("groq")[0]["limit"]
+    assert 0.7 * first <= refined < second < first
+
+
+def test_a_probe_that_overshoots_falls_back_to_the_level_before_it():
+    """Refused just after a probe raised the limit from 20 to 21, at a measured rate (19) that says
+    20 held: the limit lies between the two, so 20 x 0.95 is kept instead of the measured 19."""
+    pacing = PacingConfig()
+    state = ScopeState(learned={"rpm": 21.0}, raised_from={"rpm": 20.0}, since=0.0,
+                       sent={"requests": 21.0}, rejected={})
+    hit = learning.Hit(now=60.0, sent_at=59.0, wait=None, metric="requests", minute=60.0)
+    learning.note_rejected(state, hit, 1)
+    assert learning.estimate(state, hit, 21.0, pacing) == pytest.approx(19.95)
+    state.raised_from = {}
+    assert learning.estimate(state, hit, 21.0, pacing) == pytest.approx(19.0)
+
+
+def test_after_its_first_step_a_learned_limit_is_probed_every_quarter_window_by_at_most_40_percent():
+    """A limit that rises again (another user stops) is found within about two windows: the first
+    probe waits half a calm window, the next ones a quarter, each step doubling up to 40 %."""
+    clock = ManualClock(0.0)
+    rl = RateLimiter({("groq", "a"): Limits(rpm=600)}, clock)
+    for reservation in send(rl, clock, "a", 5):
+        rl.settle(reservation, 100)
+    rl.rate_limited(send(rl, clock, "a", 1)[0], 5.0, "slow down")
+    entry = rl.learned_limits("groq")[0]
+    window, limits = entry["window_seconds_estimated"], [entry["limit"]]
+    assert entry["next_probe_seconds"] == pytest.approx(5.0 + 0.5 * window, abs=0.1)
+    clock.advance(entry["next_probe_seconds"])
+    for _ in range(6):
+        rl.wait_time("groq", "a", 1)
+        rl.reserve("groq", "a", 1)
+        entry = rl.learned_limits("groq")[0]
+        limits.append(entry["limit"])
+        assert entry["next_probe_seconds"] == pytest.approx(0.25 * window, abs=0.1)
+        clock.advance(entry["next_probe_seconds"])
+    steps = [round(b / a - 1, 2) for a, b in zip(limits, limits[1:])]
+    assert steps == [0.05, 0.1, 0.2, 0.4, 0.4, 0.4], steps
+

@@ -4,6 +4,7 @@ real answers and raised after a cut-off one, steady progress. Windows are shorte
 `engine.pacing.time_scale` and the fakes' own windows, so each scenario runs in seconds."""
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -146,6 +147,33 @@ def test_per_model_limits_with_the_up_front_charge_draw_no_429(fake, make_engine
     assert budget["learned"] and 1900 <= budget["budget"] <= 2432 and 1700 <= budget["p50"] <= 1900, (budget, sent)
     # The offline prompt estimate (3.5 characters a token) is corrected to what the provider counts (4).
     assert 0.8 <= engine.router.budgets.prompt_scale("cerebras") <= 0.9
+
+
+def test_a_model_configured_above_its_siblings_lets_them_answer_before_its_first_request(fake, make_engine):
+    """Cerebras charges the budget up front: a thinking model's first request at its configured
+    8,192 would take a third of a 24,000-token window for a ~1,800-token answer. It waits while a
+    sibling configured lower can answer, and starts from what their answers teach. A request
+    naming only that model (no sibling to wait for, nothing in flight) is sent at once."""
+    rng = random.Random(9)
+    fake.completion_tokens = lambda: int(rng.gauss(1800, 100))
+    fake.latency = 0.05
+    models = [{"id": "c-think", "limits": {}, "max_completion_tokens": 8192},
+              {"id": "c-plain", "limits": {}}]
+    engine = make_engine(overrides={"providers": {"cerebras": {"models": models, "max_completion_tokens": 2048,
+                                                               "min_completion_tokens": 256}}},
+                         env_overrides=NO_GROQ, pacing={"budget_min_samples": 3})
+    alone = make_engine(overrides={"providers": {"cerebras": {"models": models, "max_completion_tokens": 2048}}},
+                        env_overrides=NO_GROQ)
+    pinned = dataclasses.replace(request("cerebras"), models=(("cerebras", "c-think"),))
+    assert alone.generate(pinned, max_wait=5).model == "c-think"
+    assert fake.requests[-1].body["max_completion_tokens"] == 8192
+    del fake.requests[:]
+
+    Workers(engine, 12, threads=4, provider="cerebras").join()
+    sent = [(r.model, r.body["max_completion_tokens"]) for r in fake.requests]
+    thinking = [budget for model, budget in sent if model == "c-think"]
+    assert sent[0] == ("c-plain", 2048) and thinking, sent          # the sibling answers first...
+    assert max(thinking) < 3000, sent                               # ...and the thinking model never pays 8,192
 
 
 def test_a_cut_off_answer_raises_the_budget(fake, make_engine):
