@@ -40,6 +40,7 @@ WRITTEN = COLUMNS + ("question_key",)   # what a write sets: the columns and the
 FILTER_COLUMNS = ("topic", "difficulty", "sample_type", "provider", "model", "batch_id")
 SEARCH_FIELDS = SEARCH_COLUMNS
 _WORD = re.compile(r"[^\W_]+")   # what the index's unicode61 tokenizer calls a word
+_STORED_APART = frozenset((*COLUMNS, "seq"))   # keys a record's `extra` never holds (a set: tested for every key)
 ROW = ", ".join(COLUMNS)   # every stored field, named (not `*`: column order differs in adopted files)
 log = logging.getLogger("storage")
 
@@ -167,7 +168,7 @@ class Store:
         row["simulated"] = 1 if record.get("simulated") else 0
         flags = record.get("quality_flags")
         row["quality_flags"] = json.dumps(list(flags)) if flags is not None else None
-        extra = {k: v for k, v in record.items() if k not in COLUMNS and k != "seq"}
+        extra = {k: v for k, v in record.items() if k not in _STORED_APART}
         row["extra"] = json.dumps(extra, ensure_ascii=False) if extra else None
         row["question_key"] = question_key(row["question"])
         return row
