@@ -77,6 +77,11 @@ def seal(db: sqlite3.Connection, rows: Rows) -> int:
     return sealed
 
 
+def sealed_through(db: sqlite3.Connection) -> int:
+    """The last seq a block holds (0: none); after `seal`, every row up to it is in a block."""
+    return db.execute("SELECT coalesce(max(last_seq), 0) FROM samples_json_blocks").fetchone()[0]
+
+
 def unsealed_tail(db: sqlite3.Connection) -> int:
     """How many rows follow the last block (a cheap check before `seal`)."""
     last = db.execute("SELECT coalesce(max(last_seq), 0) FROM samples_json_blocks").fetchone()[0]

@@ -25,8 +25,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Collection, Iterable, Mapping
+from typing import Annotated, Any, Collection, Iterable
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from pydantic_core import PydanticCustomError
@@ -139,6 +140,7 @@ class SampleRecord(BaseModel):
 
 
 FIELDS = tuple(SampleRecord.model_fields)
+_NOT_EXTRA = frozenset((*FIELDS, *STORAGE_KEYS))   # (a set: tested for every key of every record written)
 
 
 def problems_of(error: ValidationError) -> list[tuple[str, str]]:
@@ -162,7 +164,7 @@ def check_record(record: Mapping[str, Any], *, only: Collection[str] | None = No
         SampleRecord.model_validate(record)
     except ValidationError as exc:
         problems += problems_of(exc)
-    extras = {key: value for key, value in record.items() if key not in FIELDS and key not in STORAGE_KEYS}
+    extras = {key: value for key, value in record.items() if key not in _NOT_EXTRA}
     problems += extra_problems(extras)
     if only is not None:
         extra_changed = any(key in extras for key in only)

@@ -44,6 +44,8 @@ WRITTEN = COLUMNS + ("question_key",)   # what a write sets: the columns and the
 FILTER_COLUMNS = ("topic", "difficulty", "sample_type", "provider", "model", "batch_id")
 SEARCH_FIELDS = SEARCH_COLUMNS
 _WORD = re.compile(r"[^\W_]+")   # what the index's unicode61 tokenizer calls a word
+_STORED_APART = frozenset((*COLUMNS, "seq"))   # keys a record's `extra` never holds (a set: tested for every key)
+TAIL_KEPT = 2 * json_blocks.BLOCK_ROWS   # the JSON of at most this many unsealed rows written is kept for sealing
 ROW = ", ".join(COLUMNS)   # every stored field, named (not `*`: column order differs in adopted files)
 log = logging.getLogger("storage")
 
@@ -87,6 +89,7 @@ class Store:
         self._touched: set[str] | None = None               # ids changed while it scans
         self._scan_lock = threading.Lock()
         self._feed = None   # PostgreSQL: other servers' changes, delivered as change events
+        self._tail: dict[int, tuple[str, bytes]] = {}   # SQLite: seq -> (updated_at, JSON) of rows written, not sealed
         if self.dialect.name == "postgresql":
             from storage.postgres.changes import ChangeFeed
 
@@ -171,7 +174,7 @@ class Store:
         row["simulated"] = 1 if record.get("simulated") else 0
         flags = record.get("quality_flags")
         row["quality_flags"] = json.dumps(list(flags)) if flags is not None else None
-        extra = {k: v for k, v in record.items() if k not in COLUMNS and k != "seq"}
+        extra = {k: v for k, v in record.items() if k not in _STORED_APART}
         row["extra"] = json.dumps(extra, ensure_ascii=False) if extra else None
         row["question_key"] = question_key(row["question"])
         return row
@@ -212,13 +215,18 @@ class Store:
                 if self.dialect.json_blocks:   # SQLite: the rows' JSON is kept in compressed blocks
                     last = db.execute("SELECT coalesce(max(seq), 0) FROM samples").fetchone()[0]
                     db.executemany(sql, rows)
+                    by_id = {record["id"]: record for record in stored}
+                    written = {seq: (by_id[sample_id]["updated_at"], encode_record(by_id[sample_id])) for seq, sample_id
+                               in db.execute("SELECT seq, id FROM samples WHERE seq > ?", (last,))}
+                    sealed_through = None
                     if json_blocks.unsealed_tail(db) >= json_blocks.BLOCK_ROWS:
-                        # seal in the same transaction, with the JSON of the new rows at hand: nothing can
-                        # change them in between, and they need not be read back and decoded
-                        by_id = {record["id"]: record for record in stored}
-                        fresh = {seq: encode_record(by_id[sample_id]) for seq, sample_id in
-                                 db.execute("SELECT seq, id FROM samples WHERE seq > ?", (last,))}
-                        json_blocks.seal(db, lambda *where: self._encoded_range(*where, fresh=fresh))
+                        # seal in the same transaction, with the JSON of the new rows at hand (nothing can
+                        # change them in between) and of the unsealed rows written before, where unchanged:
+                        # none need be read back and decoded
+                        with self._lock:
+                            kept = {**self._tail, **written}
+                        json_blocks.seal(db, lambda *where: self._encoded_range(*where, fresh=kept))
+                        sealed_through = json_blocks.sealed_through(db)
                 else:   # PostgreSQL: each row's JSON beside it, keyed by the seq the insert gave the row
                     db.executemany(sql, rows)   # psycopg pipelines the statements: one round trip
                     by_id = {record["id"]: record for record in stored}
@@ -230,8 +238,23 @@ class Store:
             if _conflict_column(exc) == "question_key" and len(set(ids)) == len(ids) and not self.exists(ids):
                 raise self._duplicate_questions(rows) from None
             raise DuplicateId(str(exc)) from None
+        if self.dialect.json_blocks:
+            self._keep_tail(written, sealed_through)
         self._notify(Change("add", tuple(stored)))
         return stored
+
+    def _keep_tail(self, written: Mapping[int, tuple[str, bytes]], sealed_through: int | None) -> None:
+        """After a committed insert: keep the JSON of the rows written that no block holds yet (at
+        most `TAIL_KEPT`, the newest), for the write that seals them."""
+        with self._lock:
+            tail = self._tail
+            tail.update(written)
+            if sealed_through is not None:
+                for seq in [seq for seq in tail if seq <= sealed_through]:
+                    del tail[seq]
+            if len(tail) > TAIL_KEPT:
+                for seq in sorted(tail)[:len(tail) - TAIL_KEPT]:
+                    del tail[seq]
 
     def update(self, sample_id: str, changes: Mapping[str, Any]) -> dict[str, Any] | None:
         """Merge `changes` into a row, keep its other fields, refresh `updated_at`; None if absent.
@@ -261,6 +284,8 @@ class Store:
             if _conflict_column(exc) != "question_key":
                 raise
             raise DuplicateQuestion([(sample_id, self._holder(stored["question_key"], sample_id))]) from None
+        with self._lock:
+            self._tail.pop(row["seq"], None)   # (its new `updated_at` would refuse the JSON kept anyway)
         self._notify(Change("update", (record,)))
         return record
 
@@ -395,17 +420,25 @@ class Store:
             return {row["seq"]: encode_record(self.to_record({name: row[name] for name in COLUMNS})) for row in rows}
 
     def _encoded_range(self, db: Any, after: int, before: int | None, limit: int,
-                       fresh: Mapping[int, bytes] | None = None) -> list[tuple[int, bytes]]:
+                       fresh: Mapping[int, tuple[str, bytes]] | None = None) -> list[tuple[int, bytes]]:
         """(seq, JSON) of up to `limit` rows with after < seq < before, in order (SQLite's blocks);
-        rows in `fresh` (just written, in this transaction) are taken from it instead of being read back."""
+        a row in `fresh` ({seq: (updated_at, JSON)} of rows this store wrote) is taken from it instead
+        of being read back while its `updated_at` is still the stored one (an edit, here or by another
+        process, sets a new one)."""
         bound, params = ("", [after, limit]) if before is None else (" AND seq < ?", [after, before, limit])
         if not fresh:
             rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq > ?{bound} ORDER BY seq LIMIT ?", params)
             return [(row["seq"], encode_record(self.to_record(row))) for row in rows]
-        seqs = [seq for (seq,) in db.execute(f"SELECT seq FROM samples_light WHERE seq > ?{bound} ORDER BY seq "
-                                             "LIMIT ?", params)]
-        older = [seq for seq in seqs if seq not in fresh]
-        found = dict(fresh)
+        found: dict[int, bytes] = {}
+        seqs, older = [], []
+        for seq, updated_at in db.execute(f"SELECT seq, updated_at FROM samples_light WHERE seq > ?{bound} "
+                                          "ORDER BY seq LIMIT ?", params):
+            seqs.append(seq)
+            held = fresh.get(seq)
+            if held is not None and held[0] == updated_at:
+                found[seq] = held[1]
+            else:
+                older.append(seq)
         for start in range(0, len(older), 500):
             part = older[start:start + 500]
             rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq IN ({', '.join('?' for _ in part)})", part)

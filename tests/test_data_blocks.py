@@ -72,6 +72,26 @@ def test_a_row_changed_outside_the_store_drops_its_block(tmp_path, small_blocks)
     store.close()
 
 
+@pytest.mark.sqlite_only   # PostgreSQL keeps no blocks (Store.iter_json_zstd)
+def test_rows_waiting_for_a_block_are_sealed_as_they_are_now(tmp_path, small_blocks):
+    """The store keeps the JSON of the rows it wrote until a block takes them (no reading back); a
+    row changed meanwhile, by this store or by another process, is sealed as changed."""
+    path = tmp_path / "w.sqlite3"
+    store = Store(path)
+    store.add_many([record(f"r{i}") for i in range(3)])      # too few for a block: they wait
+    db = sqlite3.connect(path)   # another process: this store hears nothing of its write
+    with db:
+        db.execute("UPDATE samples SET answer = 'Elsewhere.', updated_at = '2030-01-01T00:00:00+00:00' "
+                   "WHERE id = 'r1'")
+    db.close()
+    store.update("r2", {"answer": "Here."})
+    store.add_many([record("r3"), record("r4")])              # seals r0..r3 in one block
+    assert blocks(path) == [(1, 4, 4)]
+    array = unpacked(store)
+    assert [row["answer"] for row in array[1:3]] == ["Elsewhere.", "Here."] and array == expected(store)
+    store.close()
+
+
 def test_the_full_array_over_http_is_the_same_compressed_or_not(make_app, small_blocks):
     client = make_app().test_client()
     for i in range(11):
