@@ -1,4 +1,6 @@
-"""The dataset store: the samples table, the source of truth for samples.
+"""The dataset store: the samples table, the source of truth for samples (reads of the whole
+JSON array in `storage.store_json`, column-wise reads and damaged rows in `storage.store_columns`,
+the columns themselves in `storage.fields`).
 
 Every write is one transaction, so an insert costs the same at 100,000 rows as at 1,000 and
 concurrent writers lose nothing (`storage.database`). Listeners hear about every committed change,
@@ -6,7 +8,6 @@ which keeps the in-memory statistics frame (`dataset/stats.py`) current without 
 """
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import re
@@ -14,9 +15,8 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import orjson
 
 from state import utc_now  # noqa: F401  (re-exported: one clock format for rows and batches)
 from storage import json_blocks
@@ -24,39 +24,21 @@ from storage.database import Database
 from storage.dialect import like_escape, sqlite_dialect
 from storage.errors import (DuplicateId, DuplicateQuestion, InvalidRecord, StoreError,  # noqa: F401  (re-exported)
                             WriteFailed)
+from storage.fields import (COLUMNS, CONTENT_FIELDS, EDITABLE_FIELDS, FILTER_COLUMNS,  # noqa: F401  (re-exported)
+                            METADATA_FIELDS, REQUIRED_IMPORT_FIELDS, ROW, WRITTEN, encode_record)
 from storage.ordered_search import first_matches
 from storage.question_key import question_key
 from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, STORAGE_KEYS,
                              TEXT_COLUMNS, check_record, repair_column, repair_record)
-from storage.schema import LIGHT_COLUMNS, SEARCH_COLUMNS, TEXT_LENGTHS, damaged_checks
+from storage.schema import SEARCH_COLUMNS, damaged_checks
+from storage.store_columns import ColumnReads, DamagedRows
+from storage.store_json import JsonArrays
 
-if TYPE_CHECKING:
-    from storage.postgres.stats_snapshot import ColumnCsv
-
-CONTENT_FIELDS = ("question", "answer", "reasoning", "case_citation")
-EDITABLE_FIELDS = CONTENT_FIELDS + ("topic", "difficulty", "sample_type")
-REQUIRED_IMPORT_FIELDS = ("id", "question", "answer", "topic", "difficulty", "case_citation", "reasoning")
-METADATA_FIELDS = ("provider", "model", "batch_id", "created_at", "updated_at", "prompt_tokens",
-                   "completion_tokens", "latency", "attempts", "simulated", "quality_score", "quality_flags",
-                   "duplicate_of")
-COLUMNS = ("id",) + EDITABLE_FIELDS + METADATA_FIELDS + ("extra",)
-WRITTEN = COLUMNS + ("question_key",)   # what a write sets: the columns and the unique question key
-FILTER_COLUMNS = ("topic", "difficulty", "sample_type", "provider", "model", "batch_id")
 SEARCH_FIELDS = SEARCH_COLUMNS
 _WORD = re.compile(r"[^\W_]+")   # what the index's unicode61 tokenizer calls a word
 _STORED_APART = frozenset((*COLUMNS, "seq"))   # keys a record's `extra` never holds (a set: tested for every key)
 TAIL_KEPT = 2 * json_blocks.BLOCK_ROWS   # the JSON of at most this many unsealed rows written is kept for sealing
-ROW = ", ".join(COLUMNS)   # every stored field, named (not `*`: column order differs in adopted files)
 log = logging.getLogger("storage")
-
-
-
-def encode_record(record: Mapping[str, Any]) -> bytes:
-    """A record as JSON (orjson: UTF-8, compact), as `iter_json` and `/api/data` send it."""
-    try:
-        return orjson.dumps(record, default=str)
-    except orjson.JSONEncodeError:   # what orjson refuses (a lone surrogate, a huge integer), json escapes
-        return json.dumps(record, default=str).encode()
 
 
 def new_sample_id(prefix: str | None) -> str:
@@ -70,7 +52,7 @@ class Change:
     ids: tuple[str, ...] = ()                # delete
 
 
-class Store:
+class Store(JsonArrays, ColumnReads, DamagedRows):
     """The samples of one dataset database (its schema brought up to date on opening): a SQLite
     file (`Store(path)`) or an opened database of either backend (`Store(database)`, see
     `storage.open_storage`). The SQL below is shared; `database.dialect` holds what differs."""
@@ -386,111 +368,6 @@ class Store:
                                         chunk):
             yield self.to_record(row)
 
-    def iter_json(self, filters: Mapping[str, Any] | None = None, *, limit: int | None = None, offset: int = 0,
-                  newest_first: bool = False, chunk: int = 500) -> Iterator[bytes]:
-        """What `iter_records` yields, each record encoded as JSON (`encode_record`), in chunks of
-        bytes: the pieces of a JSON array's body, without brackets, to be joined with commas.
-        SQLite: the whole dataset in insertion order comes from the compressed blocks (decompressed,
-        not re-encoded); anything else is encoded row by row. PostgreSQL: each row's JSON is kept
-        beside it (`samples_json`); a row without one (changed outside the store) is encoded here."""
-        if self.dialect.json_blocks:
-            if not any(v not in (None, "") for v in (filters or {}).values()) and limit is None and not offset \
-                    and not newest_first:
-                with self.database.reading() as db:
-                    yield from json_blocks.plain_pieces(db, self._encoded_range)
-                return
-            records = self.iter_records(filters, limit=limit, offset=offset, newest_first=newest_first)
-            while pieces := [encode_record(record) for record in itertools.islice(records, chunk)]:
-                yield b",".join(pieces)
-            return
-        where, params = self._where(filters)
-        order = "DESC" if newest_first else "ASC"
-        sql = (f"SELECT samples.seq, samples_json.body FROM samples LEFT JOIN samples_json ON samples_json.seq = "
-               f"samples.seq{where} ORDER BY samples.seq {order} LIMIT ? OFFSET ?")
-        rows = self.database.stream(sql, [*params, self.dialect.no_limit if limit is None else limit, offset], chunk)
-        while batch := list(itertools.islice(rows, chunk)):
-            missing = [seq for seq, body in batch if body is None]
-            encoded = self._encode(missing) if missing else {}
-            yield b",".join(bytes(body) if body is not None else encoded[seq] for seq, body in batch)
-
-    def _encode(self, seqs: Sequence[int]) -> dict[int, bytes]:
-        with self.database.reading() as db:
-            marks = ", ".join("?" for _ in seqs)
-            rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq IN ({marks})", list(seqs)).fetchall()
-            return {row["seq"]: encode_record(self.to_record({name: row[name] for name in COLUMNS})) for row in rows}
-
-    def _encoded_range(self, db: Any, after: int, before: int | None, limit: int,
-                       fresh: Mapping[int, tuple[str, bytes]] | None = None) -> list[tuple[int, bytes]]:
-        """(seq, JSON) of up to `limit` rows with after < seq < before, in order (SQLite's blocks);
-        a row in `fresh` ({seq: (updated_at, JSON)} of rows this store wrote) is taken from it instead
-        of being read back while its `updated_at` is still the stored one (an edit, here or by another
-        process, sets a new one)."""
-        bound, params = ("", [after, limit]) if before is None else (" AND seq < ?", [after, before, limit])
-        if not fresh:
-            rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq > ?{bound} ORDER BY seq LIMIT ?", params)
-            return [(row["seq"], encode_record(self.to_record(row))) for row in rows]
-        found: dict[int, bytes] = {}
-        seqs, older = [], []
-        for seq, updated_at in db.execute(f"SELECT seq, updated_at FROM samples_light WHERE seq > ?{bound} "
-                                          "ORDER BY seq LIMIT ?", params):
-            seqs.append(seq)
-            held = fresh.get(seq)
-            if held is not None and held[0] == updated_at:
-                found[seq] = held[1]
-            else:
-                older.append(seq)
-        for start in range(0, len(older), 500):
-            part = older[start:start + 500]
-            rows = db.execute(f"SELECT seq, {ROW} FROM samples WHERE seq IN ({', '.join('?' for _ in part)})", part)
-            found.update((row["seq"], encode_record(self.to_record(row))) for row in rows)
-        return [(seq, found[seq]) for seq in seqs]
-
-    def iter_json_zstd(self) -> Iterator[bytes]:
-        """Every record, as the JSON array `iter_json` gives, compressed with zstd: SQLite's blocks
-        compressed when rows were written, the rest on the way (`storage.json_blocks`). (PostgreSQL
-        keeps no blocks: writers there are concurrent, and a row committed late into a sealed range
-        would be missing from its block; every row is compressed on the way.)"""
-        if not self.dialect.json_blocks:
-            return json_blocks.stream_zstd(self.iter_json())
-        return self._blocks_zstd()
-
-    def _blocks_zstd(self) -> Iterator[bytes]:
-        with self.database.reading() as db:
-            yield from json_blocks.array_zstd(db, self._encoded_range)
-
-    def seal_json(self, force: bool = False) -> int:
-        """Compress the rows no block holds into blocks (`storage.json_blocks.seal`), when enough
-        follow the last block or `force`; returns how many rows were sealed (0 on PostgreSQL).
-        `add_many` seals as it writes; this is for rows stored before the blocks existed (the warm-up)."""
-        if not self.dialect.json_blocks:
-            return 0
-        with self.database.reading() as db:
-            if not force and json_blocks.unsealed_tail(db) < json_blocks.BLOCK_ROWS:
-                return 0
-        with self.database.transaction() as db:
-            return json_blocks.seal(db, self._encoded_range)
-
-    def recompress_json_block(self, level: int = json_blocks.ARCHIVE_LEVEL,
-                              stop: Callable[[], bool] = lambda: False) -> tuple[int, int] | None:
-        """Compress the first blocks due (`json_blocks.next_archive`: a block below `level`, or
-        consecutive small blocks) again, as one block at `level` (`json_blocks.recompress`: slow,
-        outside any transaction; the write that follows is short). Returns (bytes before, after; both
-        0 if stopped or if a change replaced a block meanwhile), or None when no block is due
-        (always on PostgreSQL, which keeps no blocks)."""
-        if not self.dialect.json_blocks:
-            return None
-        with self.database.reading() as db:
-            found = json_blocks.next_archive(db, level)
-        if not found:
-            return None
-        smaller = json_blocks.recompress([body for _, body in found], level, stop)
-        if smaller is None:
-            return 0, 0
-        with self.database.transaction() as db:
-            if not json_blocks.replace(db, found, smaller, level):
-                return 0, 0
-        before = sum(len(body) for _, body in found)
-        return before, min(before, len(smaller)) if len(found) == 1 else len(smaller)
 
     def random(self, count: int, filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         where, params = self._where(filters)
@@ -526,33 +403,6 @@ class Store:
                 (question,), _ = repair_column("question", [question])
             yield sample_id, question
 
-    def columns(self, fields: Sequence[str], *, lengths: Mapping[str, str] | None = None,
-                filters: Mapping[str, Any] | None = None) -> dict[str, list[Any]]:
-        """A column-wise read, in insertion order: each of `fields` as a list of values
-        (`quality_flags` decoded to lists, `simulated` to bools), plus, for each `name: field` in
-        `lengths`, the character length of that field under `name` (the texts stay in the database)."""
-        lengths = dict(lengths or {})
-        names = [*fields, *lengths]
-        unknown = [f for f in (*fields, *lengths.values()) if f not in COLUMNS or f == "extra"]
-        if unknown or len(set(names)) != len(names):
-            raise ValueError(f"bad column request: fields {list(fields)}, lengths {lengths}")
-        light = self.dialect.light_table
-        if set(fields) <= set(LIGHT_COLUMNS) and set(lengths.values()) <= set(TEXT_LENGTHS):
-            table = light   # SQLite: the narrow copy (the texts are not read)
-            selected = [*fields, *(self.dialect.length_of(field) for field in lengths.values())]
-        else:
-            table = "samples"
-            selected = [*fields, *(f"length({field})" for field in lengths.values())]
-        where, params = self._where(filters, table)
-        with self.database.reading() as db:
-            rows = db.execute(f"SELECT {', '.join(selected)} FROM {table}{where} ORDER BY seq", params).fetchall()
-        values = zip(*rows) if rows else ([] for _ in names)
-        result: dict[str, list[Any]] = {name: list(column) for name, column in zip(names, values)}
-        for name in fields:   # values an older version stored with the wrong type are repaired
-            result[name] = repair_column(name, result[name])[0]
-        for name in lengths:
-            result[name] = [value if type(value) is int else 0 for value in result[name]]
-        return result
 
     def _duplicate_questions(self, rows: Sequence[Mapping[str, Any]]) -> DuplicateQuestion:
         """Which of `rows` (refused by the unique question key) repeat a stored question or an
@@ -584,98 +434,6 @@ class Store:
             row = db.execute("SELECT id FROM samples WHERE question_key = ? AND id != ?", (key, other_than)).fetchone()
         return row[0] if row else None
 
-    def column_arrays(self, fields: Sequence[str], *, lengths: Mapping[str, str] | None = None) -> dict[str, str] | None:
-        """What `columns` reads, for every sample, each column as one JSON array built by the
-        database (for readers that decode column-wise, such as Polars: no Python value per cell),
-        from the narrow copy; `simulated` as 0/1, `quality_flags` as arrays ([] for none).
-        `fields` must be short columns, `lengths` of the texts the copy measures (`ValueError`).
-        None when some row holds a value of the wrong type: `columns` repairs those."""
-        lengths = dict(lengths or {})
-        _check_column_request(fields, lengths)
-        dialect = self.dialect
-        with self.database.reading() as db:
-            if dialect.any_damaged and db.execute(dialect.any_damaged).fetchone()[0]:
-                return None   # (an index holds just the damaged rows: this costs nothing)
-            plain = [f for f in fields if f != "quality_flags"]
-            texts = ["quality_flags"] if "quality_flags" in fields else []
-            expressions = [*plain, *(dialect.length_of(f) for f in lengths.values())]
-            row = db.execute(dialect.column_arrays(expressions, [dialect.flags_json] * len(texts))).fetchone()
-        arrays = dict(zip([*plain, *lengths, *texts], row))
-        return {name: arrays[name] for name in [*fields, *lengths]}
-
-    def column_csv(self, fields: Sequence[str], *, lengths: Mapping[str, str] | None = None) -> ColumnCsv | None:
-        """What `column_arrays` gives, as CSV built by the database (PostgreSQL's COPY), from the
-        statistics snapshot and the rows changed since it (`storage.postgres.stats_snapshot`): see
-        `ColumnCsv`. A line per sample, no header, the columns `seq` (so that no line starts with
-        a stored text: a CSV reader may take a leading U+FEFF for a byte-order mark), then
-        `[*fields, *lengths]` in that order; a null is an empty field, an empty text `""`;
-        `simulated` as 0/1, `quality_flags` as the JSON text of an array ([] for none). None when
-        the backend has no such export (SQLite: use `column_arrays`). `ValueError` as `column_arrays`."""
-        lengths = dict(lengths or {})
-        _check_column_request(fields, lengths)
-        if self.dialect.column_csv is None:
-            return None
-        from storage.postgres import stats_snapshot
-
-        return stats_snapshot.read(self.database, json.dumps([list(fields), list(lengths.items())]),
-                                   self._copy_sql(fields, lengths))
-
-    def _refresh_snapshot(self, columns: str) -> None:
-        """Save a fresh statistics snapshot of the `columns` a saved one holds (the change feed
-        calls this when the log kept for it has grown; see `stats_snapshot.due`)."""
-        from storage.postgres import stats_snapshot
-
-        fields, pairs = json.loads(columns)
-        lengths = dict(pairs)
-        _check_column_request(fields, lengths)   # a stored text: only known columns become SQL
-        stats_snapshot.read(self.database, columns, self._copy_sql(fields, lengths), afresh=True)
-
-    def _copy_sql(self, fields: Sequence[str], lengths: Mapping[str, str]) -> Callable[[str], str]:
-        dialect = self.dialect
-        columns = ["seq", *(dialect.flags_json if field == "quality_flags" else field for field in fields),
-                   *(dialect.length_of(field) for field in lengths.values())]
-        return lambda where: dialect.column_csv(columns, where)
-
-    def damaged_rows(self, limit: int = 100) -> dict[str, Any]:
-        """Rows holding values of the wrong type (written by older versions, or by hand): reads
-        repair them on the way out (`to_record`, `columns`), this says which rows and fields.
-        `{"count": n, "fields": {field: rows}, "samples": [{"id", "fields"}] (the first `limit`)}`.
-        The first call scans the table (the column types in SQL, each suspect row confirmed in
-        Python); after that the list only shrinks, as rows are edited (rewritten whole, repaired)
-        or deleted: every write is checked, so no new damaged row can appear."""
-        with self._scan_lock:   # one scan at a time
-            if self._damaged is None:
-                with self._lock:
-                    self._touched = set()
-                found = self._scan_damaged()
-                with self._lock:
-                    for sample_id in self._touched:
-                        found.pop(sample_id, None)
-                    self._touched = None
-                    self._damaged = found
-        with self._lock:
-            damaged = list(self._damaged.items())
-        fields: dict[str, int] = {}
-        for _, names in damaged:
-            for name in names:
-                fields[name] = fields.get(name, 0) + 1
-        return {"count": len(damaged), "fields": fields,
-                "samples": [{"id": sample_id, "fields": list(names)} for sample_id, names in damaged[:limit]]}
-
-    def damaged_count(self) -> int | None:
-        """How many damaged rows `damaged_rows` found; None before its first scan (nothing is scanned here)."""
-        with self._lock:
-            return None if self._damaged is None else len(self._damaged)
-
-    def _scan_damaged(self) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
-        for row in self.database.stream(f"SELECT {ROW} FROM samples WHERE {self.dialect.damaged_condition} "
-                                        "ORDER BY seq", (), 500):
-            record, damaged = repair_record(row)
-            if damaged:
-                found[record["id"]] = damaged
-        return found
-
 
 def _as_read(row: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
     """The record a read of this freshly written row returns (`to_record`), without decoding the
@@ -690,13 +448,6 @@ def _as_read(row: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, An
         if key not in record and key not in STORAGE_KEYS:
             record[key] = value
     return record
-
-
-def _check_column_request(fields: Sequence[str], lengths: Mapping[str, str]) -> None:
-    """`ValueError` unless `fields` are short columns and `lengths` of measured texts, names unique."""
-    if not set(fields) <= set(LIGHT_COLUMNS) or not set(lengths.values()) <= set(TEXT_LENGTHS) \
-            or len({*fields, *lengths}) != len(fields) + len(lengths):
-        raise ValueError(f"bad column request: fields {list(fields)}, lengths {lengths}")
 
 
 def _damaged_condition(names: Sequence[str] = COLUMNS) -> str:
