@@ -15,7 +15,9 @@ pytestmark = pytest.mark.postgres_only
 
 
 def load(store):
-    return store.column_csv(stats.LOAD_FIELDS, lengths=stats.LOAD_LENGTHS)
+    read = store.column_csv(stats.LOAD_FIELDS, lengths=stats.LOAD_LENGTHS)
+    stats_snapshot.wait_for_saves()   # a first read saves its snapshot in the background
+    return read
 
 
 def horizon(store) -> int | None:
@@ -101,5 +103,22 @@ def test_a_snapshot_of_other_columns_is_not_used(make_store):
     store = make_store("columns")
     store.add_many([record(f"s{n}") for n in range(3)])
     assert store.column_csv(("id", "topic")).saved == b""
+    stats_snapshot.wait_for_saves()
     assert load(store).saved == b""                 # another request: every row read, and saved instead
     assert load(store).saved and store.column_csv(("id", "topic")).saved == b""
+    stats_snapshot.wait_for_saves()
+
+
+def test_a_first_read_answers_before_its_snapshot_is_saved(make_store, monkeypatch):
+    """The first statistics after a start do not wait for the snapshot to be compressed and written."""
+    import threading
+
+    store = make_store("early")
+    store.add_many([record(f"s{n}") for n in range(3)])
+    release, real_save = threading.Event(), stats_snapshot.save
+    monkeypatch.setattr(stats_snapshot, "save", lambda *args: release.wait(10) and real_save(*args))
+    read = store.column_csv(stats.LOAD_FIELDS, lengths=stats.LOAD_LENGTHS)
+    assert read.fresh.count(b"\n") == 3 and horizon(store) is None   # answered; nothing saved yet
+    release.set()
+    stats_snapshot.wait_for_saves()
+    assert horizon(store) is not None and load(store).saved.count(b"\n") == 3

@@ -17,13 +17,15 @@ mark past every earlier snapshot; a snapshot whose horizon is not above the mark
 saved `columns` must be what is asked for. A migration that changes what a light column holds
 must `DELETE FROM stats_snapshot`.
 
-Refresh: a load with no usable snapshot saves the rows it read as the new one; and when the log
+Refresh: a load with no usable snapshot saves the rows it read as the new one (in a thread, once
+they are handed back: the first statistics do not wait for it); and when the log
 kept for a snapshot passes `REFRESH_CHANGES` rows, the change feed's prune step (`due`) asks for
 a fresh one, so a load replays at most about that many rows and the log stays bounded.
 """
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -37,6 +39,8 @@ log = logging.getLogger("storage")
 REFRESH_CHANGES = 10_000   # log rows kept for a snapshot before a fresh one is saved
 ZSTD_LEVEL = 3             # 13.6 MB of CSV at 100k rows in about 40 ms
 SAVE_LOCK = 7_104_202_612  # pg_try_advisory_xact_lock key: one server saving at a time
+_saving: list[threading.Thread] = []   # snapshots being saved after a start's first read
+_saving_lock = threading.Lock()
 
 STATEMENTS = (
     """CREATE TABLE stats_snapshot (
@@ -103,8 +107,23 @@ def read(database: Any, columns: str, copy_sql: Callable[[str], str], *, afresh:
             fresh = db.copy_out(copy_sql(f"id IN (SELECT id FROM sample_changes WHERE xid >= '{since}'::xid8)"))
             return ColumnCsv(zstd.decompress(saved[2]), replaced, fresh)
         fresh = db.copy_out(copy_sql("TRUE"))
-    save(database, columns, horizon, fresh)
+    if afresh:
+        save(database, columns, horizon, fresh)
+    else:   # a start waiting for its statistics: saved after they are answered (compressing and writing take ~0.1 s)
+        saving = threading.Thread(target=save, args=(database, columns, horizon, fresh), name="stats-snapshot-save",
+                                  daemon=True)
+        with _saving_lock:
+            _saving.append(saving)
+        saving.start()
     return ColumnCsv(b"", (), fresh)
+
+
+def wait_for_saves(timeout: float = 30.0) -> None:
+    """Wait until the snapshots being saved in the background are saved (or given up)."""
+    with _saving_lock:
+        pending, _saving[:] = list(_saving), []
+    for saving in pending:
+        saving.join(timeout)
 
 
 def save(database: Any, columns: str, horizon: int, csv: bytes) -> None:
