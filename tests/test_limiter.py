@@ -246,12 +246,19 @@ def test_one_model_refused_alone_learns_its_own_limit_from_a_token_message():
     assert isinstance(rl.reserve("groq", "b", 1000), Reservation)   # the other model is not held
 
 
-def test_a_learned_limit_is_probed_upward_and_dropped_at_the_configured_ceiling():
+def limited_once(rpm: int) -> tuple[ManualClock, RateLimiter]:
+    """A limiter whose model `a` (configured at `rpm`) took five requests, then a 429 without a
+    declared limit: a limit is learned."""
     clock = ManualClock(0.0)
-    rl = RateLimiter({("groq", "a"): Limits(rpm=30)}, clock)
+    rl = RateLimiter({("groq", "a"): Limits(rpm=rpm)}, clock)
     for reservation in send(rl, clock, "a", 5):
         rl.settle(reservation, 100)
     rl.rate_limited(send(rl, clock, "a", 1)[0], 5.0, "slow down")
+    return clock, rl
+
+
+def test_a_learned_limit_is_probed_upward_and_dropped_at_the_configured_ceiling():
+    clock, rl = limited_once(rpm=30)
     first = rl.learned_limits("groq")[0]["limit"]
     assert first < 30
     seen = [first]
@@ -269,11 +276,7 @@ def test_a_straggler_refines_a_relearned_limit_too():
     """Requests still on their way when a limit is learned were counted as accepted; their 429s
     correct the estimate down, for a limit learned again as for the first one (no lower than a
     relearned limit may drop at once, `learn_decrease`)."""
-    clock = ManualClock(0.0)
-    rl = RateLimiter({("groq", "a"): Limits(rpm=60)}, clock)
-    for reservation in send(rl, clock, "a", 5):
-        rl.settle(reservation, 100)
-    rl.rate_limited(send(rl, clock, "a", 1)[0], 5.0, "slow down")
+    clock, rl = limited_once(rpm=60)
     first = rl.learned_limits("groq")[0]["limit"]
     sent = send(rl, clock, "a", 12)          # paced at the learned limit; the last two still on their way...
     for reservation in sent[:-2]:
@@ -302,11 +305,7 @@ def test_a_probe_that_overshoots_falls_back_to_the_level_before_it():
 def test_after_its_first_step_a_learned_limit_is_probed_every_quarter_window_by_at_most_40_percent():
     """A limit that rises again (another user stops) is found within about two windows: the first
     probe waits half a calm window, the next ones a quarter, each step doubling up to 40 %."""
-    clock = ManualClock(0.0)
-    rl = RateLimiter({("groq", "a"): Limits(rpm=600)}, clock)
-    for reservation in send(rl, clock, "a", 5):
-        rl.settle(reservation, 100)
-    rl.rate_limited(send(rl, clock, "a", 1)[0], 5.0, "slow down")
+    clock, rl = limited_once(rpm=600)
     entry = rl.learned_limits("groq")[0]
     window, limits = entry["window_seconds_estimated"], [entry["limit"]]
     assert entry["next_probe_seconds"] == pytest.approx(5.0 + 0.5 * window, abs=0.1)
