@@ -66,8 +66,8 @@ breaks a listing, a statistic or an export; `damaged_rows()` names them.
     iter_json(filters, limit=, offset=, newest_first=) -> pieces of comma-joined JSON records (what
                                                             iter_records yields, encoded; the body of an array)
     columns(fields, lengths=, filters=) -> {name: [values]} (column-wise read; lengths of texts, not texts)
-    column_arrays(fields, lengths=) -> {name: JSON array text} | None   (the same, built by the database, for
-                                                            Polars; None if a row needs repairing: use columns)
+    column_arrays(fields, lengths=) -> {name: JSON array text} | None   (SQLite: the same, built by the database,
+                                                            for Polars; None if a row needs repairing: use columns)
     column_csv(fields, lengths=) -> ColumnCsv | None        (PostgreSQL: the same as CSV lines from COPY, the
                                                             saved snapshot's and the rows changed since; SQLite: None)
     iter_json_zstd() -> zstd stream of the whole JSON array   (blocks compressed when written, the rest on the way)
@@ -98,8 +98,8 @@ breaks a listing, a statistic or an export; `damaged_rows()` names them.
     (about 15% smaller, 1-2 MB/s) in idle time; `level` (migration 9) says which each one is. A
     recompressed body replaces its block only if the block still holds what was read.
   PostgreSQL keeps each row's ready JSON beside it (`samples_json`, its own migration 3) and reads
-  counts, columns and `column_arrays` (`json_agg`) from the typed `samples` table (its long texts
-  sit out of line); the statistics frame reads `column_csv` instead (COPY as CSV), from the
+  counts and columns from the typed `samples` table (its long texts sit out of line); the
+  statistics frame reads `column_csv` (COPY as CSV; `column_arrays` is None there), from the
   statistics snapshot and the rows changed since (`postgres.stats_snapshot`, migration 7); it keeps no blocks (concurrent writers commit out of seq order, so a sealed
   range could miss a late row): `iter_json_zstd` compresses every row on the way. `dialect.Dialect` says which.
 

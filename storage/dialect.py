@@ -42,9 +42,10 @@ class Dialect:
     light_table: str                # what counts, short columns and lengths are read from
     length_of: Callable[[str], str]  # the character length of a text field, in `light_table`
     flags_json: str                 # quality_flags as JSON text of an array ([] for none)
-    column_arrays: Callable[[list[str], list[str]], str]
+    column_arrays: Callable[[list[str], list[str]], str] | None
     # SELECT of one JSON array per expression, in seq order: the values of the first list's, then
-    # the second list's, whose values are JSON texts (each becomes an element as it is)
+    # the second list's, whose values are JSON texts (each becomes an element as it is); None: the
+    # backend reads columns by `column_csv` instead
     column_csv: Callable[[list[str], str], str] | None
     # COPY of the expressions' values as CSV, a line per row matching the SQL condition, in seq
     # order; None: the backend has no such export
@@ -59,15 +60,6 @@ def _sqlite_arrays(expressions: list[str], json_texts: list[str]) -> str:
     selected = [*(f"json_group_array({e})" for e in expressions),
                 *(f"'[' || coalesce(group_concat({e}, ','), '') || ']'" for e in json_texts)]
     return f"SELECT {', '.join(selected)} FROM samples_light NOT INDEXED"
-
-
-def _pg_arrays(expressions: list[str], json_texts: list[str]) -> str:
-    # one ordered scan feeding every aggregate (`json_agg(x ORDER BY seq)` sorts once per column:
-    # 2-3x slower at 100k rows); PostgreSQL aggregates rows in the order a subquery delivers them
-    columns = [*expressions, *(f"({e})::json" for e in json_texts)]
-    inner = ", ".join(f"{e} AS c{i}" for i, e in enumerate(columns))
-    selected = ", ".join(f"COALESCE(json_agg(c{i}), '[]')::text" for i in range(len(columns)))
-    return f"SELECT {selected} FROM (SELECT {inner} FROM samples ORDER BY seq) ordered"
 
 
 def _pg_csv(expressions: list[str], where: str) -> str:
@@ -137,7 +129,7 @@ POSTGRES = Dialect(
     light_table="samples",          # typed columns, long texts TOASTed out of line: no copy needed
     length_of=lambda field: f"{field}_length",   # stored generated columns (PostgreSQL migration 5)
     flags_json="COALESCE(NULLIF(quality_flags, ''), '[]')",
-    column_arrays=_pg_arrays,
+    column_arrays=None,          # read by COPY (`column_csv`): faster than json_agg
     column_csv=_pg_csv,
     any_damaged=None,
     json_blocks=False,

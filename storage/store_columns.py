@@ -49,10 +49,13 @@ class ColumnReads:
         database (for readers that decode column-wise, such as Polars: no Python value per cell),
         from the narrow copy; `simulated` as 0/1, `quality_flags` as arrays ([] for none).
         `fields` must be short columns, `lengths` of the texts the copy measures (`ValueError`).
-        None when some row holds a value of the wrong type: `columns` repairs those."""
+        None when some row holds a value of the wrong type (`columns` repairs those), or when the
+        backend reads columns by `column_csv` (PostgreSQL)."""
         lengths = dict(lengths or {})
         _check_column_request(fields, lengths)
         dialect = self.dialect
+        if dialect.column_arrays is None:
+            return None
         with self.database.reading() as db:
             if dialect.any_damaged and db.execute(dialect.any_damaged).fetchone()[0]:
                 return None   # (an index holds just the damaged rows: this costs nothing)

@@ -137,7 +137,10 @@ def test_the_statistics_frame_read_column_wise_equals_the_one_read_row_by_row(ma
     store.update("b", {"difficulty": "expert"})
     fast = stats.StatsFrame(store).frame()
     arrays = store.column_arrays(stats.LOAD_FIELDS, lengths=stats.LOAD_LENGTHS)
-    assert arrays is not None and json.loads(arrays["quality_flags"]) == [["short_answer", "us_law"], [], []]
+    if store.dialect.name == "sqlite":   # PostgreSQL reads the columns by COPY (`column_csv`) instead
+        assert arrays is not None and json.loads(arrays["quality_flags"]) == [["short_answer", "us_law"], [], []]
+    else:
+        assert arrays is None
     slow = stats.StatsFrame(store)
     slow.store = row_by_row(store)
     assert fast.to_dicts() == slow.frame().to_dicts() and fast.schema == slow.frame().schema
