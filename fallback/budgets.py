@@ -194,14 +194,16 @@ class CompletionBudgets:
 
     def _sent(self, provider: str, model: str, low: int, high: int, window: Window | None,
               prompt: int | None) -> int:
-        budget = self._budget(provider, model, low, high)
+        data = self._data(provider, model)
+        budget = self._budget(provider, model, low, high, data)
         typical = self._prompt_tokens.get(provider)
         if window is None or not window.tokens or typical is None:
             return budget
-        return self._fill(provider, model, low, high, budget, window, typical, typical if prompt is None else prompt)
+        return self._fill(provider, model, low, high, budget, window, typical, typical if prompt is None else prompt,
+                          data)
 
     def _fill(self, provider: str, model: str, low: int, high: int, budget: int, window: Window,
-              typical: float, prompt: float) -> int:
+              typical: float, prompt: float, data: list[tuple[int, bool]]) -> int:
         """The budget that makes a whole number of requests fill `window` (module docstring)."""
         def share(requests: int, tokens: float) -> int:
             return int(window.tokens / requests - tokens * (1 + PROMPT_MARGIN))
@@ -210,7 +212,6 @@ class CompletionBudgets:
             return min(most, max(1, int(window.tokens // (typical + tokens))))
 
         most = math.inf if window.requests is None else max(1, int(window.requests))
-        data = self._data(provider, model)
         stats = self._models.get((provider, model))
         widened = max(share(requests_at(budget), prompt), budget)
         if stats and stats.floor or self.pacing.budget_method != "min_charge" \
@@ -296,9 +297,9 @@ class CompletionBudgets:
         self._alike_cache[(provider, model)] = (self._answers, alike)
         return alike
 
-    def _budget(self, provider: str, model: str, low: int, high: int) -> int:
+    def _budget(self, provider: str, model: str, low: int, high: int, data: list[tuple[int, bool]]) -> int:
+        """The budget learned from `data` (`_data`'s answers), before any window fill."""
         stats = self._models.get((provider, model))
-        data = self._data(provider, model)
         floor = stats.floor if stats else 0
         if len(data) < self.pacing.budget_min_samples:
             learned = max(floor, high)
@@ -367,8 +368,11 @@ class CompletionBudgets:
     def learned(self, provider: str, model: str) -> bool:
         """Whether the model's budget is learned (from its answers or its siblings'), not the configured one."""
         with self._lock:
-            stats = self._models.get((provider, model))
-            return bool(stats and stats.floor) or len(self._data(provider, model)) >= self.pacing.budget_min_samples
+            return self._learned(provider, model, self._data(provider, model))
+
+    def _learned(self, provider: str, model: str, data: list[tuple[int, bool]]) -> bool:
+        stats = self._models.get((provider, model))
+        return bool(stats and stats.floor) or len(data) >= self.pacing.budget_min_samples
 
     def prompt_scale(self, provider: str) -> float:
         with self._lock:
@@ -394,7 +398,7 @@ class CompletionBudgets:
             used = [t for t, _ in stats.used] if stats else []
             data = self._data(provider, model)
             return {"budget": self._sent(provider, model, low, high, window, None), "configured": high, "minimum": low,
-                    "learned": len(data) >= self.pacing.budget_min_samples or bool(stats and stats.floor),
+                    "learned": self._learned(provider, model, data),
                     "answers": len(used), "truncated": stats.truncated if stats else 0,
                     "p50": percentile(used, 50), "p95": percentile(used, 95)}
 
