@@ -192,12 +192,12 @@ class Store(JsonArrays, ColumnReads, DamagedRows):
             checked_records.append(checked)
         sql = f"INSERT INTO samples ({', '.join(WRITTEN)}) VALUES ({', '.join(':' + n for n in WRITTEN)})"
         stored = [_as_read(row, checked) for row, checked in zip(rows, checked_records)]
+        by_id = {record["id"]: record for record in stored}
         try:
             with self.database.transaction() as db:
                 if self.dialect.json_blocks:   # SQLite: the rows' JSON is kept in compressed blocks
                     last = db.execute("SELECT coalesce(max(seq), 0) FROM samples").fetchone()[0]
                     db.executemany(sql, rows)
-                    by_id = {record["id"]: record for record in stored}
                     written = {seq: (by_id[sample_id]["updated_at"], encode_record(by_id[sample_id])) for seq, sample_id
                                in db.execute("SELECT seq, id FROM samples WHERE seq > ?", (last,))}
                     sealed_through = None
@@ -211,7 +211,6 @@ class Store(JsonArrays, ColumnReads, DamagedRows):
                         sealed_through = json_blocks.sealed_through(db)
                 else:   # PostgreSQL: each row's JSON beside it, keyed by the seq the insert gave the row
                     db.executemany(sql, rows)   # psycopg pipelines the statements: one round trip
-                    by_id = {record["id"]: record for record in stored}
                     seqs = db.execute("SELECT seq, id FROM samples WHERE id = ANY(?)", (list(by_id),)).fetchall()
                     db.executemany("INSERT INTO samples_json (seq, body) VALUES (?, ?)",
                                    [(seq, encode_record(by_id[sample_id])) for seq, sample_id in seqs])
