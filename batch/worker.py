@@ -42,7 +42,7 @@ from generation.requests import sample_record
 from config.providers import BatchConfig
 from state import COMPLETED, FAILED, STOPPED, BatchState, push_bounded, utc_now
 from storage.batches import BatchRepository
-from storage.errors import DuplicateQuestion, NotLeaseHolder, WriteFailed
+from storage.errors import DuplicateQuestion, NotLeaseHolder, StoreError, WriteFailed
 from storage.store import Store
 
 log = logging.getLogger("batch")
@@ -398,13 +398,26 @@ class BatchRun:
             s.waiting_reason = f"storage: {exc}; paused, trying a small write every {interval:g}s"
 
     def _storage_recovered(self) -> None:
-        """Under the lock: a write worked, the batch carries on."""
+        """Under the lock: a write worked, the batch carries on. Its count is taken again from the
+        stored rows, as when a batch resumes: a write whose answer was lost with the connection
+        (PostgreSQL away mid-commit) may have been stored after all."""
         if self._storage_problem is None:
             return
         log.warning("batch %s: writes work again; generation resumes", self.state.batch_id)
         self._storage_problem = None
         if (self.state.waiting_reason or "").startswith("storage:"):
             self.state.waiting_until = self.state.waiting_reason = None
+        try:
+            stored = self.repo.stored_samples(self.state.batch_id)
+        except StoreError as exc:   # away again: counted at the next recovery
+            log.warning("batch %s: could not count its stored samples: %s", self.state.batch_id, exc)
+            return
+        if stored > self.stored:
+            log.warning("batch %s: %d sample(s) whose write seemed to fail were stored after all",
+                        self.state.batch_id, stored - self.stored)
+            self.stored = stored
+            self.state.samples_generated = stored
+            self.state.progress = int(100 * stored / self.state.total) if self.state.total else 100
 
     def _wait_for_storage(self) -> None:
         """While paused: one worker at a time, every `storage_retry_seconds`, tries a small write."""
@@ -426,7 +439,10 @@ class BatchRun:
                 return
             if problem is None:
                 self._storage_recovered()
-                self._save()
+                if self.stored >= self.state.total:
+                    self._finish(COMPLETED)
+                else:
+                    self._save()
                 return
             self._storage_problem = problem
             if self.state.running:

@@ -27,7 +27,9 @@ class InvalidRecord(StoreError, ValueError):
 
 class WriteFailed(StoreError):
     """A write could not be made (disk full, read-only file, failing disk, database locked too long,
-    database server unreachable). Nothing was changed; the same write may work later. `reason` is
+    database server unreachable). Nothing was changed (except where the PostgreSQL server went away
+    mid-commit: the commit may have been made; a batch counts its stored rows again when writes
+    work); the same write may work later. `reason` is
     the database's, `advice` what to do, `code` SQLite's primary result code (13: full, 8:
     read-only, 10: I/O, 5: busy...; None for PostgreSQL). `path`: the file, or the database URL
     without its password."""

@@ -115,6 +115,30 @@ def test_faults_of_each_category_mid_batch(make_app, fake):
     assert state["failed_models_by_provider"]["cerebras"] == ["c-large", "c-small"]  # the rejected key
 
 
+def test_a_write_whose_answer_was_lost_is_counted_once_writes_work_again(make_app, fake, monkeypatch):
+    """PostgreSQL going away mid-commit: the row was stored but the write reported failure. The
+    batch pauses, and when writes work again it counts its stored rows, so it still ends exactly
+    at its target (it made one sample too many before)."""
+    from storage.errors import WriteFailed
+
+    app = make_app({"batch": {**FAST_BATCH["batch"], "storage_retry_seconds": 0.05}})
+    store = app.extensions["services"].store
+    real_add, lost = store.add, []
+
+    def add(record):
+        stored = real_add(record)
+        if not lost:   # committed, but the answer is lost with the connection
+            lost.append(record["id"])
+            raise WriteFailed(store.path, "server closed the connection unexpectedly", "retried")
+        return stored
+    monkeypatch.setattr(store, "add", add)
+    client = app.test_client()
+    batch_id = start(client, target_count=8)
+    state = wait_for(lambda: finished(client, batch_id), timeout=30)
+    assert state["status"] == "completed" and state["samples_generated"] == 8
+    assert lost and store.count({"batch_id": batch_id}) == 8
+
+
 def test_all_cooling_then_recovery(app, fake):
     client = app.test_client()
     for model in ALL_MODELS:
