@@ -15,6 +15,7 @@ from typing import Any
 
 from batch.cluster import Cluster
 from batch.leasing import LeasedBatches
+from batch.produced import recount_produced
 from batch.rotation import Rotation, Slot
 from batch.worker import BatchRun
 from config.catalog import BALANCE, DEFAULT_SAMPLE_TYPE, DIFFICULTIES, SAMPLE_TYPES, TOPICS, find_topic
@@ -127,14 +128,10 @@ class BatchManager(LeasedBatches):
     def _run_for(self, state: BatchState, stored: int) -> BatchRun:
         rotation = self._rotation(state)
         if stored:
-            done = self.store.columns(("topic", "difficulty", "sample_type", "provider", "model", "prompt_tokens",
-                                       "completion_tokens"), filters={"batch_id": state.batch_id})
+            done = recount_produced(state, self.store, self.config)
             rows = zip(done["topic"], done["difficulty"], done["sample_type"])
             rotation.seed(Slot(t, difficulty, sample_type or DEFAULT_SAMPLE_TYPE)
                           for topic, difficulty, sample_type in rows if (t := find_topic(topic)) is not None)
-            state.set_samples_used(list(zip(done["provider"], done["model"])))   # as stored, whatever was saved
-            state.cost_usd = round(sum(self.config.cost(*usage) for usage in zip(
-                done["provider"], done["model"], done["prompt_tokens"], done["completion_tokens"])), 8)
         return BatchRun(state, engine=self.engine, store=self.store, repo=self.repo, rotation=rotation,
                         settings=self.settings, publish=self._publish, quality=self.quality,
                         simulated=self.simulated, stored=stored)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+from batch.produced import recount_produced
 from batch.rotation import Rotation, Slot
 from generation.engine import GenerationEngine, GenerationRequest, GenerationResult
 from fallback.metrics import SwitchEvent
@@ -356,8 +357,8 @@ class BatchRun:
             else:
                 self._release(claim, stored=True)
                 self.stored += 1
-                self._storage_recovered()
                 self._record_success(slot, result)
+                self._storage_recovered()   # (after: a recount from the rows includes this sample)
                 # under the lock, as the sample was stored: a completed batch's log holds every success
                 self._log_attempts(claim.number, [a.to_dict() for a in result.attempts], record["id"])
                 if self.stored >= self.state.total:
@@ -398,9 +399,9 @@ class BatchRun:
             s.waiting_reason = f"storage: {exc}; paused, trying a small write every {interval:g}s"
 
     def _storage_recovered(self) -> None:
-        """Under the lock: a write worked, the batch carries on. Its count is taken again from the
-        stored rows, as when a batch resumes: a write whose answer was lost with the connection
-        (PostgreSQL away mid-commit) may have been stored after all."""
+        """Under the lock: a write worked, the batch carries on. Its count, producers and cost are
+        taken again from the stored rows, as when a batch resumes: a write whose answer was lost
+        with the connection (PostgreSQL away mid-commit) may have been stored after all."""
         if self._storage_problem is None:
             return
         log.warning("batch %s: writes work again; generation resumes", self.state.batch_id)
@@ -418,6 +419,10 @@ class BatchRun:
             self.stored = stored
             self.state.samples_generated = stored
             self.state.progress = int(100 * stored / self.state.total) if self.state.total else 100
+            try:
+                recount_produced(self.state, self.store, self.engine.config)
+            except StoreError as exc:   # the count stands; the producers and cost are one sample short
+                log.warning("batch %s: could not recount its producers: %s", self.state.batch_id, exc)
 
     def _wait_for_storage(self) -> None:
         """While paused: one worker at a time, every `storage_retry_seconds`, tries a small write."""

@@ -72,10 +72,13 @@ class Store(JsonArrays, ColumnReads, DamagedRows):
         self._scan_lock = threading.Lock()
         self._feed = None   # PostgreSQL: other servers' changes, delivered as change events
         self._tail: dict[int, tuple[str, bytes]] = {}   # SQLite: seq -> (updated_at, JSON) of rows written, not sealed
+        # PostgreSQL: id -> [kind ("add"/"update"/"delete"), fence] of a write that may have been made
+        self._in_doubt: dict[str, list[Any]] = {}
         if self.dialect.name == "postgresql":
             from storage.postgres.changes import ChangeFeed
 
-            self._feed = ChangeFeed(source, source.origin, self._remote_changes, refresh=self._refresh_snapshot)
+            self._feed = ChangeFeed(source, source.origin, self._remote_changes, refresh=self._refresh_snapshot,
+                                    after_poll=self._settle_doubts)
             self._feed.start()
 
     def close(self) -> None:
@@ -90,12 +93,62 @@ class Store(JsonArrays, ColumnReads, DamagedRows):
         as they are now ("update", which listeners apply to a new id as to a known one), and the
         ids gone ("delete")."""
         latest = {sample_id: kind for kind, sample_id in changes}
-        changed = [sample_id for sample_id, kind in latest.items() if kind != "delete"]
-        records: list[dict[str, Any]] = []
-        for start in range(0, len(changed), 500):
-            records += self.iter_records({"ids": changed[start:start + 500]})
+        records = self._records_of([sample_id for sample_id, kind in latest.items() if kind != "delete"])
         found = {record["id"] for record in records}
         gone = [sample_id for sample_id, kind in latest.items() if kind == "delete" or sample_id not in found]
+        if records:
+            self._notify(Change("update", tuple(records)))
+        if gone:
+            self._notify(Change("delete", ids=tuple(gone)))
+
+    def _records_of(self, ids: list[str]) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 500):
+            records += self.iter_records({"ids": ids[start:start + 500]})
+        return records
+
+    def _doubt(self, ids: Sequence[str], kind: str) -> None:
+        """PostgreSQL: a write failed with the server or the network, and may have been committed
+        all the same (its answer lost with the connection). The change feed skips this server's own
+        writes, so it settles these ids after its polls instead (`_settle_doubts`)."""
+        if self._feed is not None:
+            with self._lock:
+                for sample_id in ids:
+                    self._in_doubt.setdefault(sample_id, [kind, None])
+
+    def _settle_doubts(self, horizon: int) -> None:
+        """After a change-feed poll whose horizon (every transaction below it has ended) is
+        `horizon`: the writes in doubt whose transactions have certainly ended, as change events.
+
+        The first poll after a failure fences its ids with a transaction id taken then: the failed
+        transaction's is below it, so once a poll's horizon reaches the fence that one has committed
+        or rolled back, and the row read then is final (read any sooner, a commit still on its way
+        could be missed). (A snapshot's xmax cannot serve as the fence: a transaction that took its
+        id after the last one to end is at or above it.) A row found is an "update" (listeners apply it to a new id as
+        to a known one), an updated or deleted row gone a "delete"; an insert not found was never
+        made, and nothing changed."""
+        with self._lock:
+            unfenced = [sample_id for sample_id, (_, fence) in self._in_doubt.items() if fence is None]
+            ready = {sample_id: kind for sample_id, (kind, fence) in self._in_doubt.items()
+                     if fence is not None and horizon >= fence}
+        if unfenced:
+            with self.database.reading() as db:
+                fence = int(db.execute("SELECT pg_current_xact_id()::text").fetchone()[0])
+            with self._lock:
+                for sample_id in unfenced:
+                    if sample_id in self._in_doubt and self._in_doubt[sample_id][1] is None:
+                        self._in_doubt[sample_id][1] = fence
+        if not ready:
+            return
+        records = self._records_of(list(ready))   # (if this fails, they are settled after a later poll)
+        with self._lock:
+            for sample_id in ready:
+                self._in_doubt.pop(sample_id, None)
+        found = {record["id"] for record in records}
+        made = sum(ready[sample_id] == "add" for sample_id in found)
+        if made:
+            log.warning("%s: %d sample(s) whose write reported a failure were stored after all", self.path, made)
+        gone = [sample_id for sample_id, kind in ready.items() if sample_id not in found and kind != "add"]
         if records:
             self._notify(Change("update", tuple(records)))
         if gone:
@@ -219,6 +272,9 @@ class Store(JsonArrays, ColumnReads, DamagedRows):
             if _conflict_column(exc) == "question_key" and len(set(ids)) == len(ids) and not self.exists(ids):
                 raise self._duplicate_questions(rows) from None
             raise DuplicateId(str(exc)) from None
+        except WriteFailed:
+            self._doubt(list(by_id), "add")
+            raise
         if self.dialect.json_blocks:
             self._keep_tail(written, sealed_through)
         self._notify(Change("add", tuple(stored)))
@@ -265,6 +321,9 @@ class Store(JsonArrays, ColumnReads, DamagedRows):
             if _conflict_column(exc) != "question_key":
                 raise
             raise DuplicateQuestion([(sample_id, self._holder(stored["question_key"], sample_id))]) from None
+        except WriteFailed:
+            self._doubt([sample_id], "update")
+            raise
         with self._lock:
             self._tail.pop(row["seq"], None)   # (its new `updated_at` would refuse the JSON kept anyway)
         self._notify(Change("update", (record,)))
@@ -273,8 +332,12 @@ class Store(JsonArrays, ColumnReads, DamagedRows):
     def delete(self, sample_id: str) -> bool:
         if self.unmatchable(sample_id):
             return False
-        with self.database.transaction() as db:
-            deleted = db.execute("DELETE FROM samples WHERE id = ?", (sample_id,)).rowcount
+        try:
+            with self.database.transaction() as db:
+                deleted = db.execute("DELETE FROM samples WHERE id = ?", (sample_id,)).rowcount
+        except WriteFailed:
+            self._doubt([sample_id], "delete")
+            raise
         if deleted:
             self._notify(Change("delete", ids=(sample_id,)))
         return bool(deleted)

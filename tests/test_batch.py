@@ -118,7 +118,7 @@ def test_faults_of_each_category_mid_batch(make_app, fake):
 def test_a_write_whose_answer_was_lost_is_counted_once_writes_work_again(make_app, fake, monkeypatch):
     """PostgreSQL going away mid-commit: the row was stored but the write reported failure. The
     batch pauses, and when writes work again it counts its stored rows, so it still ends exactly
-    at its target (it made one sample too many before)."""
+    at its target (it made one sample too many before), and its producers match the rows."""
     from storage.errors import WriteFailed
 
     app = make_app({"batch": {**FAST_BATCH["batch"], "storage_retry_seconds": 0.05}})
@@ -137,6 +137,13 @@ def test_a_write_whose_answer_was_lost_is_counted_once_writes_work_again(make_ap
     state = wait_for(lambda: finished(client, batch_id), timeout=30)
     assert state["status"] == "completed" and state["samples_generated"] == 8
     assert lost and store.count({"batch_id": batch_id}) == 8
+    stored = store.columns(("provider", "model"), filters={"batch_id": batch_id})
+    produced: dict[str, int] = {}
+    for provider, model in zip(stored["provider"], stored["model"]):
+        produced[f"{provider}/{model}"] = produced.get(f"{provider}/{model}", 0) + 1
+    assert state["models_used"] == produced and sum(state["providers_used"].values()) == 8
+    history = client.get("/api/generate/batch/history").get_json()["batches"][0]
+    assert history["models_used"] == produced
 
 
 def test_all_cooling_then_recovery(app, fake):

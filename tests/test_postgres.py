@@ -219,3 +219,73 @@ def test_another_servers_writes_reach_this_servers_statistics_and_duplicate_inde
     assert "exact_duplicate" in report.codes and assessed["duplicate_of"] == "s0"
     reader.add(record("own"))                 # its own writes are not delivered back to it
     assert reader._feed.poll() == 0
+
+
+def _answer_lost(store, *, committed: bool):
+    """A `transaction` for `store.database` whose write fails with the connection: after its commit
+    (the answer is lost, the row stored) or before it (nothing stored)."""
+    from contextlib import contextmanager
+
+    from storage.errors import WriteFailed
+
+    real = store.database.transaction
+
+    @contextmanager
+    def transaction():
+        if committed:
+            with real() as db:
+                yield db
+        raise WriteFailed(store.path, "server closed the connection unexpectedly", "retried")
+    return transaction
+
+
+def test_a_write_whose_answer_was_lost_reaches_this_servers_statistics_and_duplicate_index(make_store, monkeypatch,
+                                                                                          caplog):
+    """The change feed skips this server's own writes, which its listeners hear of as they are
+    made; a write that reported a failure but was committed reaches them after the feed's polls,
+    and one that was never made does not."""
+    from dataset.stats import StatsFrame
+    from quality.service import QualityService
+    from storage.errors import WriteFailed
+    from tests.conftest import wait_for
+
+    store = make_store("doubt")
+    frame, quality = StatsFrame(store), QualityService(store)
+    quality.build()
+    assert frame.frame().height == 0
+    real = store.database.transaction
+    for sample_id, committed in (("made", True), ("never", False)):
+        monkeypatch.setattr(store.database, "transaction", _answer_lost(store, committed=committed))
+        with pytest.raises(WriteFailed):
+            store.add(record(sample_id))
+        monkeypatch.setattr(store.database, "transaction", real)
+    assert store.exists(["made", "never"]) == {"made"} and frame.frame().height == 0
+    wait_for(lambda: store._feed.poll() is not None and frame.frame()["id"].to_list() == ["made"], timeout=10)
+    wait_for(lambda: not store._in_doubt, timeout=10)
+    assert frame.frame()["id"].to_list() == ["made"]
+    _, report = quality.assess(record("again", question=record("made")["question"]))
+    assert "exact_duplicate" in report.codes
+    assert "1 sample(s) whose write reported a failure were stored after all" in caplog.text
+
+
+def test_a_write_in_doubt_is_settled_only_once_its_transaction_has_ended(make_store):
+    """A commit still on its way when the write failed (the server had not finished it) is not
+    taken for a write never made: the row is read once every transaction begun before the failure
+    has ended."""
+    from tests.conftest import wait_for
+
+    store = make_store("fence")
+    seen: list[str] = []
+    store.on_change(lambda change: seen.extend(r["id"] for r in change.records))
+    store.add(record("s0"))
+    copied = "question_key, " + ", ".join(c for c in ("answer", "reasoning", "case_citation", "topic", "difficulty",
+                                                       "created_at", "updated_at"))
+    with store.database.pool.connection() as connection, connection.transaction():
+        # this server's write (its origin), its commit not made yet
+        connection.execute(f"INSERT INTO samples (id, question, {copied}) SELECT 'late', 'Question late?', "
+                           f"decode(md5('late'), 'hex'), {copied.split(', ', 1)[1]} FROM samples WHERE id = 's0'")
+        store._doubt(["late"], "add")
+        for _ in range(3):
+            store._feed.poll()
+        assert "late" not in seen and "late" in store._in_doubt
+    wait_for(lambda: store._feed.poll() is not None and "late" in seen, timeout=10)

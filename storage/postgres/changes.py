@@ -45,13 +45,17 @@ class ChangeFeed:
     as (kind, id) pairs in commit-safe order, one call per poll with anything new."""
 
     def __init__(self, database: Any, origin: str, deliver: Callable[[list[tuple[str, str]]], None],
-                 interval: float = POLL_SECONDS, refresh: Callable[[str], None] | None = None):
+                 interval: float = POLL_SECONDS, refresh: Callable[[str], None] | None = None,
+                 after_poll: Callable[[int], None] | None = None):
         """`refresh(columns)`: save a fresh statistics snapshot of those columns (called from the
-        prune step when the log kept for the saved one has grown, `stats_snapshot.due`)."""
+        prune step when the log kept for the saved one has grown, `stats_snapshot.due`).
+        `after_poll(horizon)`: called after each poll that worked, with the horizon it reached (the
+        store settles its own writes in doubt: this origin's rows of the log are not read)."""
         self.database = database
         self.origin = origin
         self.deliver = deliver
         self.refresh = refresh
+        self.after_poll = after_poll
         self.interval = interval
         self._stop = threading.Event()
         self._polling = threading.Lock()   # one poll at a time (the thread's, or a caller's)
@@ -104,6 +108,8 @@ class ChangeFeed:
         if changes and not self._stop.is_set():
             self.deliver(changes)   # if this fails, the next poll delivers them again
         self._horizon = horizon
+        if self.after_poll is not None and not self._stop.is_set():
+            self.after_poll(horizon)
         if refresh is not None and self.refresh is not None and not self._stop.is_set():
             try:
                 self.refresh(refresh)
