@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 
@@ -25,6 +25,11 @@ RUNNING, COMPLETED, STOPPED, FAILED = "running", "completed", "stopped", "failed
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+def utc_in(seconds: float) -> str:
+    """The moment `seconds` from now, as `utc_now` writes it."""
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()
 
 
 def new_batch_id() -> str:
