@@ -13,7 +13,6 @@ import logging
 import re
 import threading
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -31,6 +30,7 @@ from storage.question_key import question_key
 from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, STORAGE_KEYS,
                              TEXT_COLUMNS, check_record, repair_column, repair_record)
 from storage.schema import SEARCH_COLUMNS, damaged_checks
+from storage.store_changes import Change, ChangeEvents  # noqa: F401  (Change re-exported)
 from storage.store_columns import ColumnReads, DamagedRows
 from storage.store_json import JsonArrays
 
@@ -45,14 +45,7 @@ def new_sample_id(prefix: str | None) -> str:
     return f"{prefix or 'manual'}_{uuid.uuid4()}"
 
 
-@dataclass(frozen=True)
-class Change:
-    kind: str                                # "add", "update", "delete"
-    records: tuple[dict[str, Any], ...] = ()  # the rows as stored (add, update)
-    ids: tuple[str, ...] = ()                # delete
-
-
-class Store(JsonArrays, ColumnReads, DamagedRows):
+class Store(ChangeEvents, JsonArrays, ColumnReads, DamagedRows):
     """The samples of one dataset database (its schema brought up to date on opening): a SQLite
     file (`Store(path)`) or an opened database of either backend (`Store(database)`, see
     `storage.open_storage`). The SQL below is shared; `database.dialect` holds what differs."""
@@ -88,72 +81,6 @@ class Store(JsonArrays, ColumnReads, DamagedRows):
             self._feed.stop()
         self.database.close()
 
-    def _remote_changes(self, changes: list[tuple[str, str]]) -> None:
-        """Other servers' committed writes (`storage.postgres.changes`) as change events: the rows
-        as they are now ("update", which listeners apply to a new id as to a known one), and the
-        ids gone ("delete")."""
-        latest = {sample_id: kind for kind, sample_id in changes}
-        records = self._records_of([sample_id for sample_id, kind in latest.items() if kind != "delete"])
-        found = {record["id"] for record in records}
-        gone = [sample_id for sample_id, kind in latest.items() if kind == "delete" or sample_id not in found]
-        if records:
-            self._notify(Change("update", tuple(records)))
-        if gone:
-            self._notify(Change("delete", ids=tuple(gone)))
-
-    def _records_of(self, ids: list[str]) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = []
-        for start in range(0, len(ids), 500):
-            records += self.iter_records({"ids": ids[start:start + 500]})
-        return records
-
-    def _doubt(self, ids: Sequence[str], kind: str) -> None:
-        """PostgreSQL: a write failed with the server or the network, and may have been committed
-        all the same (its answer lost with the connection). The change feed skips this server's own
-        writes, so it settles these ids after its polls instead (`_settle_doubts`)."""
-        if self._feed is not None:
-            with self._lock:
-                for sample_id in ids:
-                    self._in_doubt.setdefault(sample_id, [kind, None])
-
-    def _settle_doubts(self, horizon: int) -> None:
-        """After a change-feed poll whose horizon (every transaction below it has ended) is
-        `horizon`: the writes in doubt whose transactions have certainly ended, as change events.
-
-        The first poll after a failure fences its ids with a transaction id taken then: the failed
-        transaction's is below it, so once a poll's horizon reaches the fence that one has committed
-        or rolled back, and the row read then is final (read any sooner, a commit still on its way
-        could be missed). (A snapshot's xmax cannot serve as the fence: a transaction that took its
-        id after the last one to end is at or above it.) A row found is an "update" (listeners apply it to a new id as
-        to a known one), an updated or deleted row gone a "delete"; an insert not found was never
-        made, and nothing changed."""
-        with self._lock:
-            unfenced = [sample_id for sample_id, (_, fence) in self._in_doubt.items() if fence is None]
-            ready = {sample_id: kind for sample_id, (kind, fence) in self._in_doubt.items()
-                     if fence is not None and horizon >= fence}
-        if unfenced:
-            with self.database.reading() as db:
-                fence = int(db.execute("SELECT pg_current_xact_id()::text").fetchone()[0])
-            with self._lock:
-                for sample_id in unfenced:
-                    if sample_id in self._in_doubt and self._in_doubt[sample_id][1] is None:
-                        self._in_doubt[sample_id][1] = fence
-        if not ready:
-            return
-        records = self._records_of(list(ready))   # (if this fails, they are settled after a later poll)
-        with self._lock:
-            for sample_id in ready:
-                self._in_doubt.pop(sample_id, None)
-        found = {record["id"] for record in records}
-        made = sum(ready[sample_id] == "add" for sample_id in found)
-        if made:
-            log.warning("%s: %d sample(s) whose write reported a failure were stored after all", self.path, made)
-        gone = [sample_id for sample_id, kind in ready.items() if sample_id not in found and kind != "add"]
-        if records:
-            self._notify(Change("update", tuple(records)))
-        if gone:
-            self._notify(Change("delete", ids=tuple(gone)))
-
     def writable(self) -> bool:
         """Whether a small write works now (see `write_problem`)."""
         return self.database.writable()
@@ -177,28 +104,6 @@ class Store(JsonArrays, ColumnReads, DamagedRows):
     def describe(self) -> dict[str, Any]:
         """The backend and where its data lives (never a password), for /api/health."""
         return self.database.describe()
-
-    def on_change(self, listener: Callable[[Change], None]) -> None:
-        self._listeners.append(listener)
-
-    def _notify(self, change: Change) -> None:
-        """Tell every listener about a committed change. The write has happened whatever a listener
-        does: its exception is logged, never passed to the writer (who would take the write for failed)."""
-        with self._lock:
-            self.version += 1
-            if self._damaged is not None or self._touched is not None:   # a rewritten row is a repaired one
-                changed = [record["id"] for record in change.records] + list(change.ids)
-                if self._touched is not None:
-                    self._touched.update(changed)
-                if self._damaged is not None:
-                    for sample_id in changed:
-                        self._damaged.pop(sample_id, None)
-        for listener in list(self._listeners):
-            try:
-                listener(change)
-            except Exception:
-                log.exception("%s: a change listener failed on a committed %s; the write stands",
-                              self.path, change.kind)
 
     # -- conversion ------------------------------------------------------------------------
 
