@@ -40,7 +40,7 @@ from one template share buckets by chance (0.12 probability at similarity 0.3), 
 screen a look-up's cost grew with the dataset; with it the cost per look-up stays flat, at the
 price of missing a pair exactly at the threshold with probability about 0.05%.
 
-The LSH is a few lines here: each signature (datasketch's public ``MinHash``) is cut into bands
+The LSH (`quality.lsh`) is a few lines: each signature (datasketch's public ``MinHash``) is cut into bands
 and each band hashed to a bucket of a per-band dict holding one entry's slot number, or a list of
 them when several share it (a slot is the entry's row of the signature table; `_owners` maps it
 back to the id). Nothing of datasketch but its top-level names is used, so its upgrades do not
@@ -49,17 +49,14 @@ reach in; an id's buckets are not stored but recomputed from its features when i
 """
 from __future__ import annotations
 
-import re
 import threading
-import zlib
 from array import array
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
-from datasketch import MinHash
 
+from quality.fingerprints import content_words, feature_hashes, jaccard, minhash, question_features, terms
+from quality.lsh import BandIndex
 from storage.question_key import fold, key_of_folded, normalise_question
 
 LSH_BANDS, LSH_ROWS = 16, 4  # 64 permutations; P(candidate) 0.89 at Jaccard 0.6, 0.99 at 0.7, 0.12 at 0.3
@@ -67,159 +64,6 @@ DEFAULT_THRESHOLD = 0.6
 PREFILTER_FROM = 16          # candidates beyond this many are first screened by their signatures
 PREFILTER_MARGIN = 0.2       # ... keeping those whose estimated similarity is within this of the threshold
 EXACT_LIMIT = 16             # ... and of those, the ones agreeing most, for the exact comparison
-
-STOP_WORDS = frozenset("""
-a an the of to in on for by with at from into onto upon under over about as and or but if then
-than so that this these those there their they them it its is are was were be been being am do
-does did done doing have has had having can could may might must shall should will would what
-which who whom whose when where why how whether any some such very just also only own same other
-more most i me my we our you your he him his she her us s english england wales welsh uk british
-""".split())
-
-_APOSTROPHE_S = re.compile(r"['’]s\b")
-_TOKEN = re.compile(r"[a-z0-9]+")
-_SUFFIXES = (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""))
-
-
-_fold = fold   # one normalisation for the index and the database's unique key (storage.question_key)
-
-
-@lru_cache(maxsize=1 << 16)
-def _term(word: str) -> tuple[str, int] | None:
-    """(stem, its 32-bit hash) for a content word; None for a stop word. Cached: vocabularies are small."""
-    if word in STOP_WORDS:
-        return None
-    if len(word) > 4 and not word.endswith("ss"):
-        for suffix, replacement in _SUFFIXES:
-            if word.endswith(suffix):
-                word = word[: -len(suffix)] + replacement
-                break
-    return word, zlib.crc32(word.encode())
-
-
-def _terms(folded: str) -> list[tuple[str, int]]:
-    return [t for t in map(_term, _TOKEN.findall(_APOSTROPHE_S.sub("", folded))) if t is not None]
-
-
-def content_words(question: str) -> list[str]:
-    """The question's stemmed content words, in order."""
-    return [word for word, _ in _terms(_fold(question))]
-
-
-def question_features(question: str) -> set[str]:
-    """Content words plus unordered pairs of adjacent content words (what the index compares)."""
-    words = content_words(question)
-    features = set(words)
-    features.update(f"{a} {b}" if a <= b else f"{b} {a}" for a, b in zip(words, words[1:]))
-    return features
-
-
-def _feature_hashes(terms: list[tuple[str, int]]) -> array:
-    """`question_features` as sorted distinct 32-bit hashes; a pair's hash mixes its words' hashes."""
-    hashes = {h for _, h in terms}
-    for (_, first), (_, second) in zip(terms, terms[1:]):
-        low, high = (first, second) if first <= second else (second, first)
-        hashes.add((low * 0x9E3779B1 + high * 0x85EBCA77 + 0x165667B1) & 0xFFFFFFFF)
-    return array("I", sorted(hashes))
-
-
-@lru_cache(maxsize=8)
-def _permutations(num_perm: int):  # noqa: ANN202 - datasketch's array type
-    return MinHash(num_perm=num_perm, seed=1).permutations
-
-
-_sketches = threading.local()   # one MinHash per thread and size, cleared for each question
-
-
-def _minhash(hashes: array, num_perm: int) -> np.ndarray:
-    """The MinHash values of these feature hashes. A sketch is reused (`clear`), not built: building
-    one costs more than hashing a question's features into it."""
-    by_size = _sketches.__dict__.setdefault("by_size", {})
-    sketch = by_size.get(num_perm)
-    if sketch is None:
-        sketch = by_size[num_perm] = MinHash(num_perm=num_perm, hashfunc=int, permutations=_permutations(num_perm),
-                                             scheme="affine32")
-    else:
-        sketch.clear()
-    sketch.update_batch(hashes)
-    return sketch.hashvalues   # a new array each time: `clear` and `update_batch` replace it, never change it
-
-
-def jaccard(a: Iterable[int], b: array) -> float:
-    """Exact Jaccard similarity of two feature-hash collections."""
-    first = a if isinstance(a, (set, frozenset)) else set(a)
-    if not first or not b:
-        return 0.0
-    shared = len(first.intersection(b))
-    return shared / (len(first) + len(b) - shared)
-
-
-class _BandIndex:
-    """Banded LSH over MinHash signatures: `bands` dicts from a band's hash to the entries (slot
-    numbers) sharing it.
-
-    A bucket holds a bare slot number, or a C array of them once two share it (most buckets hold
-    one; a templated question's buckets may hold thousands, which `candidate_slots` gathers at C
-    speed). Not thread-safe: `DuplicateIndex` holds its lock.
-    """
-
-    def __init__(self, bands: int, rows: int) -> None:
-        self.bands, self.rows = bands, rows
-        self._tables: list[dict[int, int | array]] = [{} for _ in range(bands)]
-
-    def keys(self, values: np.ndarray) -> list[int]:
-        """One 32-bit hash per band of the signature (its MinHash values)."""
-        data = values.tobytes()
-        width = len(data) // self.bands
-        return [zlib.crc32(data[start:start + width]) for start in range(0, width * self.bands, width)]
-
-    def insert(self, slot: int, keys: list[int]) -> None:
-        """Put an entry in its buckets; the caller never inserts one twice (it removes it first)."""
-        for table, key in zip(self._tables, keys):
-            found = table.get(key)
-            if found is None:
-                table[key] = slot
-            elif type(found) is array:
-                found.append(slot)
-            else:
-                table[key] = array("l", (found, slot))
-
-    def remove(self, slot: int, keys: list[int]) -> None:
-        for table, key in zip(self._tables, keys):
-            found = table.get(key)
-            if type(found) is array:
-                found.remove(slot)
-                if len(found) == 1:
-                    table[key] = found[0]
-            elif found == slot:
-                del table[key]
-
-    def candidate_slots(self, keys: list[int]) -> np.ndarray:
-        """The slots sharing at least one bucket with these keys (a slot sharing several appears
-        once per bucket)."""
-        parts: list[np.ndarray] = []
-        single: list[int] = []
-        for table, key in zip(self._tables, keys):
-            found = table.get(key)
-            if found is None:
-                continue
-            if type(found) is array:
-                parts.append(np.frombuffer(found, dtype=np.int_))
-            else:
-                single.append(found)  # type: ignore[arg-type]
-        if single:
-            parts.append(np.array(single, dtype=np.int_))
-        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int_)
-
-    def candidates(self, keys: list[int]) -> set[int]:
-        """Slots sharing at least one bucket with these keys."""
-        return set(self.candidate_slots(keys).tolist())
-
-    def shared(self) -> Iterator[list[int]]:
-        """Copies of the buckets holding more than one slot."""
-        for table in self._tables:
-            yield from (found.tolist() for found in table.values() if type(found) is array)
-
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
@@ -260,7 +104,7 @@ class DuplicateIndex:
         self._seq = 0
         self._entries: dict[str, _Entry] = {}
         self._exact: dict[bytes, tuple[str, ...]] = {}
-        self._lsh = _BandIndex(bands, rows)
+        self._lsh = BandIndex(bands, rows)
         # Each entry's signature (low 16 bits of its MinHash values), one row per slot, to screen
         # large candidate sets at once: the share of equal values estimates the Jaccard similarity.
         self._signatures = np.zeros((1024, self._num_perm), dtype=np.uint16)
@@ -268,14 +112,14 @@ class DuplicateIndex:
         self._free: list[int] = []
 
     def _band_keys(self, hashes: array) -> list[int] | None:
-        return self._lsh.keys(_minhash(hashes, self._num_perm)) if hashes else None
+        return self._lsh.keys(minhash(hashes, self._num_perm)) if hashes else None
 
     def _probe(self, question: str) -> _Probe:
-        folded = _fold(question)
-        hashes = _feature_hashes(_terms(folded))
+        folded = fold(question)
+        hashes = feature_hashes(terms(folded))
         if not hashes:
             return _Probe(_exact_key(folded), hashes, frozenset(), None, None)
-        values = _minhash(hashes, self._num_perm)
+        values = minhash(hashes, self._num_perm)
         signature = values.astype(np.uint16)   # the low 16 bits
         return _Probe(_exact_key(folded), hashes, frozenset(hashes), self._lsh.keys(values), signature)
 
@@ -356,7 +200,7 @@ class DuplicateIndex:
 
     def exact_match(self, question: str, exclude_id: str | None = None) -> str | None:
         """The first-added id whose normalised question equals this one."""
-        key = _exact_key(_fold(question))
+        key = _exact_key(fold(question))
         with self._lock:
             return self._exact_locked(key, exclude_id)
 

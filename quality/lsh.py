@@ -1,0 +1,75 @@
+"""Banded LSH over MinHash signatures, for the near-duplicate index (`quality.duplicates`)."""
+from __future__ import annotations
+
+import zlib
+from array import array
+from collections.abc import Iterator
+
+import numpy as np
+
+
+class BandIndex:
+    """Banded LSH over MinHash signatures: `bands` dicts from a band's hash to the entries (slot
+    numbers) sharing it.
+
+    A bucket holds a bare slot number, or a C array of them once two share it (most buckets hold
+    one; a templated question's buckets may hold thousands, which `candidate_slots` gathers at C
+    speed). Not thread-safe: `DuplicateIndex` holds its lock.
+    """
+
+    def __init__(self, bands: int, rows: int) -> None:
+        self.bands, self.rows = bands, rows
+        self._tables: list[dict[int, int | array]] = [{} for _ in range(bands)]
+
+    def keys(self, values: np.ndarray) -> list[int]:
+        """One 32-bit hash per band of the signature (its MinHash values)."""
+        data = values.tobytes()
+        width = len(data) // self.bands
+        return [zlib.crc32(data[start:start + width]) for start in range(0, width * self.bands, width)]
+
+    def insert(self, slot: int, keys: list[int]) -> None:
+        """Put an entry in its buckets; the caller never inserts one twice (it removes it first)."""
+        for table, key in zip(self._tables, keys):
+            found = table.get(key)
+            if found is None:
+                table[key] = slot
+            elif type(found) is array:
+                found.append(slot)
+            else:
+                table[key] = array("l", (found, slot))
+
+    def remove(self, slot: int, keys: list[int]) -> None:
+        for table, key in zip(self._tables, keys):
+            found = table.get(key)
+            if type(found) is array:
+                found.remove(slot)
+                if len(found) == 1:
+                    table[key] = found[0]
+            elif found == slot:
+                del table[key]
+
+    def candidate_slots(self, keys: list[int]) -> np.ndarray:
+        """The slots sharing at least one bucket with these keys (a slot sharing several appears
+        once per bucket)."""
+        parts: list[np.ndarray] = []
+        single: list[int] = []
+        for table, key in zip(self._tables, keys):
+            found = table.get(key)
+            if found is None:
+                continue
+            if type(found) is array:
+                parts.append(np.frombuffer(found, dtype=np.int_))
+            else:
+                single.append(found)  # type: ignore[arg-type]
+        if single:
+            parts.append(np.array(single, dtype=np.int_))
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int_)
+
+    def candidates(self, keys: list[int]) -> set[int]:
+        """Slots sharing at least one bucket with these keys."""
+        return set(self.candidate_slots(keys).tolist())
+
+    def shared(self) -> Iterator[list[int]]:
+        """Copies of the buckets holding more than one slot."""
+        for table in self._tables:
+            yield from (found.tolist() for found in table.values() if type(found) is array)
