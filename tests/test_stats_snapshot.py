@@ -1,7 +1,7 @@
 """The statistics snapshot of PostgreSQL mode (`storage.postgres.stats_snapshot`): a start reads
 the saved rows and the rows changed since, and the frame is still exactly the one read row by row;
 the log rows it needs outlive the change feed's prune; anything else removing them, or a TRUNCATE,
-retires it; it is saved afresh when its log grows."""
+retires it; it is saved afresh when its log grows, while other servers' changes go on arriving."""
 from __future__ import annotations
 
 import pytest
@@ -36,6 +36,7 @@ def prune_now(store) -> None:
     execute(store, "UPDATE sample_changes SET at = now() - interval '1 day'")
     store._feed._pruned = float("-inf")
     store._feed.poll()
+    stats_snapshot.wait_for_saves()   # a fresh snapshot is saved in a thread of its own
 
 
 def test_a_start_reads_the_snapshot_and_the_rows_another_server_changed_since(make_store):
@@ -122,3 +123,28 @@ def test_a_first_read_answers_before_its_snapshot_is_saved(make_store, monkeypat
     release.set()
     stats_snapshot.wait_for_saves()
     assert horizon(store) is not None and load(store).saved.count(b"\n") == 3
+
+
+def test_other_servers_changes_arrive_while_a_fresh_snapshot_is_being_saved(make_store, monkeypatch):
+    """Saving a fresh snapshot takes seconds at 1M rows; the change feed does not wait for it."""
+    import threading
+
+    from tests.conftest import wait_for
+
+    writer, reader = make_store("slow"), make_store("slow")
+    seen: list[str] = []
+    reader.on_change(lambda change: seen.extend(r["id"] for r in change.records))
+    release = threading.Event()
+    monkeypatch.setattr(reader._feed, "refresh", lambda columns: release.wait(10))
+    monkeypatch.setattr(stats_snapshot, "due", lambda session: "columns")
+    reader._feed._pruned = float("-inf")   # the next poll prunes, and a fresh snapshot is due
+    polled = threading.Event()
+    threading.Thread(target=lambda: (reader._feed.poll(), polled.set()), daemon=True).start()
+    try:
+        assert polled.wait(5), "a poll waited for the snapshot being saved"
+        writer.add(record("during"))
+        wait_for(lambda: reader._feed.poll() is not None and "during" in seen, timeout=5)
+        assert not release.is_set()
+    finally:
+        release.set()
+        stats_snapshot.wait_for_saves()

@@ -47,8 +47,9 @@ class ChangeFeed:
     def __init__(self, database: Any, origin: str, deliver: Callable[[list[tuple[str, str]]], None],
                  interval: float = POLL_SECONDS, refresh: Callable[[str], None] | None = None,
                  after_poll: Callable[[int], None] | None = None):
-        """`refresh(columns)`: save a fresh statistics snapshot of those columns (called from the
-        prune step when the log kept for the saved one has grown, `stats_snapshot.due`).
+        """`refresh(columns)`: save a fresh statistics snapshot of those columns (started by the
+        prune step when the log kept for the saved one has grown, `stats_snapshot.due`, in a
+        thread of its own).
         `after_poll(horizon)`: called after each poll that worked, with the horizon it reached (the
         store settles its own writes in doubt: this origin's rows of the log are not read)."""
         self.database = database
@@ -60,6 +61,7 @@ class ChangeFeed:
         self._stop = threading.Event()
         self._polling = threading.Lock()   # one poll at a time (the thread's, or a caller's)
         self._thread: threading.Thread | None = None
+        self._refreshing: threading.Thread | None = None   # saving a fresh statistics snapshot
         self._horizon = self._current_horizon()
         self._pruned = time.monotonic()
         self._outage = Outage(log, "the change feed (other servers' writes)")
@@ -75,8 +77,9 @@ class ChangeFeed:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+        for thread in (self._thread, self._refreshing):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -111,8 +114,19 @@ class ChangeFeed:
         if self.after_poll is not None and not self._stop.is_set():
             self.after_poll(horizon)
         if refresh is not None and self.refresh is not None and not self._stop.is_set():
-            try:
-                self.refresh(refresh)
-            except Exception as exc:  # noqa: BLE001 - tried again at the next prune; a start then reads every row
-                log.warning("could not save a fresh statistics snapshot (%s)", exc)
+            self._refresh_later(refresh)
         return len(changes)
+
+    def _refresh_later(self, columns: str) -> None:
+        """Save a fresh statistics snapshot in a thread of its own (at 1M rows it takes seconds,
+        which other servers' changes must not wait for); one at a time."""
+        if self._refreshing is not None and self._refreshing.is_alive():
+            return
+        self._refreshing = stats_snapshot.in_background(self._refresh_now, columns)
+
+    def _refresh_now(self, columns: str) -> None:
+        assert self.refresh is not None
+        try:
+            self.refresh(columns)
+        except Exception as exc:  # noqa: BLE001 - tried again at the next prune; a start then reads every row
+            log.warning("could not save a fresh statistics snapshot (%s)", exc)

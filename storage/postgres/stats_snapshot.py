@@ -110,12 +110,17 @@ def read(database: Any, columns: str, copy_sql: Callable[[str], str], *, afresh:
     if afresh:
         save(database, columns, horizon, fresh)
     else:   # a start waiting for its statistics: saved after they are answered (compressing and writing take ~0.1 s)
-        saving = threading.Thread(target=save, args=(database, columns, horizon, fresh), name="stats-snapshot-save",
-                                  daemon=True)
-        with _saving_lock:
-            _saving.append(saving)
-        saving.start()
+        in_background(save, database, columns, horizon, fresh)
     return ColumnCsv(b"", (), fresh)
+
+
+def in_background(work: Callable[..., Any], *args: Any) -> threading.Thread:
+    """Run `work(*args)` in a daemon thread that `wait_for_saves` waits for."""
+    saving = threading.Thread(target=work, args=args, name="stats-snapshot-save", daemon=True)
+    with _saving_lock:
+        _saving.append(saving)
+    saving.start()
+    return saving
 
 
 def wait_for_saves(timeout: float = 30.0) -> None:
