@@ -51,19 +51,16 @@ class BandIndex:
     def candidate_slots(self, keys: list[int]) -> np.ndarray:
         """The slots sharing at least one bucket with these keys (a slot sharing several appears
         once per bucket)."""
-        parts: list[np.ndarray] = []
-        single: list[int] = []
+        gathered = array("l")   # (copied bucket by bucket in C: one NumPy view at the end, not one per bucket)
         for table, key in zip(self._tables, keys):
             found = table.get(key)
             if found is None:
                 continue
             if type(found) is array:
-                parts.append(np.frombuffer(found, dtype=np.int_))
+                gathered.extend(found)
             else:
-                single.append(found)  # type: ignore[arg-type]
-        if single:
-            parts.append(np.array(single, dtype=np.int_))
-        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int_)
+                gathered.append(found)  # type: ignore[arg-type]
+        return np.frombuffer(gathered, dtype=np.int_) if gathered else np.empty(0, dtype=np.int_)
 
     def candidates(self, keys: list[int]) -> set[int]:
         """Slots sharing at least one bucket with these keys."""
