@@ -267,6 +267,22 @@ def test_a_write_whose_answer_was_lost_reaches_this_servers_statistics_and_dupli
     assert "exact_duplicate" in report.codes
     assert "1 sample(s) whose write reported a failure were stored after all" in caplog.text
 
+    def difficulties():
+        return dict(zip(frame.frame()["id"].to_list(), frame.frame()["difficulty"].to_list()))
+
+    monkeypatch.setattr(store.database, "transaction", _answer_lost(store, committed=True))
+    with pytest.raises(WriteFailed):   # an edit made, its answer lost
+        store.update("made", {"difficulty": "expert"})
+    monkeypatch.setattr(store.database, "transaction", real)
+    assert difficulties() == {"made": "basic"}
+    wait_for(lambda: store._feed.poll() is not None and difficulties() == {"made": "expert"}, timeout=10)
+    monkeypatch.setattr(store.database, "transaction", _answer_lost(store, committed=True))
+    with pytest.raises(WriteFailed):   # a delete made, its answer lost
+        store.delete("made")
+    monkeypatch.setattr(store.database, "transaction", real)
+    wait_for(lambda: store._feed.poll() is not None and frame.frame().height == 0, timeout=10)
+    assert "exact_duplicate" not in quality.assess(record("again", question=record("made")["question"]))[1].codes
+
 
 def test_a_write_in_doubt_is_settled_only_once_its_transaction_has_ended(make_store):
     """A commit still on its way when the write failed (the server had not finished it) is not
