@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from storage.dialect import SEARCH_COLUMNS  # shared with PostgreSQL's index
 from storage.errors import SchemaError, SchemaTooNew
-from storage.records import COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, TEXT_COLUMNS
+from storage.records import MAX_COUNT
+from storage.repairs import COUNT_COLUMNS, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, TEXT_COLUMNS
 
 VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -147,7 +148,7 @@ LIGHT_COLUMNS = ("id", "topic", "difficulty", "sample_type", "provider", "model"
 
 def damaged_checks(row: str = "") -> dict[str, str]:
     """Per column, SQL true for a value of the wrong type (a superset check, confirmed in Python by
-    `storage.records.repair_record`); `row` prefixes the column names (`new.` in a trigger)."""
+    `storage.repairs.repair_record`); `row` prefixes the column names (`new.` in a trigger)."""
     def c(name: str) -> str:
         return f"{row}{name}"
 

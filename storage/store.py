@@ -27,8 +27,9 @@ from storage.fields import (COLUMNS, CONTENT_FIELDS, EDITABLE_FIELDS, FILTER_COL
                             METADATA_FIELDS, REQUIRED_IMPORT_FIELDS, ROW, WRITTEN, encode_record)
 from storage.ordered_search import first_matches
 from storage.question_key import question_key
-from storage.records import (COUNT_COLUMNS, MAX_COUNT, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, STORAGE_KEYS,
-                             TEXT_COLUMNS, check_record, repair_column, repair_record)
+from storage.records import MAX_COUNT, STORAGE_KEYS, check_record
+from storage.repairs import (COUNT_COLUMNS, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, TEXT_COLUMNS, repair_column,
+                             repair_record)
 from storage.schema import SEARCH_COLUMNS, damaged_checks
 from storage.store_changes import Change, ChangeEvents  # noqa: F401  (Change re-exported)
 from storage.store_columns import ColumnReads, DamagedRows
@@ -122,7 +123,7 @@ class Store(ChangeEvents, JsonArrays, ColumnReads, DamagedRows):
     @staticmethod
     def to_record(row: Mapping[str, Any]) -> dict[str, Any]:
         """A stored row as a record; a field an older version stored with the wrong type comes
-        back repaired (`storage.records.repair_record`), so one bad row never breaks a read."""
+        back repaired (`storage.repairs.repair_record`), so one bad row never breaks a read."""
         return repair_record(row)[0]
 
     # -- writes ----------------------------------------------------------------------------

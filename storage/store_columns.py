@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from storage.fields import COLUMNS, ROW
-from storage.records import repair_column, repair_record
+from storage.repairs import repair_column, repair_record
 from storage.schema import LIGHT_COLUMNS, TEXT_LENGTHS
 
 if TYPE_CHECKING:
