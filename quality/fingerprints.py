@@ -90,7 +90,7 @@ def minhash(hashes: array, num_perm: int) -> np.ndarray:
     return sketch.hashvalues   # a new array each time: `clear` and `update_batch` replace it, never change it
 
 
-def jaccard(a: Iterable[int], b: array) -> float:
+def jaccard(a: Iterable[int], b: array | memoryview) -> float:
     """Exact Jaccard similarity of two feature-hash collections."""
     first = a if isinstance(a, (set, frozenset)) else set(a)
     if not first or not b:
