@@ -40,13 +40,14 @@ from one template share buckets by chance (0.12 probability at similarity 0.3), 
 screen a look-up's cost grew with the dataset; with it the cost per look-up stays flat, at the
 price of missing a pair exactly at the threshold with probability about 0.05%.
 
-The LSH (`quality.lsh`) is a few lines: each signature (datasketch's public ``MinHash``) is cut into bands
-and each band hashed to a bucket of a per-band dict holding one entry's slot number, or their
-numbers packed in a bytearray when several share it (a slot is the entry's row of the signature
-table; `_owners` maps it back to the id). Entries are tuples of ints and bytes and buckets
-bytearrays, none of which the garbage collector tracks: at 100,000 questions a full collection
-(every thread stopped) takes 65 ms instead of 0.3 s, and it does not grow with the index. Nothing of datasketch but its top-level names is used, so its upgrades do not
-reach in; an id's buckets are not stored but recomputed from its features when it is removed
+The LSH (`quality.lsh`) is a few lines: each signature (datasketch's public ``MinHash``) is cut
+into bands and each band hashed to a bucket of a per-band dict holding one entry's slot number, or
+their numbers packed in a bytearray when several share it (a slot is the entry's row of the
+signature table; `_owners` maps it back to the id). Entries are tuples of ints and bytes and
+buckets bytearrays, none of which the garbage collector tracks: at 100,000 questions a full
+collection (every thread stopped) takes 65 ms instead of 0.3 s, and it does not grow with the
+index. Nothing of datasketch but its top-level names is used, so its upgrades do not reach in;
+an id's buckets are not stored but recomputed from its features when it is removed
 (about 1.7 KB per question in all, measured at 100,000, plus 128 bytes of signature).
 """
 from __future__ import annotations
