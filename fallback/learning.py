@@ -254,7 +254,8 @@ def _room(state: ScopeState, carried: tuple[float, float], limit: float, hit: Hi
     window fuller than the new one for a while."""
     held, window = math.floor(carried[0] + 1e-9), carried[1]
     spacing = hit.minute / limit
-    times = sorted(entry[0] for entry in state.sends if entry[1] > 0 and entry[0] > after - window)
+    times = sorted(entry[0] for entry in state.sends if entry[0] > after - window
+                   for _ in range(round(entry[1])))   # a merged entry counts for each of its requests
     start = after
     for k in range(min(held, len(times) + 1)):   # the (k+1)-th request from `start` on
         leave = len(times) - (held - 1 - k)      # the window holds it, the k before it and the rest
