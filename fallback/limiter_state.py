@@ -12,8 +12,9 @@ holds floats and a few short lists, so it serializes to a small JSON object (`to
 * the learning episode: `since`, `sent` and `rejected` (requests and tokens sent since `since`, and
   how many of them were refused with a 429), `reset_at` (when the window that last said "slow down" frees), `window_seconds` (its
   estimated length), `probe_at`/`probe_step` (the next upward probe), `hits` (429s taken), `basis` (what the latest
-  estimate was measured on, corrected by the 429s that arrive late), `raised_from` (the learned
-  limits before the latest probe, to fall back to when it overshoots);
+  estimate was measured on, corrected by the 429s that arrive late), `sends` (while a limit
+  is learned, the requests and tokens carried over the last two windows, from `logged_from`: a
+  429 then says the limit is what the window before it carried);
 * on a provider scope, `recent`: the latest 429s of its models with their reset times, from which a
   shared limit is inferred.
 
@@ -57,7 +58,8 @@ class ScopeState:
     probe_step: float = 0.0
     hits: int = 0
     basis: dict[str, float] = field(default_factory=dict)   # what the latest estimate was measured on
-    raised_from: dict[str, float] = field(default_factory=dict)   # learned limits before the latest probe
+    sends: list[list[float]] = field(default_factory=list)  # [at, requests, tokens] carried, while a limit is learned
+    logged_from: float | None = None                         # since when `sends` is kept
     recent: list[list[Any]] = field(default_factory=list)   # [model, reset_at, at] of the latest 429s
 
     def to_dict(self) -> dict[str, Any]:

@@ -289,17 +289,72 @@ def test_a_straggler_refines_a_relearned_limit_too():
     assert 0.7 * first <= refined < second < first
 
 
-def test_a_probe_that_overshoots_falls_back_to_the_level_before_it():
-    """Refused just after a probe raised the limit from 20 to 21, at a measured rate (19) that says
-    20 held: the limit lies between the two, so 20 x 0.95 is kept instead of the measured 19."""
+def probed(times: list[float], learned: float = 60.0) -> ScopeState:
+    """A scope whose learned limit (per 60-second minute, 10-second window) a probe had raised to
+    `learned`, having sent requests at `times` (the log of what it carried)."""
+    return ScopeState(learned={"rpm": learned}, window_seconds=10.0, logged_from=-100.0, since=-100.0,
+                      sends=[[t, 1.0, 100.0] for t in times], sent={"requests": float(len(times))})
+
+
+def refused(state: ScopeState, sent_at: float, wait: float | None, now: float | None = None) -> learning.Hit:
+    hit = learning.Hit(now=sent_at + 0.3 if now is None else now, sent_at=sent_at, wait=wait,
+                       metric="requests", minute=60.0)
+    learning.note_rejected(state, hit, 100)
+    return hit
+
+
+def test_a_probe_that_overshoots_falls_back_to_what_the_window_carried():
+    """Quick probes raised the limit to 60 a minute (10 a window) before a 429 could show any of
+    them was too much; the window before the refused request carried 5: the provider's limit. The
+    limit falls back to 5 a window x 0.95, not to the level before the latest raise (too much
+    already) nor by the usual decrease (60 x 0.7 = 42, too much too)."""
+    state = probed([-3.0, -1.0, 1.0, 4.0, 6.5, 8.5, 9.5])   # ...and a request at 9.9 refused
+    hit = refused(state, 9.9, wait=1.1)                      # until the one sent at 1.0 leaves
+    assert learning.evidence(state, hit, PacingConfig()) == (5.0, 10.0)   # 1.0 ... 9.5
+    assert learning.estimate(state, hit, 60.0, PacingConfig()) == pytest.approx(5 * 6 * 0.95)
+
+
+def test_a_limit_that_fell_meanwhile_is_what_the_wait_hint_leaves_room_for():
+    """The window before the refused request carried 8, but the provider says it frees in 5 s:
+    the four sent in its first 5 s must leave before one more fits, so the window holds 4 + 1
+    (someone else took a share of the limit)."""
+    state = probed([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+    hit = refused(state, 9.0, wait=5.0)
+    assert learning.evidence(state, hit, PacingConfig()) == (5.0, 10.0)
+    hint_less = refused(probed([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]), 9.0, wait=None)
+    assert learning.evidence(probed([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]), hint_less, PacingConfig())[0] == 8.0
+
+
+def test_after_an_overshoot_the_scope_waits_until_its_window_has_room_for_the_new_pace():
+    """A probe that overshot sent the window's last stretch fast: the wait hint's one free place is
+    not enough, the next requests at the new pace would find the window full again. The scope waits
+    until every one of them fits, and no longer."""
+    times = [0.0, 5.0, 8.0, 8.5, 9.0, 9.5]
+    state = probed(times)
+    hit = refused(state, 9.6, wait=0.1, now=9.8)
     pacing = PacingConfig()
-    state = ScopeState(learned={"rpm": 21.0}, raised_from={"rpm": 20.0}, since=0.0,
-                       sent={"requests": 21.0}, rejected={})
-    hit = learning.Hit(now=60.0, sent_at=59.0, wait=None, metric="requests", minute=60.0)
-    learning.note_rejected(state, hit, 1)
-    assert learning.estimate(state, hit, 21.0, pacing) == pytest.approx(19.95)
-    state.raised_from = {}
-    assert learning.estimate(state, hit, 21.0, pacing) == pytest.approx(19.0)
+    limit = learning.estimate(state, hit, 60.0, pacing)
+    assert limit == pytest.approx(6 * 6 * 0.95)
+    learning.learn(state, hit, limit, pacing)
+    start, spacing = state.tat["rpm"], 60.0 / limit
+    assert start > hit.now + hit.wait + 1                       # longer than the hint alone
+    ahead = [start + k * spacing for k in range(6)]
+    for at in ahead:                                            # every window holds at most 6
+        assert sum(1 for t in times + ahead if at - 10.0 < t <= at) <= 6
+    earlier = [start - 0.1 + k * spacing for k in range(6)]    # a moment earlier, one would not fit
+    assert any(sum(1 for t in times + earlier if at - 10.0 < t <= at) > 6 for at in earlier)
+
+
+def test_the_window_is_timed_from_the_refused_requests_sending():
+    """The provider times its wait hint from the refused request's arrival, as it counted the first
+    request's: from their sending, the way there cancels; from our receiving the 429 the window
+    would also hold the way back (here 1 s)."""
+    state = ScopeState(since=0.0, sent={"requests": 6.0})
+    hit = learning.Hit(now=3.0, sent_at=2.0, wait=8.0, metric="requests", minute=60.0)
+    learning.note_rejected(state, hit, 100)
+    assert learning.estimate(state, hit, None, PacingConfig()) == pytest.approx(5 / 10 * 60 * 0.95)
+    learning.learn(state, hit, 28.5, PacingConfig())
+    assert state.window_seconds == pytest.approx(10.0)
 
 
 def test_after_its_first_step_a_learned_limit_is_probed_every_quarter_window_by_at_most_40_percent():
