@@ -69,7 +69,10 @@ class ChangeEvents:
         if self._feed is not None:
             with self._lock:
                 for sample_id in ids:
-                    self._in_doubt.setdefault(sample_id, [kind, None])
+                    # A later failure needs a later fence; an insert's "not found" stands only if
+                    # every write in doubt was one.
+                    earlier = self._in_doubt.get(sample_id)
+                    self._in_doubt[sample_id] = [earlier[0] if earlier and kind == "add" else kind, None]
 
     def _settle_doubts(self, horizon: int) -> None:
         """After a change-feed poll whose horizon (every transaction below it has ended) is
@@ -79,13 +82,14 @@ class ChangeEvents:
         transaction's is below it, so once a poll's horizon reaches the fence that one has committed
         or rolled back, and the row read then is final (read any sooner, a commit still on its way
         could be missed). (A snapshot's xmax cannot serve as the fence: a transaction that took its
-        id after the last one to end is at or above it.) A row found is an "update" (listeners apply it to a new id as
-        to a known one), an updated or deleted row gone a "delete"; an insert not found was never
-        made, and nothing changed."""
+        id after the last one to end is at or above it.) A row found is an "update" (listeners
+        apply it to a new id as to a known one), an updated or deleted row gone a "delete"; an
+        insert not found was never made, and nothing changed."""
         with self._lock:
             unfenced = [sample_id for sample_id, (_, fence) in self._in_doubt.items() if fence is None]
-            ready = {sample_id: kind for sample_id, (kind, fence) in self._in_doubt.items()
-                     if fence is not None and horizon >= fence}
+            entries = {sample_id: entry for sample_id, entry in self._in_doubt.items()
+                       if entry[1] is not None and horizon >= entry[1]}
+            ready = {sample_id: entry[0] for sample_id, entry in entries.items()}
         if unfenced:
             with self.database.reading() as db:
                 fence = int(db.execute("SELECT pg_current_xact_id()::text").fetchone()[0])
@@ -97,8 +101,9 @@ class ChangeEvents:
             return
         records = self._records_of(list(ready))   # (if this fails, they are settled after a later poll)
         with self._lock:
-            for sample_id in ready:
-                self._in_doubt.pop(sample_id, None)
+            for sample_id, entry in entries.items():
+                if self._in_doubt.get(sample_id) is entry:   # (not a write that failed since: it waits for its fence)
+                    del self._in_doubt[sample_id]
         found = {record["id"] for record in records}
         made = sum(ready[sample_id] == "add" for sample_id in found)
         if made:

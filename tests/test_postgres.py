@@ -305,3 +305,30 @@ def test_a_write_in_doubt_is_settled_only_once_its_transaction_has_ended(make_st
             store._feed.poll()
         assert "late" not in seen and "late" in store._in_doubt
     wait_for(lambda: store._feed.poll() is not None and "late" in seen, timeout=10)
+
+
+def test_a_write_that_fails_again_while_in_doubt_waits_for_a_later_fence(make_store):
+    """An id already in doubt whose write fails again: the later write's commit may still be on
+    its way after the first fence has passed, so it is read only once a later fence has."""
+    from tests.conftest import wait_for
+
+    store = make_store("refence")
+    seen: list[str] = []
+    store.on_change(lambda change: seen.extend(r["id"] for r in change.records))
+    store.add(record("s0"))
+    copied = "answer, reasoning, case_citation, topic, difficulty, created_at, updated_at"
+    with store.database.pool.connection() as blocker:
+        blocker.execute("BEGIN")
+        blocker.execute("SELECT pg_current_xact_id()")   # holds the horizon: nothing is settled meanwhile
+        store._doubt(["late"], "add")
+        store._feed.poll()
+        assert store._in_doubt["late"][1] is not None   # fenced
+        with store.database.pool.connection() as connection, connection.transaction():
+            connection.execute(f"INSERT INTO samples (id, question, question_key, {copied}) SELECT 'late', "
+                               f"'Question late?', decode(md5('late'), 'hex'), {copied} FROM samples WHERE id = 's0'")
+            store._doubt(["late"], "add")   # its write failed again: this commit is on its way
+            blocker.execute("COMMIT")       # the horizon moves past the first fence
+            for _ in range(3):
+                store._feed.poll()
+            assert "late" not in seen and "late" in store._in_doubt
+    wait_for(lambda: store._feed.poll() is not None and "late" in seen, timeout=10)
