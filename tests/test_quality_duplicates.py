@@ -186,12 +186,11 @@ def test_indexed_questions_leave_nothing_for_the_garbage_collector_to_visit() ->
     questions = [f"Can {rng.choice(names)} recover £{rng.randrange(100, 999) * 25:,} from {rng.choice(names)} "
                  f"for the broken boiler in {rng.choice(['Leeds', 'Bath', 'York'])} under the {n % 7} rule?"
                  for n in range(3000)]
-    DuplicateIndex().add("warm", questions[0])   # (module caches filled before counting)
     index = DuplicateIndex()
-    gc.collect()
-    before = len(gc.get_objects())
     for n, question in enumerate(questions):
         index.add(f"s{n}", question)
-    assert sum(1 for _ in index._lsh.shared()) > 100   # many buckets are shared
-    gc.collect()
-    assert len(gc.get_objects()) - before < len(questions) / 20
+    buckets = [bucket for table in index._lsh._tables for bucket in table.values() if not isinstance(bucket, int)]
+    assert len(buckets) > 100   # many buckets are shared
+    gc.collect()   # (a tuple of atoms is untracked at the first collection it survives)
+    assert not [entry for entry in index._entries.values() if gc.is_tracked(entry)]
+    assert not [bucket for bucket in buckets if gc.is_tracked(bucket)]
