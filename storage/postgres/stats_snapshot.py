@@ -117,9 +117,9 @@ def read(database: Any, columns: str, copy_sql: Callable[[str], str], *, afresh:
 def in_background(work: Callable[..., Any], *args: Any) -> threading.Thread:
     """Run `work(*args)` in a daemon thread that `wait_for_saves` waits for."""
     saving = threading.Thread(target=work, args=args, name="stats-snapshot-save", daemon=True)
-    with _saving_lock:
-        _saving.append(saving)
     saving.start()
+    with _saving_lock:   # (the ended ones are let go: only a test's `wait_for_saves` would clear them)
+        _saving[:] = [thread for thread in _saving if thread.is_alive()] + [saving]
     return saving
 
 
