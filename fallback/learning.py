@@ -54,7 +54,7 @@ class Hit:
     minute: float        # the scaled length of a minute window (seconds)
 
 
-def count_sent(state: ScopeState, at: float, tokens: float, pacing: PacingConfig) -> None:
+def count_sent(state: ScopeState, at: float, tokens: float) -> None:
     """A request admitted to this scope at `at` carrying `tokens`."""
     if state.since is None:
         state.since = at

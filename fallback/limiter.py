@@ -237,7 +237,7 @@ class RateLimiter:
                     if len(entries) > LOG_ENTRIES:   # the two oldest as one, freed with the later: never less held
                         entries[0:2] = [[entries[1][0], entries[0][1] + entries[1][1]]]
             for key in self._keys(provider, model):
-                learning.count_sent(states[key], now, tokens, self.pacing)
+                learning.count_sent(states[key], now, tokens)
             return reservation
 
         return self._store.transact(self._keys(provider, model), admit)

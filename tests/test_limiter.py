@@ -321,8 +321,8 @@ def test_a_limit_that_fell_meanwhile_is_what_the_wait_hint_leaves_room_for():
     state = probed([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
     hit = refused(state, 9.0, wait=5.0)
     assert learning.evidence(state, hit, PacingConfig()) == (5.0, 10.0)
-    hint_less = refused(probed([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]), 9.0, wait=None)
-    assert learning.evidence(probed([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]), hint_less, PacingConfig())[0] == 8.0
+    unhinted = probed([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+    assert learning.evidence(unhinted, refused(unhinted, 9.0, wait=None), PacingConfig())[0] == 8.0
 
 
 def test_after_an_overshoot_the_scope_waits_until_its_window_has_room_for_the_new_pace():
