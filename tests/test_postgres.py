@@ -332,3 +332,44 @@ def test_a_write_that_fails_again_while_in_doubt_waits_for_a_later_fence(make_st
                 store._feed.poll()
             assert "late" not in seen and "late" in store._in_doubt
     wait_for(lambda: store._feed.poll() is not None and "late" in seen, timeout=10)
+
+
+def test_writes_put_in_doubt_by_many_threads_while_the_feed_settles_them(make_store):
+    """Writer threads put ids in doubt while the change feed fences and settles them: the store's
+    lock keeps the map whole for each side (without it, settling iterates a map that writers are
+    growing, and raises), and every id is settled in the end."""
+    from tests.conftest import wait_for
+
+    store = make_store("doubt_race")
+    store._doubt([f"old{number}" for number in range(20_000)], "add")   # a long map to iterate
+    failures: list[BaseException] = []
+    writing = threading.Barrier(3)
+
+    def writer(name: str) -> None:
+        try:
+            writing.wait()
+            for number in range(4000):
+                store._doubt([f"{name}{number}"], "add")
+        except BaseException as exc:   # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    writers = [threading.Thread(target=writer, args=(name,)) for name in ("a", "b")]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)   # threads take turns often: a settle is interrupted mid-iteration
+    try:
+        for thread in writers:
+            thread.start()
+        writing.wait()
+        while any(thread.is_alive() for thread in writers):
+            try:
+                store._settle_doubts(0)   # fences what is unfenced; nothing is ready below horizon 0
+            except BaseException as exc:   # noqa: BLE001
+                failures.append(exc)
+                break
+        for thread in writers:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+    assert len(store._in_doubt) == 28_000
+    wait_for(lambda: store._feed.poll() is not None and not store._in_doubt, timeout=20)
