@@ -27,12 +27,12 @@ import os
 import queue
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from dataset import memory
 from dataset.importing import LISTED, Importer, LineError, check_line, split_lines
 from quality.service import QualityService
+from state import utc_now
 from storage.errors import WriteFailed
 from storage.store import Store
 
@@ -49,10 +49,6 @@ class JobFinished(Exception):
 
 class ShuttingDown(Exception):
     """The runner has been stopped: no new job is accepted."""
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
 
 
 class ImportJob:
@@ -75,7 +71,7 @@ class ImportJob:
         self.cancel = threading.Event()
         self.stop_reason = "cancelled on request"
         self.message = "waiting for the import before it to finish"
-        self.created_at = _now()
+        self.created_at = utc_now()
         self.started_at: str | None = None
         self.finished_at: str | None = None
         self._started = 0.0
@@ -200,7 +196,7 @@ class ImportJobs:
                 if job.status != QUEUED:
                     continue   # cancelled while queued
                 job.status = RUNNING
-                job.started_at = _now()
+                job.started_at = utc_now()
                 job._started = time.monotonic()
                 job.importer = Importer(self.store, self.quality, listed=LISTED)
             try:
@@ -305,7 +301,7 @@ class ImportJobs:
         job.status = status
         job.phase = "done"
         job.message = message
-        job.finished_at = _now()
+        job.finished_at = utc_now()
         job._elapsed = time.monotonic() - job._started if job._started else 0.0
         if not job._started:
             job.content = None   # it never ran (the worker skips it): drop the text now

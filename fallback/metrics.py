@@ -7,12 +7,9 @@ import bisect
 import threading
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable
 
-
-def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+from state import utc_now
 
 
 @dataclass(frozen=True)
@@ -23,7 +20,7 @@ class SwitchEvent:
     to_model: str
     reason: str
     category: str
-    timestamp: str = field(default_factory=utc_now_iso)
+    timestamp: str = field(default_factory=utc_now)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,7 +109,7 @@ class Metrics:
                 stats.successes += 1
             else:
                 stats.failures[category] += 1
-                stats.last_failure = {"category": category, "message": message, "at": utc_now_iso()}
+                stats.last_failure = {"category": category, "message": message, "at": utc_now()}
             if latency is not None:
                 if category is None:
                     previous = stats.success_latency

@@ -22,7 +22,7 @@ from fallback.blocked_report import PROBE_WAIT, Hold, Reporting, describe
 from fallback.budgets import CompletionBudgets
 from fallback.health import BUSY, OWNED, Blocked, HealthBoard
 from fallback.limiter import RateLimiter, Reservation, Wait
-from fallback.metrics import Metrics, SwitchEvent, utc_now_iso
+from fallback.metrics import Metrics, SwitchEvent
 from fallback.outcomes import (AllCooling, AttemptRecord, AttemptsExhausted, Cancelled, DeadlineExceeded,  # noqa: F401
                                GaveUp, NoRecovery, Pair, Routed, RoutingError, Stopped, T)   # (re-exported)
 from fallback.planning import Planning
@@ -30,6 +30,7 @@ from fallback.run_state import Run
 from fallback.policy import Action, Decision, Policy
 from providers.client import Completion, ProviderClient
 from providers.headers import read_rate_limits
+from state import utc_now
 
 
 # Failures that say the provider cannot serve now (not that the request is wrong).
@@ -227,7 +228,7 @@ class Router(Planning, Reporting):
             model = model.model_copy(update={"max_completion_tokens": run.budget})
         run.tried.add(pair)
         run.previous = pair
-        started_at, started = utc_now_iso(), time.perf_counter()
+        started_at, started = utc_now(), time.perf_counter()
         try:
             value, completion = call(client, model)
         except Exception as exc:  # every failure is classified; nothing escapes unexamined

@@ -19,7 +19,7 @@ from errors import InvalidOutput, warm_up
 from fallback.health import HealthBoard
 from fallback.limiter import RateLimiter
 from fallback.limiter_state import LimiterStore
-from fallback.metrics import Metrics, SwitchEvent, utc_now_iso
+from fallback.metrics import Metrics, SwitchEvent
 from fallback.policy import Policy
 from fallback.router import AttemptRecord, Router
 from generation.prompts import SampleSpec, build_messages
@@ -29,6 +29,7 @@ from storage.shared_budgets import SharedBudgetSamples
 from storage.shared_health import SharedHealthTable
 from storage.shared_probes import SharedProbes
 from generation.parsing import SampleContent, parse_sample
+from state import utc_now
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ class GenerationEngine:
     def _keep_rejected(self, completion: Completion, reason: str, raw: str) -> None:
         with self._lock:
             self._rejected.append({"provider": completion.provider, "model": completion.model,
-                                   "reason": reason, "raw_output": raw[:20000], "at": utc_now_iso()})
+                                   "reason": reason, "raw_output": raw[:20000], "at": utc_now()})
 
     def rejected_outputs(self) -> list[dict[str, Any]]:
         """The most recent rejected model outputs, raw, for diagnosis."""
