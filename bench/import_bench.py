@@ -3,7 +3,9 @@ flat as the dataset grows.
 
 Run: `.venv/bin/python bench/import_bench.py` (a few minutes), or with sizes:
 `.venv/bin/python bench/import_bench.py 1000 10000`. `--sync` sends every import as one
-synchronous request (what older versions did; for comparison).
+synchronous request (what older versions did; for comparison). `--grow=400000` instead fills one
+store in jobs of `--step=50000` lines and prints each job's rate: how the cost of a row changes as
+the store grows past the sizes above (about ten minutes at 400,000).
 
 Each size is imported through the real endpoint (Flask test client) into a fresh, empty store;
 1,000 lines in the request, larger imports as a background job polled until it completes. The
@@ -90,7 +92,32 @@ def tenth_rates(progress: list[tuple[float, int]], total: int) -> tuple[float, f
     return (n1 - n0) / (t1 - t0), (n9 - n8) / (t9 - t8)
 
 
+def grow(total: int, step: int) -> None:
+    """One store filled in jobs of `step` lines: each job's rows/s against the store's size before it."""
+    rng = random.Random(7)
+    print(f"{'store before':>12} {'lines':>7} {'seconds':>8} {'rows/s':>7}")
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(Settings.from_env({}, data_dir=Path(tmp), max_body_bytes=1 << 30))
+        services = app.extensions["services"]
+        services.start(resume_batches=False)
+        services.quality.wait_ready()
+        client = app.test_client()
+        for before in range(0, total, step):
+            seconds, _, _ = run_import(client, "\n".join(lines(step, rng, f"g{before}")), background=True)
+            print(f"{before:>12,} {step:>7,} {seconds:>8.2f} {step / seconds:>7,.0f}", flush=True)
+        services.close()
+
+
+def option(argv: list[str], name: str) -> int | None:
+    """The value of `--name=N`, if given."""
+    return next((int(a.split("=", 1)[1]) for a in argv if a.startswith(f"--{name}=")), None)
+
+
 def main(argv: list[str]) -> None:
+    total = option(argv, "grow")
+    if total:
+        grow(total, option(argv, "step") or 50_000)
+        return
     sync = "--sync" in argv
     sizes = [int(a) for a in argv if not a.startswith("--")] or [1_000, 10_000, 100_000]
     rng = random.Random(7)
