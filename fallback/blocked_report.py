@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 from typing import Any, Sequence, Union
 
 from fallback.health import Blocked
-from fallback.limiter import Wait, window_label
+from fallback.limiter import Wait
+from fallback.windows import window_label
 from fallback.outcomes import Pair
 from fallback.run_state import Run
 

@@ -29,60 +29,30 @@ probed upward until the ceiling is reached again.
 `SELECT ... FOR UPDATE`, so several servers share one budget. Configured limits are not state:
 every server reads the same configuration.
 
+What a provider reports and its 429s are read in fallback/limiter_feedback.py, the reports on the
+windows made in fallback/limiter_reports.py (both parts of `RateLimiter`).
+
 Written here rather than with `limits`: that library cannot settle a reservation to a different
 cost afterwards, absorb a provider's readings, or learn limits from 429s.
 """
 from __future__ import annotations
 
 import math
-import re
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
 
 from config.providers import Limits, PacingConfig
 from fallback import learning
+from fallback.limiter_feedback import ProviderFeedback
+from fallback.limiter_reports import LimiterReports
 from fallback.limiter_state import LimiterStore, MemoryStore, ScopeState, model_key, provider_key
+from fallback.windows import WINDOW_NAMES, Reservation, Wait
 from providers.headers import PERIOD_SECONDS, WindowReading
 
-# limit name -> (metric, period)
-WINDOW_NAMES: dict[str, tuple[str, str]] = {
-    "rpm": ("requests", "minute"), "rph": ("requests", "hour"), "rpd": ("requests", "day"),
-    "tpm": ("tokens", "minute"), "tph": ("tokens", "hour"), "tpd": ("tokens", "day"),
-}
-_NAME_OF = {v: k for k, v in WINDOW_NAMES.items()}
 # A token window's log keeps at most this many entries (each reserve and settle reads and writes
 # the whole record, in PostgreSQL mode through the database): past it, the oldest two merge.
 LOG_ENTRIES = 48
-_TOKENS_MESSAGE = re.compile(r"token|\bTPM\b", re.IGNORECASE)
-
-
-def window_label(name: str) -> str:
-    """"tpm" -> "tokens per minute"."""
-    metric, period = WINDOW_NAMES.get(name, (name, ""))
-    return f"{metric} per {period}" if period else name
-
-
-class Wait(float):
-    """Seconds until a request fits (inf: never), with the windows that hold it back."""
-
-    windows: tuple[str, ...]
-
-    def __new__(cls, seconds: float, windows: tuple[str, ...] = ()) -> "Wait":
-        wait = super().__new__(cls, seconds)
-        wait.windows = windows
-        return wait
-
-
-@dataclass
-class Reservation:
-    provider: str
-    model: str
-    tokens: int
-    at: float = 0.0
-    # (scope key, token window, seconds per token) charged, to settle to the real usage
-    charges: list[tuple[str, str, float]] = field(default_factory=list)
-    settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,7 +62,7 @@ class _Gate:
     limit: float
 
 
-class RateLimiter:
+class RateLimiter(ProviderFeedback, LimiterReports):
     def __init__(self, limits: Mapping[tuple[str, str], Limits], clock: Callable[[], float] = time.monotonic,
                  pacing: PacingConfig | None = None, store: LimiterStore | None = None):
         self._clock = clock
@@ -295,155 +265,3 @@ class RateLimiter:
             for state in states.values():
                 learning.uncount_tokens(state, delta)
         return adjust
-
-    # -- what the provider says ------------------------------------------------------------
-
-    def observe(self, provider: str, model: str, readings: Iterable[WindowReading], need: float = 0.0) -> None:
-        """Correct the model's windows with what the provider reported: a reported limit replaces
-        the configured one; a window the provider says has less left than one request (1, or
-        `need` tokens) while our own books say it fits (someone else uses the key) is held until
-        the reported reset. When our books already hold it, their own, exact, wait stands: the
-        reset a provider reports is when the window is whole again, later than the next room."""
-        correct = self._correcting(provider, model, list(readings), need)
-        if correct is not None:
-            self._store.transact([model_key(provider, model)], correct)
-
-    def _correcting(self, provider: str, model: str, readings: list[WindowReading],
-                    need: float) -> Callable[[dict[str, ScopeState]], None] | None:
-        if not readings:
-            return None
-        now = self._clock()
-        key = model_key(provider, model)
-
-        def correct(states: dict[str, ScopeState]) -> None:
-            state = states[key]
-            for reading in readings:
-                name = _NAME_OF.get((reading.metric, reading.period))
-                if name is None:
-                    continue
-                if reading.limit is not None and reading.limit > 0:
-                    state.reported[name] = float(reading.limit)
-                if reading.remaining is None:
-                    continue
-                enough = 1.0 if reading.metric == "requests" else max(1.0, need)
-                limit = self._model_ceiling(key, state).get(name) or float(reading.limit or 0) or 1.0
-                if self._logged(name):
-                    fits = limit - sum(a for _, a in self._log(state, name, limit, now)) >= enough
-                else:
-                    fits = enough <= limit and self._wait(state, name, limit, enough, now) <= 0
-                if reading.remaining < enough and fits:
-                    span = self.span(name)
-                    reset = reading.reset_seconds if reading.reset_seconds is not None else span
-                    hold = now + min(reset, span)
-                    if not self._steady(name):   # a bucket admits while the backlog fits the span
-                        hold += limit * self._unit(name, limit) - self._unit(name, limit)
-                    state.tat[name] = max(state.tat.get(name, now), hold)
-
-        return correct
-
-    def rate_limited(self, reservation: Reservation, wait: float | None, message: str = "") -> None:
-        """A 429 for this reservation's request, the provider asking to wait `wait` seconds: learn
-        the limit of the window it hit (fallback/learning.py)."""
-        provider, model = reservation.provider, reservation.model
-        now = self._clock()
-        hit = learning.Hit(now, reservation.at, learning.finite_wait(wait, self.pacing),
-                           "tokens" if _TOKENS_MESSAGE.search(message or "") else "requests", self.minute)
-        pk, mk = provider_key(provider), model_key(provider, model)
-        keys = sorted({pk, mk, *(model_key(provider, m) for m in self._models.get(provider, []))})
-        self._store.transact(keys, lambda states: self._learn(provider, model, hit, reservation.tokens, states))
-
-    def _learn(self, provider: str, model: str, hit: learning.Hit, tokens: float,
-               states: dict[str, ScopeState]) -> None:
-        pk, mk = provider_key(provider), model_key(provider, model)
-        shared, own = states[pk], states[mk]
-        if learning.is_straggler(shared, hit):
-            learning.refine(shared, hit, tokens, self.pacing)
-            return
-        if learning.is_straggler(own, hit):
-            learning.refine(own, hit, tokens, self.pacing)
-            return
-        learning.note_rejected(own, hit, tokens)
-        learning.note_rejected(shared, hit, tokens)
-        if not self.pacing.learn_limits:
-            return
-        window = learning.METRIC_WINDOW[hit.metric]
-        reset = hit.now + (hit.wait or 0.0)
-        others = learning.same_window(shared.recent, model, reset, hit.now, self.minute,
-                                      self.pacing.scope_tolerance_seconds)
-        shared.recent = learning.remember(shared.recent, model, reset, hit.now, self.minute)
-        if others or shared.learned:
-            for other in [model, *others]:
-                learning.forget(states[model_key(provider, other)])
-            in_force = shared.learned.get(window, self._provider_ceiling(provider, states).get(window))
-            learning.learn(shared, hit, learning.estimate(shared, hit, in_force, self.pacing), self.pacing)
-        else:
-            learning.learn(own, hit, learning.estimate(own, hit, self._in_force(mk, own, window), self.pacing),
-                           self.pacing)
-
-    def _in_force(self, key: str, state: ScopeState, window: str) -> float | None:
-        ceiling = self._model_ceiling(key, state).get(window)
-        learned = state.learned.get(window)
-        if ceiling is None or learned is None:
-            return learned if ceiling is None else ceiling
-        return min(ceiling, learned)
-
-    def _probe(self, provider: str, model: str, states: dict[str, ScopeState], now: float) -> None:
-        mk, pk = model_key(provider, model), provider_key(provider)
-        learning.probe(states[pk], now, self._provider_ceiling(provider), self.minute, self.pacing)
-        ceilings: dict[str, float | None] = dict(self._model_ceiling(mk, states[mk]))
-        learning.probe(states[mk], now, ceilings, self.minute, self.pacing)
-
-    # -- reports ---------------------------------------------------------------------------
-
-    def snapshot(self, provider: str, model: str) -> dict[str, dict[str, float]]:
-        """The model's own windows: the limit in force and what is left of it now."""
-        now = self._clock()
-
-        def read(states: dict[str, ScopeState]) -> dict[str, dict[str, float]]:
-            out = {}
-            for gate in self._gates(provider, model, states):
-                if gate.key != model_key(provider, model):
-                    continue
-                backlog = max(0.0, states[gate.key].tat.get(gate.name, now) - now) / self._unit(gate.name, gate.limit)
-                out[gate.name] = {"limit": gate.limit, "remaining": max(0.0, gate.limit - backlog)}
-            return out
-
-        return self._store.transact(self._keys(provider, model), read)
-
-    def shared_snapshot(self, provider: str) -> dict[str, dict[str, float]]:
-        """The windows learned for the provider as a whole (shared by its models): the limit in
-        force and what is left of it now; empty when none was learned."""
-        now = self._clock()
-        key = provider_key(provider)
-
-        def read(states: dict[str, ScopeState]) -> dict[str, dict[str, float]]:
-            state = states[key]
-            return {name: {"limit": limit, "remaining": max(
-                0.0, limit - max(0.0, state.tat.get(name, now) - now) / self._unit(name, limit))}
-                for name, limit in state.learned.items() if limit > 0}
-
-        return self._store.transact([key], read)
-
-    def learned_limits(self, provider: str) -> list[dict[str, Any]]:
-        """The limits learned for the provider (scope `provider`: shared by its models) and for
-        each of its models (scope `model`), with the ceiling they stay under."""
-        now = self._clock()
-        states = self._store.read()
-        out: list[dict[str, Any]] = []
-        scopes = [(provider_key(provider), "provider", None)] + [
-            (model_key(provider, m), "model", m) for m in self._models.get(provider, [])]
-        ceilings = self._provider_ceiling(provider, states)
-        for key, scope, model in scopes:
-            state = states.get(key)
-            if state is None or not state.learned:
-                continue
-            for name, limit in sorted(state.learned.items()):
-                ceiling = ceilings.get(name) if model is None else self._model_ceiling(key, state).get(name)
-                out.append({
-                    "scope": scope, "provider": provider, "model": model, "window": name,
-                    "limit": round(limit, 2), "ceiling": ceiling,
-                    "window_seconds_estimated": None if state.window_seconds is None else round(state.window_seconds, 2),
-                    "learned_seconds_ago": None if state.learned_at is None else round(max(0.0, now - state.learned_at), 1),
-                    "next_probe_seconds": None if state.probe_at is None else round(max(0.0, state.probe_at - now), 1),
-                    "rate_limited": int(state.hits)})
-        return out

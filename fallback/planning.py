@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from config.providers import ModelConfig
 from fallback.budgets import Window
 from fallback.health import Blocked
-from fallback.limiter import WINDOW_NAMES
+from fallback.windows import WINDOW_NAMES
 from fallback.outcomes import Pair
 from fallback.strategies import Signals, arrange
 
