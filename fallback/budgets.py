@@ -68,16 +68,16 @@ budgets go on with what this server knows (logged once).
 """
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from config.providers import PacingConfig
+from fallback.budget_estimates import answers_alike, min_charge_budget, percentile_budget, round_up, share_fitting
 from fallback.metrics import percentile
 from storage.outage import Outage
 from storage.shared_budgets import SharedBudgetSamples
@@ -222,7 +222,7 @@ class CompletionBudgets:
         # less than the request brings: (n + 1) x (F - m) > n x F, i.e. m < F / (n + 1). With few
         # answers the climb starts from the learned budget's whole requests (the error term
         # stops it within a request or two of the answers' count: 20 answers never justify a 25th).
-        fits, more = self._fits(data), len(data) + 1
+        fits, more = share_fitting(data, self.pacing.budget_truncated_factor), len(data) + 1
         requests = requests_at(high if len(data) >= self.pacing.budget_own_samples else budget)
         current = min(high, share(requests, typical))
         while requests < most:
@@ -234,32 +234,6 @@ class CompletionBudgets:
                 break
             requests, current = requests + 1, candidate
         return max(low, min(high, share(requests, prompt)))
-
-    def _fits(self, data: list[tuple[int, bool]]) -> Callable[[float], float]:
-        """The share of the answers that fit a budget: the Kaplan-Meier estimate, where a cut-off
-        answer only says it needed more than the budget it was sent (a cut-off at 1,930 tokens
-        says nothing about 2,023)."""
-        steps = self._kaplan_meier(data)
-        keys = [tokens for tokens, _ in steps]
-
-        def fits(budget: float) -> float:
-            index = bisect.bisect_right(keys, budget)
-            return steps[index - 1][1] if index else 0.0
-        return fits
-
-    def _kaplan_meier(self, data: list[tuple[int, bool]]) -> list[tuple[float, float]]:
-        """(tokens, share of the answers that fit in them) at each finished answer's size."""
-        factor = self.pacing.budget_truncated_factor
-        # a cut-off answer is kept as factor x its budget; its budget is where it left
-        points = sorted((t / factor if cut else t, not cut) for t, cut in data)
-        steps: list[tuple[float, float]] = []
-        survive, at_risk = 1.0, len(points)
-        for tokens, finished in points:
-            if finished:
-                survive *= 1 - 1 / at_risk
-                steps.append((tokens, 1 - survive))
-            at_risk -= 1
-        return steps
 
     def _data(self, provider: str, model: str) -> list[tuple[int, bool]]:
         """The answers a budget is learned from: the model's own; below `budget_own_samples` of
@@ -280,20 +254,11 @@ class CompletionBudgets:
 
     def _alike(self, provider: str, model: str, own: list[tuple[int, bool]], others: list[tuple[int, bool]]) -> bool:
         """Whether the model's finished answers and its siblings' could come from one distribution:
-        the two-sample Kolmogorov-Smirnov statistic below its critical value at `ALIKE_LEVEL`
-        (c(a) = sqrt(-ln(a / 2) / 2), asymptotic). Cached until the next answer arrives.
-        Written out: scipy.stats' import costs the server a second for one statistic."""
+        `answers_alike` at `ALIKE_LEVEL`. Cached until the next answer arrives."""
         cached = self._alike_cache.get((provider, model))
         if cached is not None and cached[0] == self._answers:
             return cached[1]
-        mine = sorted(t for t, cut in own if not cut)
-        theirs = sorted(t for t, cut in others if not cut)
-        alike = False
-        if mine and theirs:
-            n, m = len(mine), len(theirs)
-            largest = max(abs(bisect.bisect_right(mine, x) / n - bisect.bisect_right(theirs, x) / m)
-                          for x in mine + theirs)
-            alike = largest <= math.sqrt(-math.log(ALIKE_LEVEL / 2) / 2) * math.sqrt((n + m) / (n * m))
+        alike = answers_alike(own, others, ALIKE_LEVEL)
         self._alike_cache[(provider, model)] = (self._answers, alike)
         return alike
 
@@ -304,34 +269,14 @@ class CompletionBudgets:
         if len(data) < self.pacing.budget_min_samples:
             learned = max(floor, high)
         else:
-            learned = max(floor, _round_up(self._choose(provider, data, high)))
+            learned = max(floor, round_up(self._choose(provider, data, high)))
         return max(low, min(high, learned))
 
     def _choose(self, provider: str, data: list[tuple[int, bool]], high: int) -> float:
         if self.pacing.budget_method == "percentile" or len(data) < self.pacing.budget_own_samples:
-            return self._percentile_budget(data, high)
-        tokens = sorted(t for t, _ in data)
-        prompt = self._prompt_tokens.get(provider, 0.0)
-        n = len(tokens)
-        best, charge = float(high), prompt + high
-        for k, needed in enumerate(tokens, start=1):
-            expected = (prompt + _round_up(needed)) * (n + 1) / k
-            if needed < high and expected < charge:
-                best, charge = needed, expected
-        return best
-
-    def _percentile_budget(self, data: list[tuple[int, bool]], high: int) -> float:
-        """`budget_percentile` of the answers plus `budget_margin`. A cut-off answer counts as
-        needing more than the budget it was sent (Kaplan-Meier), not as its assumed
-        `budget_truncated_factor` x that: one answer cut off at 2,048 among a sibling's 20 must not
-        lift a new model's budget to 3,400. When the cut-offs leave the percentile unknown (it lies
-        beyond them), the largest budget an answer was cut off at stands for it. A model's own
-        cut-offs raise its budget at once by other means (`observe`)."""
-        share = self.pacing.budget_percentile / 100
-        fitted = next((tokens for tokens, fits in self._kaplan_meier(data) if fits >= share), None)
-        factor = self.pacing.budget_truncated_factor
-        typical = fitted or max((t / factor if cut else t for t, cut in data), default=high)
-        return typical * (1 + self.pacing.budget_margin)
+            return percentile_budget(data, high, self.pacing.budget_percentile, self.pacing.budget_margin,
+                                     self.pacing.budget_truncated_factor)
+        return min_charge_budget([t for t, _ in data], self._prompt_tokens.get(provider, 0.0), high)
 
     def observe(self, provider: str, model: str, completion_tokens: int | None, truncated: bool,
                 budget: int) -> None:
@@ -401,7 +346,3 @@ class CompletionBudgets:
                     "learned": self._learned(provider, model, data),
                     "answers": len(used), "truncated": stats.truncated if stats else 0,
                     "p50": percentile(used, 50), "p95": percentile(used, 95)}
-
-
-def _round_up(tokens: float) -> int:
-    return int(math.ceil(tokens / 64) * 64)
