@@ -1,6 +1,6 @@
-"""The dataset store: the samples table, the source of truth for samples (reads of the whole
-JSON array in `storage.store_json`, column-wise reads and damaged rows in `storage.store_columns`,
-the columns themselves in `storage.fields`).
+"""The dataset store: the samples table, the source of truth for samples (reads of records in
+`storage.store_reads`, of the whole JSON array in `storage.store_json`, column-wise reads and
+damaged rows in `storage.store_columns`, the columns themselves in `storage.fields`).
 
 Every write is one transaction, so an insert costs the same at 100,000 rows as at 1,000 and
 concurrent writers lose nothing (`storage.database`). Listeners hear about every committed change,
@@ -10,33 +10,29 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 
 from state import utc_now  # noqa: F401  (re-exported: one clock format for rows and batches)
 from storage import json_blocks
 from storage.database import Database
-from storage.dialect import like_escape, sqlite_dialect
+from storage.dialect import sqlite_dialect
 from storage.errors import (DuplicateId, DuplicateQuestion, InvalidRecord, StoreError,  # noqa: F401  (re-exported)
                             WriteFailed)
 from storage.fields import (COLUMNS, CONTENT_FIELDS, EDITABLE_FIELDS, FILTER_COLUMNS,  # noqa: F401  (re-exported)
                             METADATA_FIELDS, REQUIRED_IMPORT_FIELDS, ROW, WRITTEN, encode_record)
-from storage.ordered_search import first_matches
 from storage.question_key import question_key
-from storage.records import MAX_COUNT, STORAGE_KEYS, check_record
-from storage.repairs import (COUNT_COLUMNS, NUMBER_COLUMNS, OPTIONAL_TEXT_COLUMNS, TEXT_COLUMNS, repair_column,
-                             repair_record)
-from storage.schema import SEARCH_COLUMNS, damaged_checks
+from storage.records import STORAGE_KEYS, check_record
+from storage.repairs import NUMBER_COLUMNS, repair_record
+from storage.schema import damaged_checks
 from storage.store_changes import Change, ChangeEvents  # noqa: F401  (Change re-exported)
 from storage.store_columns import ColumnReads, DamagedRows
 from storage.store_json import JsonArrays
+from storage.store_reads import SEARCH_FIELDS, RecordReads  # noqa: F401  (SEARCH_FIELDS re-exported)
 
-SEARCH_FIELDS = SEARCH_COLUMNS
-_WORD = re.compile(r"[^\W_]+")   # what the index's unicode61 tokenizer calls a word
 _STORED_APART = frozenset((*COLUMNS, "seq"))   # keys a record's `extra` never holds (a set: tested for every key)
 TAIL_KEPT = 2 * json_blocks.BLOCK_ROWS   # the JSON of at most this many unsealed rows written is kept for sealing
 log = logging.getLogger("storage")
@@ -46,7 +42,7 @@ def new_sample_id(prefix: str | None) -> str:
     return f"{prefix or 'manual'}_{uuid.uuid4()}"
 
 
-class Store(ChangeEvents, JsonArrays, ColumnReads, DamagedRows):
+class Store(RecordReads, ChangeEvents, JsonArrays, ColumnReads, DamagedRows):
     """The samples of one dataset database (its schema brought up to date on opening): a SQLite
     file (`Store(path)`) or an opened database of either backend (`Store(database)`, see
     `storage.open_storage`). The SQL below is shared; `database.dialect` holds what differs."""
@@ -247,130 +243,6 @@ class Store(ChangeEvents, JsonArrays, ColumnReads, DamagedRows):
         if deleted:
             self._notify(Change("delete", ids=(sample_id,)))
         return bool(deleted)
-
-    # -- reads -----------------------------------------------------------------------------
-
-    def _where(self, filters: Mapping[str, Any] | None, table: str = "samples") -> tuple[str, list[Any]]:
-        """The WHERE clause for `filters` over `table` (`samples`, or the light copy, which has every
-        filtered column)."""
-        clauses, params = [], []
-        for name, value in (filters or {}).items():
-            if value is None or value == "":
-                continue
-            if name in ("ids", "exclude_flags"):
-                value = [v for v in value if not self.unmatchable(v)]
-            elif self.unmatchable(value):
-                clauses.append("1 = 0")   # no stored text holds it
-                continue
-            if name in FILTER_COLUMNS:
-                clauses.append(f"{name} = ?")
-                params.append(value)
-            elif name == "practice_area":
-                clauses.append(f"(topic = ? OR topic {self.dialect.like_ci} ? ESCAPE '!')")
-                params += [value, like_escape(value) + " - %"]
-            elif name == "simulated":
-                clauses.append("simulated = ?")
-                params.append(1 if value else 0)
-            elif name == "flag":
-                clauses.append(self.dialect.flag_in.format(table=table))
-                params.append(value)
-            elif name == "exclude_flags":
-                codes = list(value)
-                clauses.append(self.dialect.flags_none_of(len(codes), table))
-                params += codes
-            elif name == "min_score":
-                clauses.append("quality_score >= ?")
-                params.append(float(value))
-            elif name == "ids":
-                ids = list(value)
-                clauses.append(f"id IN ({', '.join('?' for _ in ids) or 'NULL'})")
-                params += ids
-            else:
-                raise ValueError(f"unknown filter {name!r}")
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-    def count(self, filters: Mapping[str, Any] | None = None) -> int:
-        light = self.dialect.light_table
-        where, params = self._where(filters, light)
-        with self.database.reading() as db:
-            return db.execute(f"SELECT COUNT(*) FROM {light}{where}", params).fetchone()[0]
-
-    def unmatchable(self, value: Any) -> bool:
-        """Whether a looked-up text cannot match any stored one (NUL, where stored text cannot hold it)."""
-        return not self.dialect.text_holds_nul and isinstance(value, str) and "\x00" in value
-
-    def get(self, sample_id: str) -> dict[str, Any] | None:
-        if self.unmatchable(sample_id):
-            return None
-        with self.database.reading() as db:
-            row = db.execute(f"SELECT {ROW} FROM samples WHERE id = ?", (sample_id,)).fetchone()
-        return self.to_record(row) if row else None
-
-    def exists(self, ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        ids = [i for i in ids if not self.unmatchable(i)]
-        with self.database.reading() as db:
-            for start in range(0, len(ids), 500):
-                chunk = list(ids[start:start + 500])
-                marks = ", ".join("?" for _ in chunk)
-                found.update(r[0] for r in db.execute(f"SELECT id FROM samples WHERE id IN ({marks})", chunk))
-        return found
-
-    def list(self, filters: Mapping[str, Any] | None = None, limit: int | None = None, offset: int = 0,
-             newest_first: bool = False) -> list[dict[str, Any]]:
-        return list(self.iter_records(filters, limit=limit, offset=offset, newest_first=newest_first))
-
-    def iter_records(self, filters: Mapping[str, Any] | None = None, *, limit: int | None = None, offset: int = 0,
-                     newest_first: bool = False, chunk: int = 1000) -> Iterator[dict[str, Any]]:
-        """Records in insertion order (or newest first), fetched in chunks. Filters and the offset
-        are applied to the light table, so skipped rows' texts are never read."""
-        light = self.dialect.light_table
-        where, params = self._where(filters, light)
-        order = "DESC" if newest_first else "ASC"
-        if light == "samples":
-            sql = f"SELECT {ROW} FROM samples{where} ORDER BY seq {order} LIMIT ? OFFSET ?"
-        else:   # pick the rows in the narrow copy, read only those rows' texts
-            sql = (f"SELECT {ROW} FROM samples WHERE seq IN (SELECT seq FROM {light}{where} ORDER BY seq {order} "
-                   f"LIMIT ? OFFSET ?) ORDER BY seq {order}")
-        for row in self.database.stream(sql, [*params, self.dialect.no_limit if limit is None else limit, offset],
-                                        chunk):
-            yield self.to_record(row)
-
-
-    def random(self, count: int, filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        where, params = self._where(filters)
-        with self.database.reading() as db:
-            rows = db.execute(f"SELECT {ROW} FROM samples{where} ORDER BY random() LIMIT ?",
-                              [*params, count]).fetchall()
-        return [self.to_record(r) for r in rows]
-
-    def search(self, text: str, field: str | None, limit: int) -> list[dict[str, Any]]:
-        """Samples whose text contains `text`, case-insensitively, as plain text (never a regex or
-        a query language). The full-text index (SQLite: FTS5; PostgreSQL: a GIN index on a
-        tsvector) finds the rows holding its words; a substring check then keeps exact matches."""
-        fields = [field] if field else list(SEARCH_FIELDS)
-        words = _WORD.findall(text)
-        if not words or self.unmatchable(text):
-            return []
-        match, query = self.dialect.search_match(words, fields)
-        pattern = f"%{like_escape(text)}%"
-        contains = " OR ".join(f"{f} {self.dialect.like_ci} ? ESCAPE '!'" for f in fields)
-        with self.database.reading() as db:
-            if self.dialect.name == "postgresql":   # a GIN index: its rows come out of order
-                rows = first_matches(db, ROW, match, contains, [query, *([pattern] * len(fields))], limit)
-            else:                                  # FTS5 gives rows in rowid (seq) order: it stops at `limit`
-                rows = db.execute(f"SELECT {ROW} FROM samples WHERE {match} AND ({contains}) ORDER BY seq LIMIT ?",
-                                  [query, *([pattern] * len(fields)), limit]).fetchall()
-        return [self.to_record(r) for r in rows]
-
-    def iter_questions(self, chunk: int = 1000) -> Iterator[tuple[str, str]]:
-        """(id, question) of every sample in insertion order, fetched in chunks."""
-        for sample_id, question in self.database.stream("SELECT id, question FROM samples ORDER BY seq", (), chunk):
-            if type(sample_id) is not str or type(question) is not str:   # a row an older version damaged
-                (sample_id,), _ = repair_column("id", [sample_id])
-                (question,), _ = repair_column("question", [question])
-            yield sample_id, question
-
 
     def _duplicate_questions(self, rows: Sequence[Mapping[str, Any]]) -> DuplicateQuestion:
         """Which of `rows` (refused by the unique question key) repeat a stored question or an
