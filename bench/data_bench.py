@@ -24,7 +24,6 @@ time on this machine, which other work may share: the server's CPU seconds are p
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from storage.dialect import Dialect, sqlite_dialect
+from storage.dialect import Dialect
 from storage.errors import DatabaseDamaged, DatabaseUnwritable, WriteFailed
 from storage.schema import migrate
 
