@@ -148,7 +148,7 @@ def measure(backend: str, rows: int, settings: Settings) -> None:
             first = best_ms(lambda: client.get(path), 1)
             cached = best_ms(lambda: client.get(path))
             say(f"  GET {path}: first {first:.0f} ms, cached {cached:.1f} ms")
-        for term in ("Donoghue", "snail bottle", "zebracorn"):
+        for term in ("Donoghue", "snail bottle", "zebracorn", "[1932] AC 562"):
             say(f"  search {term!r}: {best_ms(lambda: services.store.search(term, None, 50)):.1f} ms (best of 3, limit 50)")
         say(f"  GET /api/data?limit=100&offset={rows // 2}: "
             f"{best_ms(lambda: client.get(f'/api/data?limit=100&offset={rows // 2}').get_data()):.1f} ms")

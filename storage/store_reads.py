@@ -3,6 +3,7 @@ search and every question. Part of `Store` (storage.store)."""
 from __future__ import annotations
 
 import re
+import string
 from typing import Any, Iterator, Mapping, Sequence
 
 from storage.dialect import like_escape
@@ -13,6 +14,15 @@ from storage.schema import SEARCH_COLUMNS
 
 SEARCH_FIELDS = SEARCH_COLUMNS
 _WORD = re.compile(r"[^\W_]+")   # what the index's unicode61 tokenizer calls a word
+_WORD_END = frozenset(string.whitespace + string.punctuation)   # characters that end a word in both indexes
+
+
+def search_words(text: str) -> tuple[list[str], list[bool]]:
+    """The words of a search text as the indexes split it, and for each whether it is whole: the
+    text goes on after it with a space or punctuation, so a match holds exactly that word (the
+    others may be the start of a longer one)."""
+    found = list(_WORD.finditer(text))
+    return [m.group() for m in found], [text[m.end():m.end() + 1] in _WORD_END for m in found]
 
 
 class RecordReads:
@@ -116,10 +126,10 @@ class RecordReads:
         a query language). The full-text index (SQLite: FTS5; PostgreSQL: a GIN index on a
         tsvector) finds the rows holding its words; a substring check then keeps exact matches."""
         fields = [field] if field else list(SEARCH_FIELDS)
-        words = _WORD.findall(text)
+        words, whole = search_words(text)
         if not words or self.unmatchable(text):
             return []
-        match, query = self.dialect.search_match(words, fields)
+        match, query = self.dialect.search_match(words, fields, whole)
         pattern = f"%{like_escape(text)}%"
         contains = " OR ".join(f"{f} {self.dialect.like_ci} ? ESCAPE '!'" for f in fields)
         with self.database.reading() as db:

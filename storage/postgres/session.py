@@ -66,9 +66,12 @@ class Session:
     def __init__(self, connection: psycopg.Connection[Any]):
         self.connection = connection
 
-    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> psycopg.Cursor[Any]:
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None, *,
+                prepare: bool | None = None) -> psycopg.Cursor[Any]:
+        """`prepare=False`: never as a prepared statement (psycopg prepares a query it has run five
+        times), for a query whose best plan depends on its parameters."""
         cursor = self.connection.cursor()
-        cursor.execute(translate(sql), params if params else None)
+        cursor.execute(translate(sql), params if params else None, prepare=prepare)
         return cursor
 
     def copy_out(self, sql: str) -> bytes:
