@@ -105,9 +105,9 @@ class RecordReads:
         light = self.dialect.light_table
         where, params = self._where(filters, light)
         order = "DESC" if newest_first else "ASC"
-        if light == "samples":
+        if light == "samples" and not offset:
             sql = f"SELECT {ROW} FROM samples{where} ORDER BY seq {order} LIMIT ? OFFSET ?"
-        else:   # pick the rows in the narrow copy, read only those rows' texts
+        else:   # pick the rows by the narrow copy (or the key's index), read only those rows' texts
             sql = (f"SELECT {ROW} FROM samples WHERE seq IN (SELECT seq FROM {light}{where} ORDER BY seq {order} "
                    f"LIMIT ? OFFSET ?) ORDER BY seq {order}")
         for row in self.database.stream(sql, [*params, self.dialect.no_limit if limit is None else limit, offset],

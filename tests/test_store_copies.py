@@ -276,5 +276,12 @@ def test_json_reads_match_record_reads_on_either_backend(make_store):
     assert decoded(store) == json.loads(json.dumps(store.list()))
     assert decoded(store, filters={"difficulty": "expert"}) == json.loads(json.dumps(store.list({"difficulty": "expert"})))
     assert [r["id"] for r in decoded(store, newest_first=True)] == ["c", "a"]
+    store.add_many([record("d", difficulty="expert"), record("e")])
+    for order in (False, True):     # a page at an offset: its rows picked first, then read
+        for limit, offset in ((1, 1), (2, 1), (5, 2), (None, 3)):
+            page = [r["id"] for r in store.list(limit=limit, offset=offset, newest_first=order)]
+            assert page == [r["id"] for r in store.list(newest_first=order)][offset:][:limit]
+            assert [r["id"] for r in decoded(store, limit=limit, offset=offset, newest_first=order)] == page
+    assert [r["id"] for r in decoded(store, filters={"difficulty": "expert"}, limit=1, offset=1, newest_first=True)] == ["a"]
     assert json.loads(json_blocks.zstd.decompress(b"".join(store.iter_json_zstd()))) == json.loads(json.dumps(store.list()))
     store.close()
