@@ -74,7 +74,10 @@ def test_a_wait_names_what_blocked_each_candidate_budget_included(make_app, fake
     for model in ("g-large", "g-small"):
         fake.always(model, slow_down(30))
     batch_id = start(client, target_count=6)
-    state = wait_for(lambda: (s := status(client, batch_id))["samples_generated"] == 2 and s["waits"] and s)
+    # waiting again after the second sample (the wait before it can be listed while the sample that
+    # ended it clears `waiting_reason`, until the next attempt finds every candidate held)
+    state = wait_for(lambda: (s := status(client, batch_id))["samples_generated"] == 2 and s["waits"]
+                     and s["waiting_reason"] and s)
     wait = state["waits"][-1]
     blocked = {(b["provider"], b["model"]): b for b in wait["blocked"]}
     assert blocked[("groq", "g-large")]["why"] == "cooling" and blocked[("groq", "g-large")]["category"] == "rate_limit"
