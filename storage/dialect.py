@@ -70,7 +70,8 @@ def _pg_csv(expressions: list[str], where: str) -> str:
 
 
 def _sqlite_search(words: list[str], fields: list[str], whole: list[bool]) -> tuple[str, str]:
-    """FTS5: the words as a phrase in the fields, the last word possibly the start of a longer one."""
+    """FTS5: the words as a phrase in the fields, the last word possibly the start of a longer one
+    (a phrase's other words are whole words already: `whole` adds nothing here)."""
     return ("seq IN (SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?)",
             f"{{{' '.join(fields)}}} : \"{' '.join(words)}\"*")
 

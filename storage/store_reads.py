@@ -25,6 +25,12 @@ def search_words(text: str) -> tuple[list[str], list[bool]]:
     return [m.group() for m in found], [text[m.end():m.end() + 1] in _WORD_END for m in found]
 
 
+def page_seqs(table: str, where: str, order: str) -> str:
+    """SQL: the seq numbers of one page (`LIMIT ? OFFSET ?`) of `table`'s rows in `order`. Picked
+    apart from the rows' texts, an offset walks an index or the narrow copy, not the rows."""
+    return f"SELECT seq FROM {table}{where} ORDER BY seq {order} LIMIT ? OFFSET ?"
+
+
 class RecordReads:
     """Part of `Store` (it uses the store's `database`, `dialect` and `to_record`)."""
 
@@ -108,8 +114,7 @@ class RecordReads:
         if light == "samples" and not offset:
             sql = f"SELECT {ROW} FROM samples{where} ORDER BY seq {order} LIMIT ? OFFSET ?"
         else:   # pick the rows by the narrow copy (or the key's index), read only those rows' texts
-            sql = (f"SELECT {ROW} FROM samples WHERE seq IN (SELECT seq FROM {light}{where} ORDER BY seq {order} "
-                   f"LIMIT ? OFFSET ?) ORDER BY seq {order}")
+            sql = f"SELECT {ROW} FROM samples WHERE seq IN ({page_seqs(light, where, order)}) ORDER BY seq {order}"
         for row in self.database.stream(sql, [*params, self.dialect.no_limit if limit is None else limit, offset],
                                         chunk):
             yield self.to_record(row)
